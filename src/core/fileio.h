@@ -1,0 +1,41 @@
+/* fileio.h - reading files whole, memory-mapping them, and writing them atomically.
+ *
+ * Everything read here may be corrupt or hostile: sizes are checked against limits before
+ * any allocation, and every error names the path.
+ */
+#ifndef QVLM_CORE_FILEIO_H
+#define QVLM_CORE_FILEIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+/* Read the whole file at `path` into a fresh buffer (NUL-terminated, the NUL not counted).
+ * Files larger than max_bytes are refused with QVLM_E_LIMIT before reading.
+ * On success the caller owns *out (free()). */
+qvlm_status qvlm_file_read(const char *path, size_t max_bytes, char **out, size_t *out_bytes,
+                           qvlm_error *err);
+
+/* A read-only memory map of a whole file. */
+typedef struct qvlm_mmap {
+    const uint8_t *data; /* [n_bytes] */
+    size_t n_bytes;
+} qvlm_mmap;
+
+/* Map `path` read-only. An empty file maps to data == NULL, n_bytes == 0. */
+qvlm_status qvlm_mmap_open(qvlm_mmap *m, const char *path, qvlm_error *err);
+void qvlm_mmap_close(qvlm_mmap *m); /* no-op on a zeroed struct */
+
+/* Write `data` to `path` atomically: write to "path.tmp.<pid>.<n>", fsync, rename, fsync
+ * the directory. A crash leaves either the old file or the new one, never a torn one. */
+qvlm_status qvlm_file_write_atomic(const char *path, const void *data, size_t n_bytes,
+                                   qvlm_error *err);
+
+/* Does `path` exist (any type)? */
+int qvlm_path_exists(const char *path);
+
+/* Join dir and name into a fresh string (malloc); NULL on allocation failure. */
+char *qvlm_path_join(const char *dir, const char *name);
+
+#endif /* QVLM_CORE_FILEIO_H */
