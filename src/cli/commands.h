@@ -7,6 +7,7 @@
 #define QVLM_CLI_COMMANDS_H
 
 #define QVLM_COMMANDS(X) \
+    X(verify, "compare against a transformers reference fixture") \
     X(version, "print the version")
 
 #define X(name, help) int qvlm_cmd_##name(int argc, char **argv);
