@@ -87,6 +87,7 @@ typedef struct qvlm_model {
     qvlm_config cfg;
     qvlm_st_set st;      /* the mapped checkpoint; weights point into it */
     qvlm_backend *be;    /* borrowed: must outlive the model */
+    qvlm_backend *owned_be; /* == be when qvlm_model_load made it; freed with the model */
     qvlm_tensor embed_tokens; /* [vocab][hidden] */
     qvlm_tensor norm;         /* [hidden] final, zero-centred */
     qvlm_tensor lm_head;      /* [vocab][hidden]; == embed_tokens when tied */
