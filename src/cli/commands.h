@@ -8,6 +8,8 @@
 
 #define QVLM_COMMANDS(X) \
     X(verify, "compare against a transformers reference fixture") \
+    X(synth, "write a random-weight checkpoint in the Hub layout") \
+    X(bench, "measure prefill and decode speed") \
     X(version, "print the version")
 
 #define X(name, help) int qvlm_cmd_##name(int argc, char **argv);
