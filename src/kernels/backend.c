@@ -22,6 +22,10 @@ void *qvlm_backend_alloc(qvlm_backend *be, size_t n_bytes) { return be->ops->all
 void qvlm_backend_free(qvlm_backend *be, void *p) {
     if (p) be->ops->free(be, p);
 }
+void qvlm_backend_mem_stats(qvlm_backend *be, size_t *current_bytes, size_t *peak_bytes) {
+    be->ops->mem_stats(be, current_bytes, peak_bytes);
+}
+void qvlm_backend_mem_reset_peak(qvlm_backend *be) { be->ops->mem_reset_peak(be); }
 qvlm_status qvlm_backend_weight(qvlm_backend *be, const void *host, qvlm_dtype dtype, int n_dims,
                                 const int64_t *ne, qvlm_tensor *out, qvlm_error *err) {
     return be->ops->weight(be, host, dtype, n_dims, ne, out, err);
@@ -133,4 +137,9 @@ void qvlm_op_gather_rows(qvlm_stream *s, float *y, const float *x, const int32_t
 
 void qvlm_op_scatter_add_rows(qvlm_stream *s, float *y, const float *x, const int32_t *rows, const float *scale, int64_t n, int64_t dim) {
     s->be->ops->scatter_add_rows(s, y, x, rows, scale, n, dim);
+}
+
+void qvlm_op_add_weighted_rows(qvlm_stream *s, float *y, const qvlm_tensor *table, const int32_t *idx, const float *w,
+                               int64_t n, int64_t taps) {
+    s->be->ops->add_weighted_rows(s, y, table, idx, w, n, taps);
 }

@@ -62,6 +62,10 @@ qvlm_compute_precision qvlm_backend_precision(const qvlm_backend *be);
  * uninitialised. */
 void *qvlm_backend_alloc(qvlm_backend *be, size_t n_bytes);
 void qvlm_backend_free(qvlm_backend *be, void *p);
+/* Bytes of backend memory currently allocated through qvlm_backend_alloc, and the most
+ * there has been since the last reset (weights used in place are not counted). */
+void qvlm_backend_mem_stats(qvlm_backend *be, size_t *current_bytes, size_t *peak_bytes);
+void qvlm_backend_mem_reset_peak(qvlm_backend *be);
 /* Make a weight usable by this backend. CPU: points at the (mmapped) host bytes, no copy.
  * A GPU backend uploads. `host` must outlive the model. */
 qvlm_status qvlm_backend_weight(qvlm_backend *be, const void *host, qvlm_dtype dtype, int n_dims,
@@ -88,6 +92,11 @@ void qvlm_op_zero(qvlm_stream *s, void *dst, size_t n_bytes);
 
 /* y[t][:] = f32(table[ids[t]][:]) for t < n. ids must be < table rows (caller checks). */
 void qvlm_op_get_rows(qvlm_stream *s, float *y, const qvlm_tensor *table, const int32_t *ids, int64_t n);
+
+/* y[i][:] += sum_j w[i][j] * f32(table[idx[i][j]][:]) for j < taps (the weighted taps are summed
+ * first, then added): bilinear resampling of a learned position table. idx/w host [n][taps]. */
+void qvlm_op_add_weighted_rows(qvlm_stream *s, float *y, const qvlm_tensor *table, const int32_t *idx, const float *w,
+                               int64_t n, int64_t taps);
 
 /* y[t][j] = sum_i x[t][i] W[j][i] (+ bias[j]); W [d][k]; x rows at stride ldx, y rows at ldy.
  * Each output element is bitwise independent of n (see kernels/cpu/cpu.h). */

@@ -10,6 +10,8 @@ typedef struct qvlm_backend_ops {
     void (*destroy)(qvlm_backend *be);
     void *(*alloc)(qvlm_backend *be, size_t n_bytes);
     void (*free)(qvlm_backend *be, void *p);
+    void (*mem_stats)(qvlm_backend *be, size_t *current_bytes, size_t *peak_bytes);
+    void (*mem_reset_peak)(qvlm_backend *be);
     qvlm_status (*weight)(qvlm_backend *be, const void *host, qvlm_dtype dtype, int n_dims, const int64_t *ne,
                           qvlm_tensor *out, qvlm_error *err);
     void (*weight_free)(qvlm_backend *be, qvlm_tensor *t);
@@ -24,6 +26,8 @@ typedef struct qvlm_backend_ops {
     void (*zero)(qvlm_stream *s, void *dst, size_t n);
 
     void (*get_rows)(qvlm_stream *s, float *y, const qvlm_tensor *table, const int32_t *ids, int64_t n);
+    void (*add_weighted_rows)(qvlm_stream *s, float *y, const qvlm_tensor *table, const int32_t *idx, const float *w,
+                              int64_t n, int64_t taps);
     void (*matmul)(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w,
                    const qvlm_tensor *bias, int64_t n);
     void (*rms_norm)(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w,

@@ -1,4 +1,6 @@
 /* backend_cpu.c - the CPU backend: host memory, a thread pool, and the ops table. */
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,13 +17,38 @@ static void cpu_destroy(qvlm_backend *be) {
     free(c);
 }
 
+/* Each allocation carries a 64-byte header with its size, so frees can be accounted. */
+#define HDR 64
+
 static void *cpu_alloc(qvlm_backend *be, size_t n) {
+    cpu_backend *c = (cpu_backend *)be;
     void *p = NULL;
-    if (posix_memalign(&p, 64, n ? n : 64) != 0) return NULL;
-    return p;
+    if (n > SIZE_MAX - HDR || posix_memalign(&p, 64, HDR + n) != 0) return NULL;
+    *(size_t *)p = n;
+    size_t cur = atomic_fetch_add(&c->mem_current, n) + n, peak = atomic_load(&c->mem_peak);
+    while (cur > peak && !atomic_compare_exchange_weak(&c->mem_peak, &peak, cur)) {
+    }
+    return (uint8_t *)p + HDR;
 }
 
-static void cpu_free(qvlm_backend *be, void *p) { free(p); }
+static void cpu_free(qvlm_backend *be, void *p) {
+    if (!p) return;
+    cpu_backend *c = (cpu_backend *)be;
+    void *base = (uint8_t *)p - HDR;
+    atomic_fetch_sub(&c->mem_current, *(size_t *)base);
+    free(base);
+}
+
+static void cpu_mem_stats(qvlm_backend *be, size_t *current_bytes, size_t *peak_bytes) {
+    cpu_backend *c = (cpu_backend *)be;
+    if (current_bytes) *current_bytes = atomic_load(&c->mem_current);
+    if (peak_bytes) *peak_bytes = atomic_load(&c->mem_peak);
+}
+
+static void cpu_mem_reset_peak(qvlm_backend *be) {
+    cpu_backend *c = (cpu_backend *)be;
+    atomic_store(&c->mem_peak, atomic_load(&c->mem_current));
+}
 
 static qvlm_status cpu_weight(qvlm_backend *be, const void *host, qvlm_dtype dtype, int n_dims, const int64_t *ne,
                               qvlm_tensor *out, qvlm_error *err) {
@@ -49,8 +76,8 @@ static qvlm_status cpu_stream_create(qvlm_backend *be, qvlm_stream **out, qvlm_e
 
 static void cpu_stream_destroy(qvlm_stream *st) {
     cpu_stream *s = cpu_stream_of(st);
-    free(s->mm_work);
-    free(s->scratch);
+    cpu_free(&s->be->base, s->mm_work);
+    cpu_free(&s->be->base, s->scratch);
     free(s);
 }
 
@@ -60,10 +87,9 @@ static qvlm_status cpu_reserve_matmul(qvlm_stream *st, int64_t n_rows, int64_t k
     size_t need_q = qvlm_cpu_matmul_work_bytes(&s->be->cpu, n_rows, k, QVLM_DTYPE_Q8_0);
     if (need_q > need) need = need_q;
     if (need <= s->mm_work_bytes) return QVLM_OK;
-    void *p = NULL;
-    if (posix_memalign(&p, 64, need) != 0)
-        return qvlm_errorf(err, QVLM_E_NOMEM, "cpu stream: cannot allocate %zu bytes of matmul scratch", need);
-    free(s->mm_work);
+    void *p = cpu_alloc(&s->be->base, need);
+    if (!p) return qvlm_errorf(err, QVLM_E_NOMEM, "cpu stream: cannot allocate %zu bytes of matmul scratch", need);
+    cpu_free(&s->be->base, s->mm_work);
     s->mm_work = p;
     s->mm_work_bytes = need;
     return QVLM_OK;
@@ -74,9 +100,9 @@ void *cpu_scratch(qvlm_stream *st, size_t per_thread, int n_threads) {
     per_thread = (per_thread + 63) & ~(size_t)63;
     size_t need = per_thread * (size_t)n_threads;
     if (need > s->scratch_bytes) {
-        void *p = NULL;
-        if (posix_memalign(&p, 64, need) != 0) return NULL;
-        free(s->scratch);
+        void *p = cpu_alloc(&s->be->base, need);
+        if (!p) return NULL;
+        cpu_free(&s->be->base, s->scratch);
         s->scratch = p;
         s->scratch_bytes = need;
     }
@@ -139,6 +165,33 @@ static void cpu_get_rows(qvlm_stream *s, float *y, const qvlm_tensor *table, con
     cpu_parallel(s, n, 8, get_rows_task, &j);
 }
 
+struct wrows_job {
+    float *y;
+    const qvlm_tensor *table;
+    const int32_t *idx;
+    const float *w;
+    int64_t n, taps, dim;
+};
+
+static void wrows_task(void *p, int ith, int nth) {
+    struct wrows_job *j = p;
+    long r0, r1;
+    qvlm_split_rows(j->n, ith, nth, &r0, &r1);
+    for (long r = r0; r < r1; r++)
+        for (int64_t c = 0; c < j->dim; c++) {
+            float acc = 0.0f;
+            for (int64_t k = 0; k < j->taps; k++)
+                acc += cpu_weight_at(j->table, (int64_t)j->idx[r * j->taps + k] * j->dim + c) * j->w[r * j->taps + k];
+            j->y[r * j->dim + c] += acc;
+        }
+}
+
+static void cpu_add_weighted_rows(qvlm_stream *s, float *y, const qvlm_tensor *table, const int32_t *idx,
+                                  const float *w, int64_t n, int64_t taps) {
+    struct wrows_job j = {y, table, idx, w, n, taps, qvlm_tensor_cols(table)};
+    cpu_parallel(s, n, 16, wrows_task, &j);
+}
+
 static void cpu_matmul(qvlm_stream *st, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w,
                        const qvlm_tensor *bias, int64_t n) {
     cpu_stream *s = cpu_stream_of(st);
@@ -149,9 +202,9 @@ static void cpu_matmul(qvlm_stream *st, float *y, int64_t ldy, const float *x, i
     size_t need = qvlm_cpu_matmul_work_bytes(&s->be->cpu, n, k, w->dtype);
     if (need > s->mm_work_bytes) {
         /* Not reserved: grow once (callers reserve at set-up, so this is the rare path). */
-        void *p = NULL;
-        if (posix_memalign(&p, 64, need) != 0) return; /* NEVER: reserve failed earlier */
-        free(s->mm_work);
+        void *p = cpu_alloc(&s->be->base, need);
+        if (QVLM_NEVER(!p)) return;
+        cpu_free(&s->be->base, s->mm_work);
         s->mm_work = p;
         s->mm_work_bytes = need;
     }
@@ -164,6 +217,8 @@ static const qvlm_backend_ops CPU_OPS = {
     .destroy = cpu_destroy,
     .alloc = cpu_alloc,
     .free = cpu_free,
+    .mem_stats = cpu_mem_stats,
+    .mem_reset_peak = cpu_mem_reset_peak,
     .weight = cpu_weight,
     .weight_free = cpu_weight_free,
     .stream_create = cpu_stream_create,
@@ -175,6 +230,7 @@ static const qvlm_backend_ops CPU_OPS = {
     .copy = cpu_copy,
     .zero = cpu_zero,
     .get_rows = cpu_get_rows,
+    .add_weighted_rows = cpu_add_weighted_rows,
     .matmul = cpu_matmul,
     .rms_norm = cpu_rms_norm,
     .layer_norm = cpu_layer_norm,

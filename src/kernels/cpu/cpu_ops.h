@@ -11,6 +11,7 @@ typedef struct cpu_backend {
     qvlm_pool *pool;
     qvlm_cpu cpu;
     char name[128];
+    _Atomic size_t mem_current, mem_peak; /* bytes from cpu_alloc */
 } cpu_backend;
 
 typedef struct cpu_stream {
