@@ -78,15 +78,19 @@ static void patch_task(void *arg, int ith, int nth) {
         int py = (int)(block / blocks_w) * m + (int)(in_block / m);
         int px = (int)(block % blocks_w) * m + (int)(in_block % m);
         float *row = c->out + (size_t)r * (size_t)c->patch_dim;
-        for (int ch = 0; ch < 3; ch++) {
-            float *dst = row + (size_t)ch * (size_t)T * plane; /* frame t = 0 */
-            const float *lut = c->lut[ch];
-            for (int y = 0; y < P; y++) {
-                const uint8_t *src = c->rgb + ((size_t)(py * P + y) * (size_t)c->width + (size_t)px * P) * 3 + ch;
-                for (int x = 0; x < P; x++) dst[y * P + x] = lut[src[3 * x]];
+        /* Planes (channel, frame) of P·P values; every frame of a still image is the same. */
+        float *red = row, *green = row + (size_t)T * plane, *blue = row + (size_t)2 * T * plane;
+        for (int y = 0; y < P; y++) {
+            const uint8_t *src = c->rgb + ((size_t)(py * P + y) * (size_t)c->width + (size_t)px * P) * 3;
+            for (int x = 0; x < P; x++, src += 3) {
+                float vr = c->lut[0][src[0]], vg = c->lut[1][src[1]], vb = c->lut[2][src[2]];
+                size_t at = (size_t)y * P + x;
+                for (int t = 0; t < T; t++, at += plane) {
+                    red[at] = vr;
+                    green[at] = vg;
+                    blue[at] = vb;
+                }
             }
-            /* The other frames of a still image are copies of the first. */
-            for (int t = 1; t < T; t++) memcpy(dst + (size_t)t * plane, dst, plane * sizeof(*dst));
         }
     }
 }

@@ -34,7 +34,7 @@ static void membuf_put(struct membuf *m, const void *p, size_t n) {
         m->data = d;
         m->cap = cap;
     }
-    memcpy(m->data + m->n, p, n);
+    if (n) memcpy(m->data + m->n, p, n);
     m->n += n;
 }
 
@@ -183,7 +183,7 @@ static void png_chunk(struct membuf *m, const char *type, const uint8_t *data, u
     membuf_put(m, data, n);
     uint8_t *tmp = malloc(n + 4);
     memcpy(tmp, type, 4);
-    memcpy(tmp + 4, data, n);
+    if (n) memcpy(tmp + 4, data, n);
     put_be32(crc, crc32_png(tmp, n + 4));
     free(tmp);
     membuf_put(m, crc, 4);
