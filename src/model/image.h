@@ -19,7 +19,9 @@
  *    because PIL opens it as mode "I;16" and its I;16 -> RGB conversion clips;
  *  - CMYK/YCCK JPEGs are converted as PIL does: samples inverted (PIL assumes Adobe
  *    conventions for every 4-component JPEG), then r = 255-k - (c·(255-k))/255, rounded;
- *  - EXIF orientation is NOT applied (PIL's Image.open does not apply it);
+ *  - EXIF orientation is NOT applied (PIL's Image.open does not, nor did the fixtures'
+ *    generator). Note: transformers' load_image(), used when a chat message carries an image
+ *    URL, path or base64 string, does call ImageOps.exif_transpose before convert("RGB");
  *  - JPEG uses libjpeg's defaults (islow IDCT, fancy upsampling), as PIL does;
  *  - animated WebP is refused (PIL would take the first frame).
  */

@@ -24,6 +24,11 @@ qvlm_status qvlm_smart_resize(int h, int w, const qvlm_preprocess_config *cfg, i
         return qvlm_errorf(err, QVLM_E_INVALID, "smart_resize: image is %d x %d (sides must be >= 1)", w, h);
     const int64_t f = (int64_t)cfg->patch_size * cfg->merge_size;
     const int64_t lo = cfg->min_pixels, hi = cfg->max_pixels, hw = (int64_t)h * w;
+    /* Bounds that keep every double below 2^53 and every cast in range. */
+    if (f < 1 || f > 65536 || lo < 1 || hi < lo || hi > ((int64_t)1 << 40))
+        return qvlm_errorf(err, QVLM_E_INVALID,
+                           "smart_resize: invalid configuration (factor %lld, pixels %lld..%lld)", (long long)f,
+                           (long long)lo, (long long)hi);
     double aspect = (double)(h > w ? h : w) / (double)(h > w ? w : h);
     if (aspect > 200.0)
         return qvlm_errorf(err, QVLM_E_INVALID,

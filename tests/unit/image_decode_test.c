@@ -110,6 +110,8 @@ struct jpeg_spec {
     int w, h, components; /* 1 grey, 3 RGB, 4 CMYK */
     const uint8_t *samples; /* [h][w][components] */
     int quality, progressive, full_chroma;
+    const uint8_t *app1; /* an APP1 (EXIF) marker payload, or NULL */
+    unsigned app1_len;
 };
 
 static uint8_t *encode_jpeg(const struct jpeg_spec *sp, size_t *n_out) {
@@ -130,6 +132,7 @@ static uint8_t *encode_jpeg(const struct jpeg_spec *sp, size_t *n_out) {
         for (int i = 0; i < c.num_components; i++) c.comp_info[i].h_samp_factor = c.comp_info[i].v_samp_factor = 1;
     if (sp->progressive) jpeg_simple_progression(&c);
     jpeg_start_compress(&c, TRUE);
+    if (sp->app1) jpeg_write_marker(&c, JPEG_APP0 + 1, sp->app1, sp->app1_len);
     while (c.next_scanline < c.image_height) {
         JSAMPROW row = (JSAMPROW)(sp->samples + (size_t)c.next_scanline * sp->w * sp->components);
         jpeg_write_scanlines(&c, &row, 1);
@@ -422,6 +425,29 @@ static void test_jpeg_cmyk(void) {
     ASSERT_TRUE(ok);
 }
 
+/* EXIF orientation 6 ("rotate 90° to display") is not applied: PIL's Image.open does not. */
+static void test_jpeg_exif_orientation_ignored(void) {
+    static const uint8_t exif[] = {'E', 'x', 'i', 'f', 0, 0,             /* APP1 identifier */
+                                   'M', 'M', 0, 42, 0, 0, 0, 8,          /* TIFF header, IFD at 8 */
+                                   0, 1,                                 /* one entry */
+                                   0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, /* Orientation = 6 */
+                                   0, 0, 0, 0};                          /* no next IFD */
+    uint8_t *rgb = blocky(24, 16, 3, 8);
+    struct jpeg_spec plain = {.w = 24, .h = 16, .components = 3, .samples = rgb, .quality = 90};
+    struct jpeg_spec rotated = plain;
+    rotated.app1 = exif, rotated.app1_len = sizeof(exif);
+    size_t n1, n2;
+    uint8_t *j1 = encode_jpeg(&plain, &n1), *j2 = encode_jpeg(&rotated, &n2);
+    qvlm_image a = {0}, b = {0};
+    qvlm_error err;
+    int ok = n2 == n1 + 4 + sizeof(exif) && qvlm_image_decode(j1, n1, "plain.jpg", NULL, &a, &err) == QVLM_OK &&
+             qvlm_image_decode(j2, n2, "exif6.jpg", NULL, &b, &err) == QVLM_OK && b.width == 24 && b.height == 16 &&
+             memcmp(a.rgb, b.rgb, 24 * 16 * 3) == 0;
+    qvlm_image_free(&a), qvlm_image_free(&b);
+    free(j1), free(j2), free(rgb);
+    ASSERT_TRUE(ok);
+}
+
 /* ---- WebP -------------------------------------------------------------------------------- */
 
 static void test_webp_lossless_lossy_alpha(void) {
@@ -672,6 +698,7 @@ int main(void) {
     RUN(test_jpeg_rgb_and_grey);
     RUN(test_jpeg_progressive_equals_baseline);
     RUN(test_jpeg_cmyk);
+    RUN(test_jpeg_exif_orientation_ignored);
     RUN(test_webp_lossless_lossy_alpha);
     RUN(test_bad_empty_unknown);
     RUN(test_bad_truncated);

@@ -207,6 +207,8 @@ static void test_smart_resize_refuses(void) {
     ASSERT_FAILS(qvlm_smart_resize(0, 20, &c, &rh, &rw, &err), QVLM_E_INVALID, &err, "sides must be >= 1");
     ASSERT_EQ_INT(rh, 7); /* untouched on failure */
     ASSERT_EQ_INT(rw, 7);
+    c.patch_size = 0;
+    ASSERT_FAILS(qvlm_smart_resize(100, 100, &c, &rh, &rw, &err), QVLM_E_INVALID, &err, "invalid configuration");
 }
 
 /* ---- preprocessor_config.json ------------------------------------------------------------ */
