@@ -4,9 +4,11 @@
  *   qvlm verify --reference FIXTURE [--model DIR] [--dump FILE] [--json] [--threads N]
  *               [--precision f32|bf16]
  *
- * Checks: every prompt's logits at every position (max |diff| <= 1e-3) and its 12 greedy
- * tokens (identical). Image rows of the input embeddings come from the reference's
- * imageN.embeds and positions from NAME.position_ids. Exit status 0 only if all pass.
+ * Everything is qvlm's own: each image is decoded from the fixture's file and preprocessed
+ * (pixel values within 0.02 max / 2e-3 mean of imageN.pixel_values, grid identical), encoded
+ * by the vision tower (imageN.embeds within 1e-3), every prompt's M-RoPE positions computed
+ * (NAME.position_ids identical), its logits at every position (max |diff| <= 1e-3) and its 12
+ * greedy tokens (identical). Exit status 0 only if all pass.
  *
  * Two oracles. reference.safetensors holds transformers' float32 outputs as the fixture
  * generator made them: it built the model, converted it with .to(bfloat16) and back with
@@ -29,10 +31,18 @@
 #include "core/json.h"
 #include "core/safetensors.h"
 #include "kernels/backend.h"
+#include "model/image.h"
+#include "model/image_preprocess.h"
 #include "model/model.h"
+#include "model/mrope.h"
 #include "model/text.h"
+#include "model/vision.h"
 
 #define LOGIT_TOL 1e-3
+#define EMBED_TOL 1e-3
+#define PIXEL_MAX_TOL 0.02
+#define PIXEL_MEAN_TOL 2e-3
+#define MAX_IMAGES 64
 #define N_GREEDY 12
 #define KV_BLOCK 64
 
@@ -63,6 +73,9 @@ typedef struct verify {
     qvlm_text_ctx *text;
     check *checks;
     size_t n_checks, cap_checks;
+    int64_t n_images;
+    qvlm_grid grids[MAX_IMAGES];
+    float *embeds[MAX_IMAGES]; /* backend [tokens][hidden] per image */
     dump_item *dumps;
     size_t n_dumps, cap_dumps;
 } verify;
@@ -183,6 +196,93 @@ static void on_hidden(void *user, int64_t k, const float *h, int64_t T, int64_t 
     free(host);
 }
 
+static double diff64(const float *a, const double *b, int64_t n, double *mean) {
+    double mx = 0, sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (isnan(d)) d = INFINITY;
+        sum += d;
+        if (d > mx) mx = d;
+    }
+    *mean = n ? sum / (double)n : 0;
+    return mx;
+}
+
+/* ---- images --------------------------------------------------------------------------------- */
+
+static void check_pixels(verify *v, int64_t i, const qvlm_pixels *px) {
+    char key[64];
+    snprintf(key, sizeof(key), "image%lld.pixel_values", (long long)i);
+    const qvlm_st_tensor *r = qvlm_st_file_find(&v->ref, key);
+    bool same = r && r->n_elements == px->n_patches * px->patch_dim;
+    double mean = INFINITY, mx = same ? diff(px->values, (const float *)r->data, r->n_elements, &mean) : INFINITY;
+    add_check(v, key, mx, mean, PIXEL_MAX_TOL, same && mx <= PIXEL_MAX_TOL && mean <= PIXEL_MEAN_TOL);
+    snprintf(key, sizeof(key), "image%lld.grid_thw", (long long)i);
+    const qvlm_st_tensor *g = qvlm_st_file_find(&v->ref, key);
+    const int64_t *gv = g && g->n_elements == 3 ? (const int64_t *)g->data : NULL;
+    bool gok = gv && gv[0] == px->grid_t && gv[1] == px->grid_h && gv[2] == px->grid_w;
+    add_check(v, key, gok ? 0 : 1, 0, 0, gok);
+    float *copy = malloc((size_t)(px->n_patches * px->patch_dim) * sizeof(float));
+    if (copy) memcpy(copy, px->values, (size_t)(px->n_patches * px->patch_dim) * sizeof(float));
+    int64_t shape[2] = {px->n_patches, px->patch_dim};
+    snprintf(key, sizeof(key), "image%lld.pixel_values", (long long)i);
+    add_dump(v, key, QVLM_DTYPE_F32, 2, shape, copy);
+}
+
+static void check_embeds(verify *v, int64_t i, const float *emb, int64_t rows) {
+    const int64_t H = v->model->cfg.text.hidden_size, n = rows * H;
+    char key[64], k64[64];
+    snprintf(key, sizeof(key), "image%lld.embeds", (long long)i);
+    snprintf(k64, sizeof(k64), "image%lld.embeds_f64", (long long)i);
+    float *host = malloc((size_t)n * sizeof(float));
+    if (!host) return;
+    qvlm_op_download(v->stream, host, emb, (size_t)n * sizeof(float));
+    const qvlm_st_tensor *r = qvlm_st_file_find(&v->ref, key);
+    const qvlm_st_tensor *r64 = v->have_ref64 ? qvlm_st_file_find(&v->ref64, k64) : NULL;
+    bool use64 = r64 && !v->rope_freq_bf16 && r64->dtype == QVLM_DTYPE_F64 && r64->n_elements == n;
+    double mean = INFINITY, mx = r && r->n_elements == n ? diff(host, (const float *)r->data, n, &mean) : INFINITY;
+    add_check(v, key, mx, mean, use64 ? -1 : EMBED_TOL, use64 || mx <= EMBED_TOL);
+    if (r64 && r64->dtype == QVLM_DTYPE_F64 && r64->n_elements == n) {
+        double mean64, mx64 = diff64(host, (const double *)r64->data, n, &mean64);
+        add_check(v, k64, mx64, mean64, use64 ? EMBED_TOL : -1, !use64 || mx64 <= EMBED_TOL);
+    }
+    int64_t shape[2] = {rows, H};
+    add_dump(v, key, QVLM_DTYPE_F32, 2, shape, host);
+}
+
+/* Decode, preprocess and encode every image of reference.json with qvlm's own code. */
+static qvlm_status run_images(verify *v, qvlm_error *err) {
+    json_t *imgs = json_object_get(v->meta, "images");
+    const qvlm_model *m = v->model;
+    qvlm_status rc = QVLM_OK;
+    if (json_array_size(imgs) > MAX_IMAGES) return qvlm_errorf(err, QVLM_E_LIMIT, "more than %d images", MAX_IMAGES);
+    for (size_t i = 0; !rc && i < json_array_size(imgs); i++) {
+        const char *rel = json_string_value(json_object_get(json_array_get(imgs, i), "path"));
+        if (!rel) return qvlm_errorf(err, QVLM_E_CORRUPT, "reference.json: images[%zu].path is missing", i);
+        char *path = qvlm_path_join(v->ref_dir, rel);
+        qvlm_image img = {0};
+        qvlm_pixels px = {0};
+        qvlm_image_limits lim = qvlm_image_limits_default();
+        rc = path ? qvlm_image_load(path, &lim, &img, err) : qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+        if (!rc) rc = qvlm_image_preprocess(&img, &m->preprocess, qvlm_backend_host_pool(v->be), &px, err);
+        if (!rc) {
+            check_pixels(v, (int64_t)i, &px);
+            qvlm_grid g = {px.grid_t, px.grid_h, px.grid_w};
+            int64_t rows = qvlm_grid_tokens(g, m->cfg.vision.spatial_merge_size);
+            v->grids[i] = g;
+            v->embeds[i] = qvlm_backend_alloc(v->be, (size_t)(rows * m->cfg.text.hidden_size) * sizeof(float));
+            v->n_images = (int64_t)i + 1;
+            rc = v->embeds[i] ? qvlm_vision_encode(m, v->stream, px.values, &g, 1, v->embeds[i], err)
+                              : qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+            if (!rc) check_embeds(v, (int64_t)i, v->embeds[i], rows);
+        }
+        qvlm_pixels_free(&px);
+        qvlm_image_free(&img);
+        free(path);
+    }
+    return rc;
+}
+
 /* Greedy decode: each new token at text position n + rope_delta on all three axes, as
  * transformers' generate does after a multimodal prompt. */
 static qvlm_status greedy_decode(verify *v, const char *name, qvlm_seq_state *st, const float *last, int64_t n,
@@ -214,18 +314,6 @@ static qvlm_status greedy_decode(verify *v, const char *name, qvlm_seq_state *st
     int64_t shape[1] = {N_GREEDY};
     add_dump(v, cname, QVLM_DTYPE_I64, 1, shape, greedy);
     return rc;
-}
-
-static double diff64(const float *a, const double *b, int64_t n, double *mean) {
-    double mx = 0, sum = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (isnan(d)) d = INFINITY;
-        sum += d;
-        if (d > mx) mx = d;
-    }
-    *mean = n ? sum / (double)n : 0;
-    return mx;
 }
 
 /* The logits checks: against the oracle of the chosen numerics (see the file comment), and
@@ -262,26 +350,42 @@ static qvlm_status run_prompt(verify *v, const char *name, json_t *info, qvlm_er
     seq s = {0};
     qvlm_status rc = (ids && pos && rows && logits) ? QVLM_OK : qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
     for (int64_t i = 0; !rc && i < n; i++) ids[i] = (int32_t)ref_i64(tid)[i];
-    for (int64_t i = 0; !rc && i < 3 * n; i++) pos[i] = (int32_t)ref_i64(tpos)[i];
-    /* Image rows from the reference embeddings, in order of the prompt's images. */
+    /* The prompt's images, in order: their grids for the positions, their rows for the pads. */
     json_t *imgs = json_object_get(info, "images");
-    int64_t r = 0;
-    for (size_t k = 0; !rc && k < json_array_size(imgs); k++) {
-        char iname[32];
-        snprintf(iname, sizeof(iname), "%lld", (long long)json_integer_value(json_array_get(imgs, k)));
-        const qvlm_st_tensor *te = ref_tensor2(v, "image", iname, ".embeds", err);
-        if (!te) {
-            rc = err->code;
+    qvlm_grid grids[MAX_IMAGES];
+    int64_t n_img = (int64_t)json_array_size(imgs), r = 0;
+    for (int64_t k = 0; !rc && k < n_img; k++) {
+        int64_t ii = json_integer_value(json_array_get(imgs, (size_t)k));
+        if (k >= MAX_IMAGES || ii < 0 || ii >= v->n_images) {
+            rc = qvlm_errorf(err, QVLM_E_CORRUPT, "reference.json: prompt %s names image %lld, which is not there", name,
+                             (long long)ii);
             break;
         }
-        for (int64_t j = 0; j < te->n_elements / H; j++) {
+        grids[k] = v->grids[ii];
+        int64_t cnt = qvlm_grid_tokens(grids[k], cfg->vision.spatial_merge_size);
+        for (int64_t j = 0; j < cnt; j++) {
             while (r < n && ids[r] != cfg->image_token_id) r++;
             if (r == n) {
                 rc = qvlm_errorf(err, QVLM_E_MISMATCH, "%s: more image features than pad tokens", name);
                 break;
             }
-            rows[r++] = (const float *)te->data + j * H;
+            rows[r++] = v->embeds[ii] + j * H;
         }
+    }
+    int64_t next_pos = 0;
+    if (!rc)
+        rc = qvlm_mrope_positions(ids, n, cfg->image_token_id, grids, n_img, cfg->vision.spatial_merge_size, 0, pos,
+                                  &next_pos, err);
+    if (!rc) {
+        int64_t mism = 0;
+        for (int64_t i = 0; i < 3 * n; i++) mism += pos[i] != (int32_t)ref_i64(tpos)[i];
+        mism += (next_pos - n) != ref_i64(tdelta)[0];
+        char cname[96];
+        snprintf(cname, sizeof(cname), "%s.position_ids", name);
+        add_check(v, cname, (double)mism, 0, 0, mism == 0);
+        int64_t *pcopy = malloc((size_t)(3 * n) * sizeof(int64_t)), shape[2] = {3, n};
+        for (int64_t i = 0; pcopy && i < 3 * n; i++) pcopy[i] = pos[i];
+        add_dump(v, cname, QVLM_DTYPE_I64, 2, shape, pcopy);
     }
     if (!rc) rc = seq_init(v, &s, n + N_GREEDY, err);
     trace_ctx tc = {v, name, true};
@@ -293,7 +397,7 @@ static qvlm_status run_prompt(verify *v, const char *name, json_t *info, qvlm_er
         check_logits(v, name, logits, tlog, n * V);
         char cname[96];
         snprintf(cname, sizeof(cname), "%s.logits", name);
-        rc = greedy_decode(v, name, &s.st, logits + (n - 1) * V, n, ref_i64(tdelta)[0], ref_i64(tgr), err);
+        rc = greedy_decode(v, name, &s.st, logits + (n - 1) * V, n, next_pos - n, ref_i64(tgr), err);
         int64_t lshape[2] = {n, V};
         add_dump(v, cname, QVLM_DTYPE_F32, 2, lshape, logits);
         logits = NULL; /* owned by the dump list now */
@@ -391,6 +495,7 @@ static qvlm_status setup(verify *v, qvlm_error *err) {
 }
 
 static void teardown(verify *v) {
+    for (int64_t i = 0; i < v->n_images; i++) qvlm_backend_free(v->be, v->embeds[i]);
     qvlm_text_ctx_destroy(v->text);
     qvlm_stream_destroy(v->stream);
     qvlm_model_free(v->model);
@@ -446,6 +551,7 @@ int qvlm_cmd_verify(int argc, char **argv) {
     if (a >= 0) return a;
     qvlm_error err = {0};
     qvlm_status rc = setup(&v, &err);
+    if (!rc && v.model->cfg.vision.present) rc = run_images(&v, &err);
     const char *key;
     json_t *p;
     json_object_foreach(json_object_get(v.meta, "prompts"), key, p) {

@@ -15,6 +15,7 @@ qvlm_status qvlm_backend_create(const qvlm_backend_params *p, qvlm_backend **out
 void qvlm_backend_destroy(qvlm_backend *be) {
     if (be) be->ops->destroy(be);
 }
+struct qvlm_pool *qvlm_backend_host_pool(qvlm_backend *be) { return be->ops->host_pool ? be->ops->host_pool(be) : NULL; }
 const char *qvlm_backend_name(const qvlm_backend *be) { return be->ops->name(be); }
 qvlm_backend_kind qvlm_backend_kind_of(const qvlm_backend *be) { return be->kind; }
 qvlm_compute_precision qvlm_backend_precision(const qvlm_backend *be) { return be->precision; }

@@ -58,6 +58,9 @@ const char *qvlm_backend_name(const qvlm_backend *be); /* "cpu (avx512bf16, 2 th
 qvlm_backend_kind qvlm_backend_kind_of(const qvlm_backend *be);
 qvlm_compute_precision qvlm_backend_precision(const qvlm_backend *be);
 
+/* The backend's host thread pool for CPU-side work such as image preprocessing (may be NULL). */
+struct qvlm_pool *qvlm_backend_host_pool(qvlm_backend *be);
+
 /* Memory in the backend. alloc returns NULL on failure; the memory is 64-byte aligned and
  * uninitialised. */
 void *qvlm_backend_alloc(qvlm_backend *be, size_t n_bytes);

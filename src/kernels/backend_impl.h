@@ -8,6 +8,7 @@
 typedef struct qvlm_backend_ops {
     const char *(*name)(const qvlm_backend *be);
     void (*destroy)(qvlm_backend *be);
+    struct qvlm_pool *(*host_pool)(qvlm_backend *be);
     void *(*alloc)(qvlm_backend *be, size_t n_bytes);
     void (*free)(qvlm_backend *be, void *p);
     void (*mem_stats)(qvlm_backend *be, size_t *current_bytes, size_t *peak_bytes);

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fileio.h"
+
 #define TEXT "model.language_model."
 #define VIS "model.visual."
 
@@ -291,6 +293,32 @@ static qvlm_status widen_vision_biases(qvlm_model *m, qvlm_error *err) {
     return rc;
 }
 
+/* preprocessor_config.json must agree with vision_config on the patch geometry: the patches
+ * the processor cuts are what the patch embedding was trained on. */
+static qvlm_status load_preprocess(qvlm_model *m, qvlm_error *err) {
+    const qvlm_vision_config *v = &m->cfg.vision;
+    qvlm_preprocess_config *p = &m->preprocess;
+    char *path = qvlm_path_join(m->dir, "preprocessor_config.json");
+    bool have = path && qvlm_path_exists(path);
+    qvlm_status rc = have ? qvlm_preprocess_config_load(m->dir, p, err) : QVLM_OK;
+    if (!have) {
+        /* No file: the vision config's geometry with the Qwen3.5 release's values. */
+        qvlm_preprocess_config_default(p);
+        p->patch_size = (int)v->patch_size, p->temporal_patch_size = (int)v->temporal_patch_size;
+        p->merge_size = (int)v->spatial_merge_size;
+        p->min_pixels = 65536, p->max_pixels = 16777216;
+        for (int c = 0; c < 3; c++) p->image_mean[c] = 0.5f, p->image_std[c] = 0.5f;
+    }
+    if (!rc && (p->patch_size != v->patch_size || p->temporal_patch_size != v->temporal_patch_size ||
+                p->merge_size != v->spatial_merge_size))
+        rc = qvlm_errorf(err, QVLM_E_CORRUPT,
+                         "%s: patch_size %d / temporal_patch_size %d / merge_size %d disagree with config.json's vision_config (%lld / %lld / %lld)",
+                         path, p->patch_size, p->temporal_patch_size, p->merge_size, (long long)v->patch_size,
+                         (long long)v->temporal_patch_size, (long long)v->spatial_merge_size);
+    free(path);
+    return rc;
+}
+
 qvlm_status qvlm_model_load_dir(const char *dir, qvlm_backend *be, const qvlm_model_opts *opts, qvlm_model **out,
                                 qvlm_error *err) {
     *out = NULL;
@@ -306,6 +334,7 @@ qvlm_status qvlm_model_load_dir(const char *dir, qvlm_backend *be, const qvlm_mo
     if (!rc) rc = bind_text(&b, err);
     if (!rc && m->cfg.vision.present) rc = bind_vision(&b, err);
     if (!rc && m->cfg.vision.present) rc = widen_vision_biases(m, err);
+    if (!rc && m->cfg.vision.present) rc = load_preprocess(m, err);
     if (rc) {
         qvlm_model_free(m);
         return rc;

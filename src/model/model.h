@@ -13,6 +13,7 @@
 #include "core/safetensors.h"
 #include "kernels/backend.h"
 #include "model/config.h"
+#include "model/image_preprocess.h"
 
 typedef struct qvlm_gdn_weights {
     qvlm_tensor in_proj_qkv; /* [conv_dim][hidden]   rows = q | k | v */
@@ -94,6 +95,7 @@ typedef struct qvlm_model {
     bool tied;
     qvlm_layer *layers;       /* [num_hidden_layers] */
     qvlm_vision_weights vision;
+    qvlm_preprocess_config preprocess; /* preprocessor_config.json (vision models) */
     void **owned;             /* host buffers the weights point into (widened, quantised) */
     size_t n_owned, cap_owned;
     int64_t n_params;         /* text + vision parameters bound */

@@ -11,6 +11,8 @@
 
 static const char *cpu_name(const qvlm_backend *be) { return ((const cpu_backend *)be)->name; }
 
+static struct qvlm_pool *cpu_host_pool(qvlm_backend *be) { return ((cpu_backend *)be)->pool; }
+
 static void cpu_destroy(qvlm_backend *be) {
     cpu_backend *c = (cpu_backend *)be;
     qvlm_pool_destroy(c->pool);
@@ -215,6 +217,7 @@ static void cpu_matmul(qvlm_stream *st, float *y, int64_t ldy, const float *x, i
 static const qvlm_backend_ops CPU_OPS = {
     .name = cpu_name,
     .destroy = cpu_destroy,
+    .host_pool = cpu_host_pool,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .mem_stats = cpu_mem_stats,
