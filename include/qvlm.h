@@ -81,7 +81,8 @@ int qvlm_model_eos_ids(const qvlm_model *m, const int32_t **ids);
 /* ==== Sessions ============================================================================== */
 
 typedef struct qvlm_session_params {
-    int64_t max_batch; /* tokens per forward call of a prefill (a multiple of 64); 0 = 512 */
+    int64_t max_batch;        /* tokens per forward call of a prefill (a multiple of 64); 0 = 512 */
+    int64_t max_image_pixels; /* images with more pixels are refused before decoding; 0 = 8192^2 */
 } qvlm_session_params;
 
 /* Create a session on `m` (kept; it must outlive the session). */
@@ -93,6 +94,23 @@ void qvlm_session_reset(qvlm_session *s);
  * Errors: QVLM_E_INVALID (an id outside the vocabulary: nothing is fed), QVLM_E_NOMEM.
  * On failure the session is unchanged. */
 qvlm_status qvlm_session_feed_tokens(qvlm_session *s, const int32_t *ids, size_t n, qvlm_error *err);
+/* An image for a prompt: a file, or encoded bytes in memory (PNG, JPEG or WebP). */
+typedef struct qvlm_image_input {
+    const char *path;    /* used when data is NULL */
+    const uint8_t *data; /* encoded bytes, borrowed for the call */
+    size_t n_bytes;
+} qvlm_image_input;
+
+/* Append a multimodal prompt piece: `ids` with one placeholder per image, in order (a single
+ * image-pad token, as chat templates write it, or a pad run already as long as the image
+ * needs). Images are decoded, preprocessed, run through the vision tower, and their features
+ * replace the pad rows; positions continue the session's M-RoPE positions.
+ * Errors: QVLM_E_MISMATCH (placeholders and images disagree), QVLM_E_CORRUPT / QVLM_E_LIMIT /
+ * QVLM_E_UNSUPPORTED (an image cannot be used; the message says which and why),
+ * QVLM_E_INVALID, QVLM_E_NOMEM. On failure the session is unchanged. */
+qvlm_status qvlm_session_feed(qvlm_session *s, const int32_t *ids, size_t n, const qvlm_image_input *images,
+                              size_t n_images, qvlm_error *err);
+
 /* Logits [vocab] after the last token fed, or NULL before any; valid until the next call. */
 const float *qvlm_session_logits(const qvlm_session *s);
 /* Tokens in the session's state. */
