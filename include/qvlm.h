@@ -78,11 +78,31 @@ int32_t qvlm_model_vocab_size(const qvlm_model *m);
 /* End-of-sequence ids (generation_config.json first, then config.json); returns their count. */
 int qvlm_model_eos_ids(const qvlm_model *m, const int32_t **ids);
 
+/* ==== The cross-turn cache ================================================================== */
+
+/* One cache serves every session of a model: exact checkpoints of the sequence state found by
+ * token ids and image content hashes, and the vision features of every image seen, under one
+ * memory budget; optionally persisted in a directory (bound to the model's fingerprint). */
+typedef struct qvlm_cache qvlm_cache;
+
+typedef struct qvlm_cache_config {
+    size_t budget_bytes;      /* memory for checkpoints, shared KV blocks and image features */
+    const char *dir;          /* disk tier directory, or NULL */
+    size_t disk_budget_bytes; /* 0 = 4 x budget_bytes */
+} qvlm_cache_config;
+
+/* Create a cache for `m` (kept; it must outlive the cache). */
+qvlm_status qvlm_model_cache_create(qvlm_model *m, const qvlm_cache_config *cfg, qvlm_cache **out, qvlm_error *err);
+void qvlm_cache_destroy(qvlm_cache *c); /* all sessions using it must be destroyed first */
+
 /* ==== Sessions ============================================================================== */
 
 typedef struct qvlm_session_params {
     int64_t max_batch;        /* tokens per forward call of a prefill (a multiple of 64); 0 = 512 */
     int64_t max_image_pixels; /* images with more pixels are refused before decoding; 0 = 8192^2 */
+    qvlm_cache *cache;        /* shared cache (kept), or NULL for none */
+    uint64_t cache_salt;      /* isolation key: sessions only share cache entries with equal salts */
+    int64_t checkpoint_interval; /* also checkpoint long prefills every this many tokens; 0 = 1024 */
 } qvlm_session_params;
 
 /* Create a session on `m` (kept; it must outlive the session). */
@@ -110,6 +130,50 @@ typedef struct qvlm_image_input {
  * QVLM_E_INVALID, QVLM_E_NOMEM. On failure the session is unchanged. */
 qvlm_status qvlm_session_feed(qvlm_session *s, const int32_t *ids, size_t n, const qvlm_image_input *images,
                               size_t n_images, qvlm_error *err);
+
+/* Set the session to a whole prompt (in a chat: the entire conversation so far, as clients
+ * resend it), with its images in order (placeholders as for qvlm_session_feed). The longest
+ * prefix the session or the cache already holds is reused exactly: a checkpoint restores the
+ * recurrent state and shares the KV blocks, images inside it are not touched, later images are
+ * looked up in the vision-feature cache, and only the rest is prefilled. The result (logits,
+ * state) equals prefilling the whole prompt from scratch. Checkpoints are taken after every
+ * image, near the prompt's end and along long prefills.
+ * Errors as qvlm_session_feed. On failure the session is empty (reset). */
+qvlm_status qvlm_session_prompt(qvlm_session *s, const int32_t *ids, size_t n, const qvlm_image_input *images,
+                                size_t n_images, qvlm_error *err);
+
+/* What the last qvlm_session_prompt did. */
+typedef struct qvlm_prompt_stats {
+    int64_t prompt_tokens;   /* after placeholder expansion */
+    int64_t reused_tokens;   /* not recomputed: restored from the session or the cache */
+    int64_t prefilled_tokens;
+    int images_total;        /* images in the prompt */
+    int images_in_prefix;    /* inside the reused prefix: not touched at all */
+    int images_from_feature_cache; /* after it, but their features were cached */
+    int images_encoded;      /* run through the vision tower */
+    int checkpoints_made;
+    double vision_ms, prefill_ms, total_ms;
+} qvlm_prompt_stats;
+void qvlm_session_prompt_stats(const qvlm_session *s, qvlm_prompt_stats *out);
+
+/* An image's place in the last prompt: tokens [start, end) from <|vision_start|> to just past
+ * <|vision_end|>, its patch grid and its content hash. */
+typedef struct qvlm_image_span_info {
+    int64_t start, end;
+    int32_t grid_t, grid_h, grid_w;
+    uint64_t hash_lo, hash_hi;
+} qvlm_image_span_info;
+/* The spans of the last prompt; returns their count, *spans valid until the next prompt. */
+int64_t qvlm_session_image_spans(const qvlm_session *s, const qvlm_image_span_info **spans);
+
+/* Cache statistics. */
+typedef struct qvlm_cache_counters {
+    uint64_t lookups, hits, reused_tokens, snapshots, evictions, vision_hits, vision_misses;
+    uint64_t disk_hits, disk_writes, disk_skipped;
+    size_t bytes, budget_bytes, disk_bytes;
+    int64_t checkpoints, images;
+} qvlm_cache_counters;
+void qvlm_cache_counters_get(qvlm_cache *c, qvlm_cache_counters *out);
 
 /* Logits [vocab] after the last token fed, or NULL before any; valid until the next call. */
 const float *qvlm_session_logits(const qvlm_session *s);

@@ -20,6 +20,7 @@ qvlm_kv_block *qvlm_kv_block_new(qvlm_kv_pool *p) {
         return NULL;
     }
     atomic_store(&b->refs, 1);
+    b->cache_refs = 0;
     atomic_fetch_add(&p->n_live, 1);
     return b;
 }

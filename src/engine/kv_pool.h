@@ -17,7 +17,9 @@
 
 typedef struct qvlm_kv_block {
     _Atomic int refs;
-    void *data; /* backend memory, qvlm_kv_pool.block_bytes */
+    int cache_refs; /* how many cache checkpoints hold it (under the cache's lock): its bytes
+                       count against the cache budget once, while this is > 0 */
+    void *data;     /* backend memory, qvlm_kv_pool.block_bytes */
 } qvlm_kv_block;
 
 typedef struct qvlm_kv_pool {

@@ -7,6 +7,9 @@
 #include "engine/kv_pool.h"
 #include "model/text.h"
 
+/* Tokens per KV block, everywhere: sessions and the cache exchange blocks by reference. */
+#define QVLM_KV_BLOCK_TOKENS 64
+
 typedef struct qvlm_sequence {
     const qvlm_config *cfg;
     qvlm_kv_pool *pool;   /* borrowed */

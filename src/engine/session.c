@@ -4,30 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/prompt.h"
 #include "engine/sampler.h"
-#include "engine/sequence.h"
-#include "model/image.h"
-#include "model/model.h"
+#include "engine/session_impl.h"
 #include "model/mrope.h"
-#include "model/text.h"
 #include "model/vision.h"
 
 #define DEFAULT_BATCH 512
-#define KV_BLOCK_TOKENS 64
-
-struct qvlm_session {
-    qvlm_model *model;
-    qvlm_stream *stream;
-    qvlm_text_ctx *text;
-    qvlm_kv_pool pool;
-    qvlm_sequence seq;
-    int64_t max_batch;
-    qvlm_image_limits image_limits;
-    float *logits; /* host [vocab] after the last token fed */
-    bool have_logits;
-    int32_t *pos;  /* host [3][max_batch] */
-};
 
 /* ---- models ----------------------------------------------------------------------------------- */
 
@@ -78,6 +60,10 @@ void qvlm_session_destroy(qvlm_session *s) {
     qvlm_stream_destroy(s->stream);
     free(s->logits);
     free(s->pos);
+    free(s->keys);
+    free(s->splits);
+    free(s->prompt_keys);
+    free(s->spans);
     free(s);
 }
 
@@ -93,7 +79,10 @@ qvlm_status qvlm_session_create(qvlm_model *m, const qvlm_session_params *p, qvl
     s->max_batch = batch;
     s->image_limits = qvlm_image_limits_default();
     if (p && p->max_image_pixels > 0) s->image_limits.max_pixels = p->max_image_pixels;
-    qvlm_kv_pool_init(&s->pool, m->be, KV_BLOCK_TOKENS, qvlm_text_kv_block_bytes(&m->cfg, KV_BLOCK_TOKENS));
+    qvlm_kv_pool_init(&s->pool, m->be, QVLM_KV_BLOCK_TOKENS, qvlm_text_kv_block_bytes(&m->cfg, QVLM_KV_BLOCK_TOKENS));
+    s->cache = p ? p->cache : NULL;
+    s->salt = p ? p->cache_salt : 0;
+    s->checkpoint_interval = p && p->checkpoint_interval > 0 ? p->checkpoint_interval : 1024;
     s->logits = malloc((size_t)m->cfg.text.vocab_size * sizeof(float));
     s->pos = malloc((size_t)(3 * batch) * sizeof(int32_t));
     qvlm_status rc = (s->logits && s->pos) ? QVLM_OK : qvlm_errorf(err, QVLM_E_NOMEM, "session: out of memory");
@@ -108,9 +97,29 @@ qvlm_status qvlm_session_create(qvlm_model *m, const qvlm_session_params *p, qvl
     return QVLM_OK;
 }
 
+void session_forget(qvlm_session *s) {
+    s->n_keys = 0;
+    s->n_splits = 0;
+    s->n_prompt_keys = 0;
+}
+
 void qvlm_session_reset(qvlm_session *s) {
     qvlm_sequence_clear(&s->seq, s->stream);
     s->have_logits = false;
+    session_forget(s);
+}
+
+qvlm_status session_push_keys(qvlm_session *s, const qvlm_key *k, int64_t n, qvlm_error *err) {
+    if (s->n_keys + n > s->cap_keys) {
+        int64_t cap = QVLM_MAX(s->n_keys + n, 2 * s->cap_keys);
+        qvlm_key *nk = realloc(s->keys, (size_t)cap * sizeof(*nk));
+        if (!nk) return qvlm_errorf(err, QVLM_E_NOMEM, "session keys: out of memory");
+        s->keys = nk;
+        s->cap_keys = cap;
+    }
+    memcpy(s->keys + s->n_keys, k, (size_t)n * sizeof(*k));
+    s->n_keys += n;
+    return QVLM_OK;
 }
 
 const float *qvlm_session_logits(const qvlm_session *s) { return s->have_logits ? s->logits : NULL; }
@@ -119,7 +128,7 @@ int64_t qvlm_session_n_tokens(const qvlm_session *s) { return s->seq.n_past; }
 /* Prefill n tokens (ids, optional replacement rows, positions [3][n]) in batches of at most
  * max_batch. On failure the state may have advanced by whole batches; callers that promise
  * "unchanged" check their inputs before calling. */
-static qvlm_status prefill(qvlm_session *s, const int32_t *ids, const float *const *rows, const int32_t *pos,
+qvlm_status session_prefill(qvlm_session *s, const int32_t *ids, const float *const *rows, const int32_t *pos,
                            int64_t n, int64_t next_pos_after, qvlm_error *err) {
     qvlm_status rc = qvlm_sequence_reserve(&s->seq, s->stream, n, err);
     for (int64_t done = 0; !rc && done < n;) {
@@ -138,7 +147,7 @@ static qvlm_status prefill(qvlm_session *s, const int32_t *ids, const float *con
     return rc;
 }
 
-static qvlm_status check_ids(const qvlm_session *s, const int32_t *ids, int64_t n, qvlm_error *err) {
+qvlm_status session_check_ids(const qvlm_session *s, const int32_t *ids, int64_t n, qvlm_error *err) {
     const int64_t V = s->model->cfg.text.vocab_size;
     for (int64_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= V)
@@ -150,52 +159,68 @@ static qvlm_status check_ids(const qvlm_session *s, const int32_t *ids, int64_t 
 /* Plain tokens: every id is an ordinary embedding at the next text position, image-pad ids
  * included (generation may emit one; transformers feeds it back the same way). */
 qvlm_status qvlm_session_feed_tokens(qvlm_session *s, const int32_t *ids, size_t n, qvlm_error *err) {
-    qvlm_status rc = check_ids(s, ids, (int64_t)n, err);
+    qvlm_status rc = session_check_ids(s, ids, (int64_t)n, err);
     if (rc || n == 0) return rc;
     int32_t *pos = malloc(3 * n * sizeof(int32_t));
     if (!pos) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) pos[i] = pos[n + i] = pos[2 * n + i] = (int32_t)(s->seq.next_pos + (int64_t)i);
-    rc = prefill(s, ids, NULL, pos, (int64_t)n, s->seq.next_pos + (int64_t)n, err);
+    qvlm_key *keys = malloc(n * sizeof(*keys));
+    for (size_t i = 0; keys && i < n; i++) keys[i] = qvlm_key_text(ids[i]);
+    rc = keys ? session_push_keys(s, keys, (int64_t)n, err) : qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+    if (!rc) {
+        rc = session_prefill(s, ids, NULL, pos, (int64_t)n, s->seq.next_pos + (int64_t)n, err);
+        if (rc) s->n_keys -= (int64_t)n;
+    }
+    free(keys);
     free(pos);
     return rc;
 }
 
-typedef struct prepared {
-    qvlm_pixels px;
-    qvlm_grid grid;
-    qvlm_hash128 hash;
-} prepared;
-
-static qvlm_status prepare_image(qvlm_session *s, const qvlm_image_input *in, size_t i, prepared *out,
+qvlm_status session_decode_image(qvlm_session *s, const qvlm_image_input *in, size_t i, session_image *out,
                                  qvlm_error *err) {
+    memset(out, 0, sizeof(*out));
     char name[64];
     snprintf(name, sizeof(name), "image %zu", i);
-    qvlm_image img = {0};
-    qvlm_status rc = in->data ? qvlm_image_decode(in->data, in->n_bytes, name, &s->image_limits, &img, err)
-                     : in->path ? qvlm_image_load(in->path, &s->image_limits, &img, err)
+    qvlm_status rc = in->data ? qvlm_image_decode(in->data, in->n_bytes, name, &s->image_limits, &out->img, err)
+                     : in->path ? qvlm_image_load(in->path, &s->image_limits, &out->img, err)
                                 : qvlm_errorf(err, QVLM_E_INVALID, "%s: neither a path nor data", name);
-    const qvlm_model *m = s->model;
-    if (!rc) rc = qvlm_image_preprocess(&img, &m->preprocess, qvlm_backend_host_pool(m->be), &out->px, err);
-    if (!rc) {
-        out->grid = (qvlm_grid){out->px.grid_t, out->px.grid_h, out->px.grid_w};
-        out->hash = qvlm_image_hash(&img, &m->preprocess);
+    const qvlm_preprocess_config *pp = &s->model->preprocess;
+    int hb = 0, wb = 0;
+    if (!rc) rc = qvlm_smart_resize(out->img.height, out->img.width, pp, &hb, &wb, err);
+    if (rc) {
+        if (rc != QVLM_E_NOMEM && !strstr(err->msg, name)) qvlm_error_prefix(err, rc, "%s", name);
+        session_image_free(out);
+        return rc;
     }
-    qvlm_image_free(&img);
-    return rc;
+    /* A still image is one temporal patch (its frame duplicated), so grid_t = 1. */
+    out->grid = (qvlm_grid){1, hb / pp->patch_size, wb / pp->patch_size};
+    out->hash = qvlm_image_hash(&out->img, pp);
+    return QVLM_OK;
 }
 
-/* Vision features of all images, rows in prompt order: backend [sum tokens][hidden]. */
-static qvlm_status encode_images(qvlm_session *s, prepared *imgs, size_t n_images, float **feat, qvlm_error *err) {
+void session_image_free(session_image *im) {
+    qvlm_pixels_free(&im->px);
+    qvlm_image_free(&im->img);
+}
+
+qvlm_status session_encode_image(qvlm_session *s, session_image *im, float *out, qvlm_error *err) {
     const qvlm_model *m = s->model;
-    const int64_t H = m->cfg.text.hidden_size, merge = m->cfg.vision.spatial_merge_size;
-    int64_t rows = 0;
-    for (size_t i = 0; i < n_images; i++) rows += qvlm_grid_tokens(imgs[i].grid, merge);
-    *feat = qvlm_backend_alloc(m->be, (size_t)(rows * H) * sizeof(float));
-    if (!*feat) return qvlm_errorf(err, QVLM_E_NOMEM, "image features (%lld tokens): out of memory", (long long)rows);
     qvlm_status rc = QVLM_OK;
-    for (size_t i = 0, r = 0; !rc && i < n_images; r += (size_t)qvlm_grid_tokens(imgs[i].grid, merge), i++)
-        rc = qvlm_vision_encode(m, s->stream, imgs[i].px.values, &imgs[i].grid, 1, *feat + r * (size_t)H, err);
-    return rc;
+    if (!im->px.values) rc = qvlm_image_preprocess(&im->img, &m->preprocess, qvlm_backend_host_pool(m->be), &im->px, err);
+    if (rc) return rc;
+    qvlm_grid g = {im->px.grid_t, im->px.grid_h, im->px.grid_w};
+    if (g.t != im->grid.t || g.h != im->grid.h || g.w != im->grid.w)
+        return qvlm_errorf(err, QVLM_E_INTERNAL, "preprocessing gave grid %dx%dx%d, smart_resize %dx%dx%d", g.t, g.h, g.w,
+                           im->grid.t, im->grid.h, im->grid.w);
+    return qvlm_vision_encode(m, s->stream, im->px.values, &g, 1, out, err);
+}
+
+/* Keys of prompt positions: token ids, and for image pads their image's content keys. */
+static void prompt_keys(const qvlm_prompt *pr, qvlm_key *keys) {
+    for (int64_t i = 0; i < pr->n; i++) keys[i] = qvlm_key_text(pr->ids[i]);
+    for (int64_t k = 0; k < pr->n_spans; k++)
+        for (int64_t i = pr->spans[k].pad_start; i < pr->spans[k].pad_end; i++)
+            keys[i] = qvlm_key_image(pr->spans[k].hash, i - pr->spans[k].pad_start);
 }
 
 qvlm_status qvlm_session_feed(qvlm_session *s, const int32_t *ids, size_t n, const qvlm_image_input *images,
@@ -203,40 +228,52 @@ qvlm_status qvlm_session_feed(qvlm_session *s, const int32_t *ids, size_t n, con
     const qvlm_model *m = s->model;
     if (n_images && !m->cfg.vision.present)
         return qvlm_errorf(err, QVLM_E_UNSUPPORTED, "%s: this model has no vision tower", m->dir);
-    qvlm_status rc = check_ids(s, ids, (int64_t)n, err);
+    qvlm_status rc = session_check_ids(s, ids, (int64_t)n, err);
     if (rc || n == 0) return rc;
-    prepared *imgs = calloc(n_images ? n_images : 1, sizeof(*imgs));
+    const int64_t H = m->cfg.text.hidden_size, merge = m->cfg.vision.present ? m->cfg.vision.spatial_merge_size : 2;
+    session_image *imgs = calloc(n_images ? n_images : 1, sizeof(*imgs));
     qvlm_grid *grids = calloc(n_images ? n_images : 1, sizeof(*grids));
     qvlm_hash128 *hashes = calloc(n_images ? n_images : 1, sizeof(*hashes));
     qvlm_prompt pr = {0};
     float *feat = NULL;
     const float **rows = NULL;
     int32_t *pos = NULL;
+    qvlm_key *keys = NULL;
     if (!imgs || !grids || !hashes) rc = qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
     for (size_t i = 0; !rc && i < n_images; i++) {
-        rc = prepare_image(s, &images[i], i, &imgs[i], err);
+        rc = session_decode_image(s, &images[i], i, &imgs[i], err);
         if (!rc) grids[i] = imgs[i].grid, hashes[i] = imgs[i].hash;
     }
     if (!rc) rc = qvlm_prompt_expand(ids, (int64_t)n, &m->cfg, grids, hashes, (int64_t)n_images, &pr, err);
+    int64_t n_rows = 0;
+    for (size_t i = 0; i < n_images; i++) n_rows += qvlm_grid_tokens(grids[i], merge);
     if (!rc) {
         rows = calloc((size_t)pr.n, sizeof(*rows));
         pos = malloc((size_t)(3 * pr.n) * sizeof(int32_t));
-        if (!rows || !pos) rc = qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+        keys = malloc((size_t)pr.n * sizeof(*keys));
+        feat = n_rows ? qvlm_backend_alloc(m->be, (size_t)(n_rows * H) * sizeof(float)) : NULL;
+        if (!rows || !pos || !keys || (n_rows && !feat)) rc = qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
     }
     int64_t next_pos = 0;
     if (!rc)
-        rc = qvlm_mrope_positions(pr.ids, pr.n, m->cfg.image_token_id, grids, (int64_t)n_images,
-                                  m->cfg.vision.present ? m->cfg.vision.spatial_merge_size : 2, s->seq.next_pos, pos,
-                                  &next_pos, err);
-    if (!rc && n_images) rc = encode_images(s, imgs, n_images, &feat, err);
+        rc = qvlm_mrope_positions(pr.ids, pr.n, m->cfg.image_token_id, grids, (int64_t)n_images, merge, s->seq.next_pos,
+                                  pos, &next_pos, err);
+    for (size_t i = 0, r = 0; !rc && i < n_images; r += (size_t)qvlm_grid_tokens(grids[i], merge), i++)
+        rc = session_encode_image(s, &imgs[i], feat + r * (size_t)H, err);
     if (!rc && n_images) {
         /* Features replace the pad rows in order; the counts already agree (prompt_expand). */
-        const int64_t H = m->cfg.text.hidden_size;
         for (int64_t k = 0, r = 0; k < pr.n_spans; k++)
             for (int64_t i = pr.spans[k].pad_start; i < pr.spans[k].pad_end; i++) rows[i] = feat + (r++) * H;
     }
-    if (!rc) rc = prefill(s, pr.ids, n_images ? rows : NULL, pos, pr.n, next_pos, err);
-    for (size_t i = 0; imgs && i < n_images; i++) qvlm_pixels_free(&imgs[i].px);
+    if (!rc) {
+        prompt_keys(&pr, keys);
+        rc = session_push_keys(s, keys, pr.n, err);
+    }
+    if (!rc) {
+        rc = session_prefill(s, pr.ids, n_images ? rows : NULL, pos, pr.n, next_pos, err);
+        if (rc) s->n_keys -= pr.n;
+    }
+    for (size_t i = 0; imgs && i < n_images; i++) session_image_free(&imgs[i]);
     qvlm_backend_free(m->be, feat);
     qvlm_prompt_free(&pr);
     free(imgs);
@@ -244,6 +281,7 @@ qvlm_status qvlm_session_feed(qvlm_session *s, const int32_t *ids, size_t n, con
     free(hashes);
     free(rows);
     free(pos);
+    free(keys);
     return rc;
 }
 
