@@ -203,7 +203,7 @@ qvlm_status qvlm_tok_regex_compile(const char *pattern, size_t len, bool literal
     pcre2_set_newline(cc, PCRE2_NEWLINE_LF);
     int code;
     PCRE2_SIZE off;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    uint32_t opts = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP); /* LITERAL forbids UCP */
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)(literal ? pattern : pcre_pat), pcre_len, opts, &code,
                                    &off, cc);
     pcre2_compile_context_free(cc);
