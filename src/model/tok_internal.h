@@ -121,6 +121,8 @@ struct qvlm_tokenizer {
 
     int norm_opts[TOK_MAX_NORMALIZERS]; /* utf8proc option sets, applied in order */
     int n_norm;
+    uint8_t *nfc_inert; /* bitmap over [0, TOK_NFC_TABLE_CPS): NFC leaves these alone; NULL
+                           when no step is NFC */
 
     tok_stage stages[TOK_MAX_STAGES];
     int n_stages;
@@ -228,6 +230,12 @@ bool qvlm_tok_char_is(const pcre2_code *re, pcre2_match_data *md, const uint8_t 
                       size_t off);
 
 /* ---- tok_encode.c ----------------------------------------------------------------------- */
+
+#define TOK_NFC_TABLE_CPS 0x30000 /* planes 0-2 */
+#define TOK_UTF8PROC_NFC (UTF8PROC_STABLE | UTF8PROC_COMPOSE)
+
+/* Build tok->nfc_inert (see tok_encode.c). */
+qvlm_status qvlm_tok_nfc_table_build(qvlm_tokenizer *tok, qvlm_error *err);
 
 /* Apply the normalizer to s[0..n) (valid UTF-8). *out is s itself when nothing changes
  * (*owned false), else a fresh buffer the caller frees (*owned true). */

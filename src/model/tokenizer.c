@@ -72,7 +72,7 @@ static qvlm_status add_normalizer(loader *L, json_t *n, const char *where, int d
         const char *name;
         int opts;
     } forms[] = {
-        {"NFC", UTF8PROC_STABLE | UTF8PROC_COMPOSE},
+        {"NFC", TOK_UTF8PROC_NFC},
         {"NFD", UTF8PROC_STABLE | UTF8PROC_DECOMPOSE},
         {"NFKC", UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT},
         {"NFKD", UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT},
@@ -243,8 +243,11 @@ static qvlm_status check_top(loader *L, json_t *root) {
                                L->name, must_be_null[i]);
     }
     json_t *n = json_object_get(root, "normalizer");
-    if (n && !json_is_null(n)) return add_normalizer(L, n, "normalizer", 0);
-    return QVLM_OK;
+    if (!n || json_is_null(n)) return QVLM_OK;
+    qvlm_status rc = add_normalizer(L, n, "normalizer", 0);
+    for (int k = 0; k < L->tok->n_norm && !rc; k++)
+        if (L->tok->norm_opts[k] == TOK_UTF8PROC_NFC) return qvlm_tok_nfc_table_build(L->tok, L->err);
+    return rc;
 }
 
 /* ---- model: options ------------------------------------------------------------------------ */
@@ -702,6 +705,7 @@ void qvlm_tokenizer_destroy(qvlm_tokenizer *tok) {
     free(tok->entries);
     free(tok->strs);
     free(tok->dec);
+    free(tok->nfc_inert);
     free(tok->name);
     free(tok);
 }

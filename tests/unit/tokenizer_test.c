@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <unistd.h>
+#include <utf8proc.h>
 
 #include "core/fileio.h"
 #include "model/tok_internal.h"
@@ -988,6 +989,53 @@ static void test_byte_level_add_prefix_space(void) {
     ASSERT_TRUE(ok);
 }
 
+/* ---- NFC shortcut ------------------------------------------------------------------------------
+ * The encoder runs utf8proc only around characters NFC may change. Random strings rich in
+ * combining marks, precomposed letters, Hangul jamo, singletons, exclusions and supplementary
+ * compositions must normalise exactly as utf8proc_map(NFC) of the whole string. */
+static void test_nfc_shortcut_equals_utf8proc(void) {
+    static const uint32_t pool[] = {
+        'a', 'e', 'o', ' ', 0x300, 0x301, 0x308, 0x316, 0x323, 0x327, 0x345, 0x344, 0x340, 0xE9, 0x1E69, 0x1FB4,
+        0x212B, 0x2126, 0xFB01, 0xC5, 0x958, 0x915, 0x93C, 0x591, 0x5B4, 0xF71, 0xF72, 0xF73, 0xF75, 0x1DC0,
+        0x1100, 0x1161, 0x11A8, 0xAC00, 0xAC01, 0xD7A3, 0x4E00, 0x3099, 0x304B, 0x304C, 0xB47, 0xB3E, 0xB57,
+        0xCC6, 0xCD5, 0x1F600, 0x11099, 0x110BA, 0x1109A, 0x11347, 0x1133E, 0x1D15E, 0x1D165, 0x2F800, 0xFA10,
+        0x0, 0x37E, 0x387, 0x1E0A, 0x64, 0x307, 0x31B, 0x6F, 0x31B, 0x1B05, 0x1B35, 0x1B06, 0x3A9, 0x1F7D,
+    };
+    qvlm_error err = {0};
+    qvlm_tokenizer *tok = load_json_tok(byte_tokenizer(), &err); /* NFC */
+    ASSERT_TRUE(tok != NULL);
+    uint32_t seed = 777;
+    int failures = 0;
+    for (int rep = 0; rep < 20000 && failures < 5; rep++) {
+        char s[64];
+        size_t n = 0;
+        int len = 1 + rep % 12;
+        for (int i = 0; i < len; i++) {
+            seed = seed * 1103515245u + 12345u;
+            n += (size_t)utf8proc_encode_char((utf8proc_int32_t)pool[(seed >> 12) % (sizeof(pool) / sizeof(pool[0]))],
+                                              (utf8proc_uint8_t *)s + n);
+        }
+        utf8proc_uint8_t *want = NULL;
+        utf8proc_ssize_t n_want = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &want,
+                                               UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+        uint8_t *got;
+        size_t n_got;
+        bool owned;
+        if (n_want < 0 || qvlm_tok_normalize(tok, (const uint8_t *)s, n, &got, &n_got, &owned, &err)) {
+            failures++;
+        } else if ((size_t)n_want != n_got || memcmp(want, got, n_got) != 0) {
+            fprintf(stderr, "  NFC differs for:");
+            for (size_t i = 0; i < n; i++) fprintf(stderr, " %02x", (uint8_t)s[i]);
+            fprintf(stderr, "\n");
+            failures++;
+        }
+        if (n_want >= 0 && owned) free(got);
+        free(want);
+    }
+    qvlm_tokenizer_destroy(tok);
+    ASSERT_EQ_INT(failures, 0);
+}
+
 int main(void) {
     RUN(test_tiny_dense_cases);
     RUN(test_tiny_moe_cases);
@@ -1014,5 +1062,6 @@ int main(void) {
     RUN(test_split_behaviors);
     RUN(test_regex_oniguruma_dialect);
     RUN(test_byte_level_add_prefix_space);
+    RUN(test_nfc_shortcut_equals_utf8proc);
     return qtest_done();
 }
