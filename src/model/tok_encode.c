@@ -70,6 +70,7 @@ typedef struct norm_buf {
 } norm_buf;
 
 static bool nb_add(norm_buf *b, const void *s, size_t n) {
+    if (n == 0) return true;
     if (b->cap - b->n < n) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap - b->n < n) cap *= 2;

@@ -442,13 +442,13 @@ static qvlm_status load_merges(loader *L, json_t *merges) {
         bool skip;
         rc = merge_parts(L, json_array_get(merges, i), i, legacy, &a, &na, &b, &nb, &skip);
         if (rc || skip) continue;
-        if (na + nb > cap) {
-            char *p = realloc(buf, na + nb);
+        if (na + nb + 1 > cap) { /* +1: never a NULL buffer, even for two empty tokens */
+            char *p = realloc(buf, na + nb + 1);
             if (!p) {
                 rc = qvlm_errorf(L->err, QVLM_E_NOMEM, "%s: out of memory", L->name);
                 break;
             }
-            buf = p, cap = na + nb;
+            buf = p, cap = na + nb + 1;
         }
         rc = add_merge(L, i, rank++, a, na, b, nb, buf);
     }
