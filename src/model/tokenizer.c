@@ -570,20 +570,44 @@ static qvlm_status alloc_tables(loader *L, int32_t max_id, size_t n_bytes, size_
     return qvlm_tok_strmap_init(&tok->added_map, n_added, L->err);
 }
 
-static qvlm_status build_decoded(loader *L) {
+/* The ByteLevel decoder's bytes for each id. HF (0.22+) decodes an added token with
+ * "normalized": true from its normalizer output when that differs from its content
+ * (AddedVocabulary::normalized_cache), so those are normalised first; `in` is the file's
+ * added_tokens list. The arena gets room for every raw string plus those forms, since
+ * decoding never lengthens a string. */
+static qvlm_status build_decoded(loader *L, const added_in *in, size_t n_added) {
     qvlm_tokenizer *tok = L->tok;
-    tok->dec = malloc(tok->n_strs_bytes + 1); /* decoding never lengthens a token */
-    if (!tok->dec) return qvlm_errorf(L->err, QVLM_E_NOMEM, "%s: out of memory", L->name);
+    uint8_t **norm = calloc(n_added + 1, sizeof(*norm));
+    size_t *n_norm = calloc(n_added + 1, sizeof(*n_norm)), room = tok->n_strs_bytes + 1;
+    qvlm_status rc = norm && n_norm ? QVLM_OK : qvlm_errorf(L->err, QVLM_E_NOMEM, "%s: out of memory", L->name);
+    for (size_t i = 0; i < n_added && !rc; i++) {
+        bool owned = false;
+        if (!in[i].flags.normalized || tok->n_norm == 0) continue;
+        rc = qvlm_tok_normalize(tok, (const uint8_t *)in[i].content, in[i].len, &norm[i], &n_norm[i], &owned, L->err);
+        if (!owned) norm[i] = NULL; /* unchanged: the raw string serves */
+        if (norm[i]) room += n_norm[i];
+    }
+    if (!rc && !(tok->dec = malloc(room))) rc = qvlm_errorf(L->err, QVLM_E_NOMEM, "%s: out of memory", L->name);
     size_t k = 0;
-    for (int32_t id = 0; id < tok->n_ids; id++) {
+    for (int32_t id = 0; !rc && id < tok->n_ids; id++) {
         tok_entry *e = &tok->entries[id];
         if (!(e->flags & TOK_F_PRESENT)) continue;
         e->dec_off = (uint32_t)k;
         e->dec_len = (uint32_t)qvlm_tok_bytelevel_decode(tok->strs + e->raw_off, e->raw_len, tok->dec + k);
         k += e->dec_len;
     }
+    for (size_t i = 0; !rc && i < n_added; i++) {
+        if (!norm[i]) continue;
+        tok_entry *e = &tok->entries[in[i].id];
+        e->dec_off = (uint32_t)k;
+        e->dec_len = (uint32_t)qvlm_tok_bytelevel_decode((const char *)norm[i], n_norm[i], tok->dec + k);
+        k += e->dec_len;
+    }
     tok->n_dec_bytes = k;
-    return QVLM_OK;
+    for (size_t i = 0; norm && i < n_added; i++) free(norm[i]);
+    free(norm);
+    free(n_norm);
+    return rc;
 }
 
 static qvlm_status build_runtime(loader *L) {
@@ -636,7 +660,7 @@ static qvlm_status build(loader *L, json_t *root) {
         !(rc = alloc_tables(L, max_id, n_bytes, n_added)) && !(rc = fill_vocab(L, vocab)) &&
         !(rc = load_merges(L, merges)) && !(rc = load_char_ids(L, model)) &&
         !(rc = fill_added(L, in, n_added)) && !(rc = build_tries(L, in, n_added)) &&
-        !(rc = build_decoded(L)))
+        !(rc = build_decoded(L, in, n_added)))
         rc = build_runtime(L);
     free(in);
     return rc;

@@ -10,7 +10,8 @@
  *      ByteLevel maps its bytes to the GPT-2 byte alphabet;
  *   4. BPE merges each word by merge rank (results cached, so repeated words are not re-merged).
  * Decoding maps tokens back to bytes (ByteLevel decoder) and replaces ill-formed UTF-8 with
- * U+FFFD exactly as Rust's String::from_utf8_lossy does.
+ * U+FFFD exactly as Rust's String::from_utf8_lossy does. As in HF tokenizers 0.23, added
+ * tokens go through the decoder too, a "normalized" one in its normalised form.
  *
  * Supported structures (anything else is refused at load with a message naming the field):
  *   normalizer:    null, NFC, NFD, NFKC, NFKD, or a Sequence of those

@@ -1036,11 +1036,69 @@ static void test_nfc_shortcut_equals_utf8proc(void) {
     ASSERT_EQ_INT(failures, 0);
 }
 
+/* ---- differential references from HF tokenizers 0.23.2 -------------------------------------------
+ * tests/fixtures/tokenizer/hf_variants.json (tools/gen_hf_tokenizer_cases.py): the tiny-dense
+ * tokenizer with other normalizers, pre-tokenizers, split behaviours and added-token flags,
+ * each with hostile random texts and id lists and what HF made of them. */
+
+static json_t *variant_tokenizer(const json_t *base, const json_t *v) {
+    json_t *root = json_deep_copy(base);
+    json_object_set(root, "normalizer", json_object_get(v, "normalizer"));
+    json_object_set(root, "pre_tokenizer", json_object_get(v, "pre_tokenizer"));
+    json_array_extend(json_object_get(root, "added_tokens"), json_object_get(v, "added_tokens_append"));
+    if (json_is_true(json_object_get(v, "legacy_merges"))) { /* ["a","b"] -> "a b" */
+        json_t *merges = json_object_get(model_of(root), "merges"), *m;
+        size_t i;
+        json_array_foreach(merges, i, m) {
+            char buf[256];
+            snprintf(buf, sizeof(buf), "%s %s", json_string_value(json_array_get(m, 0)),
+                     json_string_value(json_array_get(m, 1)));
+            json_array_set_new(merges, i, json_string(buf));
+        }
+    }
+    return root;
+}
+
+static void test_hf_differential_variants(void) {
+    json_t *ref = load_json(QVLM_FIXTURES "/tokenizer/hf_variants.json");
+    json_t *base = load_json(QVLM_FIXTURES "/tiny-dense/model/tokenizer.json");
+    ASSERT_TRUE(ref && base);
+    int failures = 0;
+    size_t n_variants = json_array_size(json_object_get(ref, "variants")), n_cases = 0;
+    for (size_t i = 0; i < n_variants; i++) {
+        const json_t *v = json_array_get(json_object_get(ref, "variants"), i);
+        const char *name = json_string_value(json_object_get(v, "name"));
+        qvlm_error err = {0};
+        qvlm_tokenizer *tok = load_json_tok(variant_tokenizer(base, v), &err);
+        if (!tok) {
+            fprintf(stderr, "  variant %s: %s\n", name, err.msg);
+            failures++;
+            continue;
+        }
+        const json_t *cases = json_object_get(v, "cases");
+        for (size_t k = 0; k < json_array_size(cases); k++, n_cases++) {
+            const json_t *c = json_array_get(cases, k), *text = json_object_get(c, "text");
+            const json_t *dec = json_object_get(c, "decoded");
+            char lab[96];
+            snprintf(lab, sizeof(lab), "%s[%zu]", name, k);
+            if ((text && !ids_match(tok, json_string_value(text), json_string_length(text), json_object_get(c, "ids"), lab)) ||
+                !decode_matches(tok, json_object_get(c, "ids"), json_string_value(dec), json_string_length(dec), lab))
+                failures++;
+        }
+        qvlm_tokenizer_destroy(tok);
+    }
+    json_decref(ref);
+    json_decref(base);
+    ASSERT_TRUE(n_variants >= 9 && n_cases >= 1000);
+    ASSERT_EQ_INT(failures, 0);
+}
+
 int main(void) {
     RUN(test_tiny_dense_cases);
     RUN(test_tiny_moe_cases);
     RUN(test_real_cases_dense);
     RUN(test_real_cases_moe);
+    RUN(test_hf_differential_variants);
     RUN(test_merges_both_forms);
     RUN(test_merges_repeated_pair_takes_last_rank);
     RUN(test_merges_real_words);
