@@ -21,6 +21,8 @@
 #define TOK_MAX_STAGES 8          /* pre-tokenizer steps (Qwen uses 2) */
 #define TOK_MAX_NORMALIZERS 8     /* normalizer steps (Qwen uses 1) */
 #define TOK_MAX_ADDED_BYTES 4096  /* longest added token content accepted */
+#define TOK_MAX_ADDED_TOTAL_BYTES (1 << 24) /* all added tokens together (trie memory) */
+#define TOK_MAX_PATTERN_BYTES (1 << 16)     /* a Split regex (Qwen's is ~150 bytes) */
 
 /* ---- token table ------------------------------------------------------------------------ */
 

@@ -168,7 +168,7 @@ static qvlm_status xlat_char(xlat *x) {
 static qvlm_status translate(const char *pattern, size_t len, const char *where, char **out,
                              size_t *out_len, qvlm_error *err) {
     /* The longest rewrite (\w -> 22 bytes) grows a 2-byte escape 11x. */
-    if (len > ((size_t)1 << 24))
+    if (len > TOK_MAX_PATTERN_BYTES)
         return qvlm_errorf(err, QVLM_E_LIMIT, "%s: pattern of %zu bytes is too long", where, len);
     xlat x = {.p = pattern, .n = len, .out = malloc(12 * len + 1), .where = where, .err = err};
     if (!x.out) return qvlm_errorf(err, QVLM_E_NOMEM, "%s: out of memory", where);

@@ -23,7 +23,7 @@
 #include "core/json.h"
 #include "model/tok_internal.h"
 
-#define MAX_MERGES ((size_t)1 << 24)
+#define MAX_MERGES ((size_t)1 << 22) /* 16x the largest real tokenizer */
 #define MATCH_LIMIT 10000000 /* PCRE2 steps per regex match: bounds a pathological pattern */
 
 /* The GPT-2 pre-tokenizer regex ByteLevel runs when its use_regex is true (HF byte_level.rs). */
@@ -49,7 +49,10 @@ typedef struct added_in {
 static const char *show(char buf[64], const char *s, size_t n) {
     size_t k = 0;
     for (; k < n && k < 60; k++) buf[k] = (unsigned char)s[k] < 0x20 ? '?' : s[k];
-    if (k < n) buf[k - 1] = '~';
+    if (k < n) { /* cut: end on a whole character, then mark the cut */
+        while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80) k--;
+        buf[k++] = '~';
+    }
     buf[k] = '\0';
     return buf;
 }
@@ -330,11 +333,15 @@ static qvlm_status read_added(loader *L, json_t *a, size_t i, added_in *out) {
 }
 
 static qvlm_status scan_added(loader *L, json_t *list, added_in *in, int32_t *max_id, size_t *n_bytes) {
+    size_t total = 0;
     for (size_t i = 0; i < json_array_size(list); i++) {
         qvlm_status rc = read_added(L, json_array_get(list, i), i, &in[i]);
         if (rc) return rc;
         if (in[i].id > *max_id) *max_id = in[i].id;
         *n_bytes += in[i].len + 1;
+        if ((total += in[i].len) > TOK_MAX_ADDED_TOTAL_BYTES)
+            return qvlm_errorf(L->err, QVLM_E_LIMIT, "%s: added_tokens: contents exceed %d bytes in all",
+                               L->name, TOK_MAX_ADDED_TOTAL_BYTES);
     }
     return QVLM_OK;
 }
@@ -643,14 +650,14 @@ static qvlm_status get_model(loader *L, json_t *root, json_t **model, json_t **v
 }
 
 static qvlm_status build(loader *L, json_t *root) {
-    json_t *model = NULL, *vocab = NULL, *merges = NULL, *added = NULL;
+    json_t *model = NULL, *vocab = NULL, *merges = NULL, *added = json_object_get(root, "added_tokens");
     qvlm_status rc;
-    char w[200];
-    snprintf(w, sizeof(w), "%s", L->name);
     if ((rc = check_top(L, root)) || (rc = load_pre_tokenizer(L, root)) || (rc = check_decoder(L, root)) ||
-        (rc = get_model(L, root, &model, &vocab, &merges)) ||
-        (rc = qvlm_json_arr_opt(root, "added_tokens", w, &added, L->err)))
+        (rc = get_model(L, root, &model, &vocab, &merges)))
         return rc;
+    if (added && !json_is_null(added) && !json_is_array(added))
+        return qvlm_errorf(L->err, QVLM_E_CORRUPT, "%s: added_tokens is %s (must be an array)", L->name,
+                           qvlm_json_type_name(added));
     size_t n_added = added ? json_array_size(added) : 0;
     added_in *in = calloc(n_added + 1, sizeof(*in));
     if (!in) return qvlm_errorf(L->err, QVLM_E_NOMEM, "%s: out of memory", L->name);
@@ -735,6 +742,7 @@ void qvlm_tokenizer_destroy(qvlm_tokenizer *tok) {
 }
 
 int32_t qvlm_tokenizer_find(const qvlm_tokenizer *tok, const char *token) {
+    if (!token) return -1;
     size_t n = strlen(token);
     int32_t id = qvlm_tok_strmap_get(tok, &tok->added_map, token, n);
     return id >= 0 ? id : qvlm_tok_strmap_get(tok, &tok->vocab_map, token, n);

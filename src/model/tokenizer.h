@@ -37,7 +37,8 @@
 
 #include "core/status.h"
 
-#define QVLM_TOKENIZER_MAX_FILE_BYTES ((size_t)512 << 20) /* real files are ~10-30 MB */
+#define QVLM_TOKENIZER_MAX_FILE_BYTES ((size_t)128 << 20) /* real files are ~10-40 MB; the
+                                                              parsed tree costs ~10x in memory */
 #define QVLM_TOKENIZER_MAX_ID ((1 << 22) - 1)             /* 16x the largest real vocabulary */
 
 typedef struct qvlm_tokenizer qvlm_tokenizer;

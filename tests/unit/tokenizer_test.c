@@ -719,7 +719,7 @@ static void test_invalid_files_name_the_field(void) {
         {"added_tokens", "[{\"id\":256,\"content\":\"<x>\",\"lstrip\":\"yes\"}]", QVLM_E_CORRUPT,
          "added_tokens[0].lstrip is string"},
         {"added_tokens", "[{\"id\":-4,\"content\":\"<x>\"}]", QVLM_E_CORRUPT, "added_tokens[0].id = -4"},
-        {"added_tokens", "{}", QVLM_E_CORRUPT, "added_tokens is object"},
+        {"added_tokens", "{}", QVLM_E_CORRUPT, "test.json: added_tokens is object (must be an array)"},
     };
     int failures = 0;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -735,6 +735,21 @@ static void test_invalid_files_name_the_field(void) {
         }
         qvlm_tokenizer_destroy(tok);
     }
+    /* A Split pattern far longer than any real one is refused before it is compiled. */
+    json_t *big = byte_tokenizer();
+    char *pat = malloc(70001);
+    memset(pat, 'a', 70000);
+    pat[70000] = '\0';
+    json_object_set_new(big, "pre_tokenizer",
+                        json_pack("{s:s, s:[{s:s, s:{s:s}, s:s}, {s:s}]}", "type", "Sequence", "pretokenizers",
+                                  "type", "Split", "pattern", "Regex", pat, "behavior", "Isolated", "type",
+                                  "ByteLevel"));
+    free(pat);
+    qvlm_error berr = {0};
+    qvlm_tokenizer *btok = load_json_tok(big, &berr);
+    if (btok || berr.code != QVLM_E_LIMIT || !strstr(berr.msg, "pre_tokenizer.pretokenizers[0].pattern.Regex: pattern of 70000 bytes"))
+        fprintf(stderr, "  long pattern: %s\n", berr.msg), failures++;
+    qvlm_tokenizer_destroy(btok);
     /* Control: an added token that is a vocabulary token keeps the vocabulary id. */
     json_t *root = byte_tokenizer();
     set_path(root, "added_tokens", "[{\"id\":97,\"content\":\"a\",\"special\":true}]");
