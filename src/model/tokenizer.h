@@ -100,6 +100,8 @@ int32_t qvlm_tokenizer_vocab_size(const qvlm_tokenizer *tok);
  *   if (!qvlm_detok_stream_flush(&s, &p, &n, err)) fwrite(p, 1, n, out);
  *   qvlm_detok_stream_free(&s);
  *
+ * Special tokens come out as their text, as in qvlm_tokenizer_decode; a caller that wants
+ * them hidden checks qvlm_tokenizer_is_special before pushing.
  * The struct lives in caller storage and keeps `tok` (which must outlive it). One stream
  * belongs to one thread at a time; any number of streams may share a tokenizer. */
 typedef struct qvlm_detok_stream {
