@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "cli/cli_tok.h"
+#include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "core/threads.h"
 
@@ -263,25 +264,24 @@ static void report(const bench_opts *o, size_t n, const bench_result *r) {
                mb * o->threads / r->par_s, o->threads);
 }
 
+/* Returns -1 to go on, else the exit status. */
 static int parse_opts(int argc, char **argv, bench_opts *o) {
-    *o = (bench_opts){.n_bytes = 1 << 20, .reps = 5, .threads = qvlm_cpu_count()};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--json") == 0) o->json = true;
-        else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) return fputs(USAGE, stdout), 0;
-        else if (!v) return fprintf(stderr, "qvlm bench-tokenizer: unknown option '%s'\n%s", a, USAGE), 2;
-        else if (strcmp(a, "--tokenizer") == 0) o->path = v, i++;
-        else if (strcmp(a, "--model") == 0) o->model = v, i++;
-        else if (strcmp(a, "--dump-text") == 0) o->dump_text = v, i++;
-        else if (strcmp(a, "--dump-ids") == 0) o->dump_ids = v, i++;
-        else if (strcmp(a, "--bytes") == 0) o->n_bytes = strtoul(v, NULL, 10), i++;
-        else if (strcmp(a, "--reps") == 0) o->reps = atoi(v), i++;
-        else if (strcmp(a, "--threads") == 0) o->threads = atoi(v), i++;
-        else return fprintf(stderr, "qvlm bench-tokenizer: unknown option '%s'\n%s", a, USAGE), 2;
+    *o = (bench_opts){.n_bytes = 1 << 20, .reps = 5, .threads = QVLM_MIN(qvlm_cpu_count(), 64)};
+    bool bad = false;
+    for (int i = 1; i < argc && !bad; i++) {
+        const char *v;
+        if (cli_opt(argc, argv, &i, "--tokenizer", &o->path, &bad) || cli_opt(argc, argv, &i, "--model", &o->model, &bad) ||
+            cli_opt(argc, argv, &i, "--dump-text", &o->dump_text, &bad) ||
+            cli_opt(argc, argv, &i, "--dump-ids", &o->dump_ids, &bad))
+            continue;
+        if (cli_opt(argc, argv, &i, "--bytes", &v, &bad)) o->n_bytes = (size_t)cli_int("--bytes", v, 1, 1 << 30, &bad);
+        else if (cli_opt(argc, argv, &i, "--reps", &v, &bad)) o->reps = (int)cli_int("--reps", v, 1, 1000, &bad);
+        else if (cli_opt(argc, argv, &i, "--threads", &v, &bad)) o->threads = (int)cli_int("--threads", v, 1, 64, &bad);
+        else if (strcmp(argv[i], "--json") == 0) o->json = true;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return fputs(USAGE, stdout), 0;
+        else return fprintf(stderr, "qvlm bench-tokenizer: unknown option '%s'\n%s", argv[i], USAGE), 2;
     }
-    if (o->n_bytes < 1 || o->n_bytes > ((size_t)1 << 30) || o->reps < 1 || o->threads < 1 || o->threads > 64)
-        return fprintf(stderr, "qvlm bench-tokenizer: --bytes, --reps or --threads out of range\n"), 2;
-    return -1;
+    return bad ? 2 : -1;
 }
 
 int qvlm_cmd_bench_tokenizer(int argc, char **argv) {

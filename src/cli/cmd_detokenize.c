@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/cli_tok.h"
+#include "cli/cli_util.h"
 #include "cli/commands.h"
 
 static const char USAGE[] =
@@ -86,14 +87,15 @@ static bool detokenize_lines(const qvlm_tokenizer *tok, const char *in, size_t n
 
 int qvlm_cmd_detokenize(int argc, char **argv) {
     const char *model = NULL, *path = NULL;
-    bool jsonl = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) model = argv[++i];
-        else if (strcmp(argv[i], "--tokenizer") == 0 && i + 1 < argc) path = argv[++i];
-        else if (strcmp(argv[i], "--jsonl") == 0) jsonl = true;
+    bool jsonl = false, bad = false;
+    for (int i = 1; i < argc && !bad; i++) {
+        if (cli_opt(argc, argv, &i, "--model", &model, &bad) || cli_opt(argc, argv, &i, "--tokenizer", &path, &bad))
+            continue;
+        if (strcmp(argv[i], "--jsonl") == 0) jsonl = true;
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return fputs(USAGE, stdout), 0;
         else return fprintf(stderr, "qvlm detokenize: unknown option '%s'\n%s", argv[i], USAGE), 2;
     }
+    if (bad) return 2;
     if (!model && !path) return fputs(USAGE, stderr), 2;
     qvlm_tokenizer *tok = cli_tok_open("detokenize", model, path);
     if (!tok) return 1;

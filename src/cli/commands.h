@@ -8,9 +8,12 @@
 #define QVLM_CLI_COMMANDS_H
 
 #define QVLM_COMMANDS(X) \
-    X(version, "print the version")                                                \
-    X(tokenize, "text on stdin -> token ids (JSON)")                                \
-    X(detokenize, "token ids (JSON) on stdin -> text")                              \
+    X(verify, "compare against a transformers reference fixture") \
+    X(synth, "write a random-weight checkpoint in the Hub layout") \
+    X(bench, "measure prefill and decode speed") \
+    X(version, "print the version") \
+    X(tokenize, "text on stdin -> token ids (JSON)") \
+    X(detokenize, "token ids (JSON) on stdin -> text") \
     X(bench_tokenizer, "tokenizer load time and encode MB/s")
 
 #define X(name, help) int qvlm_cmd_##name(int argc, char **argv);
