@@ -94,6 +94,8 @@ typedef struct qvlm_cache_config {
 /* Create a cache for `m` (kept; it must outlive the cache). */
 qvlm_status qvlm_model_cache_create(qvlm_model *m, const qvlm_cache_config *cfg, qvlm_cache **out, qvlm_error *err);
 void qvlm_cache_destroy(qvlm_cache *c); /* all sessions using it must be destroyed first */
+/* Write everything not yet on disk (disk tier only). */
+qvlm_status qvlm_cache_flush(qvlm_cache *c, qvlm_error *err);
 
 /* ==== Sessions ============================================================================== */
 

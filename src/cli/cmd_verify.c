@@ -37,6 +37,7 @@
 #include "model/mrope.h"
 #include "model/text.h"
 #include "model/vision.h"
+#include "qvlm.h"
 
 #define LOGIT_TOL 1e-3
 #define EMBED_TOL 1e-3
@@ -60,6 +61,10 @@ typedef struct dump_item {
 typedef struct verify {
     const char *ref_dir, *model_dir, *dump_path;
     bool json;
+    bool conversation;
+    const char *cache_mode; /* "both", "on", "off" */
+    const char *cache_dir;
+    json_t *turns;          /* --conversation: per-turn results for --json */
     bool rope_freq_bf16;
     qvlm_st_file ref64; /* reference_f64.safetensors, when present */
     bool have_ref64;
@@ -410,17 +415,155 @@ static qvlm_status run_prompt(verify *v, const char *name, json_t *info, qvlm_er
     return rc;
 }
 
+/* ---- --conversation: the turns in order through one cached session ------------------------ */
+
+#define MAX_TURNS 16
+
+typedef struct conv_run {
+    float *last[MAX_TURNS]; /* host [vocab] last-position logits per turn */
+    int n_turns;
+} conv_run;
+
+/* Image inputs of a prompt, from reference.json's image list. */
+static int prompt_images(verify *v, json_t *info, qvlm_image_input *in, char **paths) {
+    json_t *imgs = json_object_get(info, "images");
+    int n = 0;
+    for (size_t k = 0; k < json_array_size(imgs) && n < MAX_IMAGES; k++) {
+        json_t *e = json_array_get(json_object_get(v->meta, "images"), (size_t)json_integer_value(json_array_get(imgs, k)));
+        const char *rel = json_string_value(json_object_get(e, "path"));
+        paths[n] = rel ? qvlm_path_join(v->ref_dir, rel) : NULL;
+        in[n] = (qvlm_image_input){.path = paths[n]};
+        n++;
+    }
+    return n;
+}
+
+struct greedy_collect {
+    int64_t tok[N_GREEDY];
+    int n;
+};
+static int collect_token(void *u, int32_t t) {
+    struct greedy_collect *g = u;
+    g->tok[g->n++] = t;
+    return 0;
+}
+
+static qvlm_status conv_run_mode(verify *v, bool cached, conv_run *out, qvlm_error *err) {
+    const int64_t V = v->model->cfg.text.vocab_size;
+    const char *mode = cached ? "cached" : "uncached";
+    qvlm_cache *cache = NULL;
+    qvlm_session *s = NULL;
+    qvlm_cache_config cc = {(size_t)2 << 30, v->cache_dir, 0};
+    qvlm_status rc = cached ? qvlm_model_cache_create(v->model, &cc, &cache, err) : QVLM_OK;
+    qvlm_session_params sp = {.cache = cache};
+    if (!rc) rc = qvlm_session_create(v->model, &sp, &s, err);
+    const char *name;
+    json_t *info;
+    json_object_foreach(json_object_get(v->meta, "prompts"), name, info) {
+        if (rc || strncmp(name, "turn", 4) != 0 || out->n_turns >= MAX_TURNS) continue;
+        const qvlm_st_tensor *tid = ref_tensor2(v, "", name, ".input_ids", err);
+        const qvlm_st_tensor *tlog = tid ? ref_tensor2(v, "", name, ".logits", err) : NULL;
+        const qvlm_st_tensor *tgr = tlog ? ref_tensor2(v, "", name, ".greedy", err) : NULL;
+        if (!tgr) {
+            rc = err->code;
+            break;
+        }
+        int64_t n = tid->n_elements;
+        int32_t *ids = malloc((size_t)n * sizeof(int32_t));
+        for (int64_t i = 0; ids && i < n; i++) ids[i] = (int32_t)ref_i64(tid)[i];
+        qvlm_image_input in[MAX_IMAGES];
+        char *paths[MAX_IMAGES] = {0};
+        int n_img = prompt_images(v, info, in, paths);
+        rc = ids ? qvlm_session_prompt(s, ids, (size_t)n, in, (size_t)n_img, err) : qvlm_errorf(err, QVLM_E_NOMEM, "oom");
+        for (int k = 0; k < n_img; k++) free(paths[k]);
+        free(ids);
+        if (rc) break;
+        qvlm_prompt_stats st;
+        qvlm_session_prompt_stats(s, &st);
+        float *last = malloc((size_t)V * sizeof(float));
+        memcpy(last, qvlm_session_logits(s), (size_t)V * sizeof(float));
+        out->last[out->n_turns++] = last;
+        /* vs the oracle: the reference's (or the float64 run's) last row */
+        char cname[96], key[96];
+        double mean, mx = diff(last, (const float *)tlog->data + (n - 1) * V, V, &mean);
+        snprintf(key, sizeof(key), "%s.logits_f64", name);
+        const qvlm_st_tensor *t64 = v->have_ref64 ? qvlm_st_file_find(&v->ref64, key) : NULL;
+        bool use64 = t64 && !v->rope_freq_bf16 && t64->n_elements == n * V;
+        if (use64) mx = diff64(last, (const double *)t64->data + (n - 1) * V, V, &mean);
+        snprintf(cname, sizeof(cname), "%s.last_logits.%s%s", name, mode, use64 ? ".f64" : "");
+        add_check(v, cname, mx, mean, LOGIT_TOL, mx <= LOGIT_TOL);
+        struct greedy_collect g = {{0}, 0};
+        qvlm_sampling greedy = {0};
+        rc = qvlm_session_generate(s, &greedy, N_GREEDY, collect_token, &g, err);
+        int64_t mism = g.n == N_GREEDY ? 0 : N_GREEDY;
+        for (int k = 0; k < g.n; k++) mism += g.tok[k] != ref_i64(tgr)[k];
+        snprintf(cname, sizeof(cname), "%s.greedy.%s", name, mode);
+        add_check(v, cname, (double)mism, 0, 0, mism == 0);
+        if (cached || strcmp(v->cache_mode, "off") == 0) {
+            int64_t shape1[1] = {V}, shape2[1] = {N_GREEDY};
+            float *lc = malloc((size_t)V * sizeof(float));
+            int64_t *gc = malloc(sizeof(g.tok));
+            if (lc) memcpy(lc, last, (size_t)V * sizeof(float));
+            if (gc) memcpy(gc, g.tok, sizeof(g.tok));
+            snprintf(cname, sizeof(cname), "%s.last_logits", name);
+            add_dump(v, cname, QVLM_DTYPE_F32, 1, shape1, lc);
+            snprintf(cname, sizeof(cname), "%s.greedy", name);
+            add_dump(v, cname, QVLM_DTYPE_I64, 1, shape2, gc);
+        }
+        json_array_append_new(v->turns, json_pack("{s:s, s:s, s:I, s:I, s:i, s:i, s:i, s:i, s:i, s:f, s:f}", "turn", name,
+                                                  "mode", mode, "prompt_tokens", (json_int_t)st.prompt_tokens,
+                                                  "reused_tokens", (json_int_t)st.reused_tokens, "images_total",
+                                                  st.images_total, "images_in_prefix", st.images_in_prefix,
+                                                  "images_encoded", st.images_encoded, "images_from_feature_cache",
+                                                  st.images_from_feature_cache, "checkpoints_made", st.checkpoints_made,
+                                                  "prompt_ms", st.total_ms, "vision_ms", st.vision_ms));
+    }
+    qvlm_session_destroy(s);
+    if (cache) {
+        qvlm_error e2;
+        qvlm_cache_flush(cache, &e2);
+    }
+    qvlm_cache_destroy(cache);
+    return rc;
+}
+
+static qvlm_status run_conversation(verify *v, qvlm_error *err) {
+    conv_run runs[2] = {{{0}, 0}, {{0}, 0}};
+    v->turns = json_array();
+    bool on = strcmp(v->cache_mode, "off") != 0, off = strcmp(v->cache_mode, "on") != 0;
+    qvlm_status rc = QVLM_OK;
+    if (on) rc = conv_run_mode(v, true, &runs[0], err);
+    if (!rc && off) rc = conv_run_mode(v, false, &runs[1], err);
+    if (!rc && on && off) {
+        const int64_t V = v->model->cfg.text.vocab_size;
+        for (int t = 0; t < runs[0].n_turns && t < runs[1].n_turns; t++) {
+            double mean, mx = diff(runs[0].last[t], runs[1].last[t], V, &mean);
+            bool same = memcmp(runs[0].last[t], runs[1].last[t], (size_t)V * sizeof(float)) == 0;
+            char cname[96];
+            snprintf(cname, sizeof(cname), "turn%d.cached_vs_uncached%s", t + 1, same ? ".bitwise" : "");
+            add_check(v, cname, mx, mean, 1e-4, mx <= 1e-4);
+        }
+    }
+    for (int r = 0; r < 2; r++)
+        for (int t = 0; t < runs[r].n_turns; t++) free(runs[r].last[t]);
+    return rc;
+}
+
 /* ---- driver ----------------------------------------------------------------------------------- */
 
 static void usage(FILE *f) {
     fprintf(f, "usage: qvlm verify --reference FIXTURE_DIR [--model MODEL_DIR] [--dump FILE] [--json]\n"
                "                   [--threads N] [--precision f32|bf16] [--rope-freq bf16|f32]\n"
+               "                   [--conversation [--cache both|on|off] [--cache-dir DIR]]\n"
                "Runs every prompt of FIXTURE_DIR/reference.json and compares logits (max |diff| <= 1e-3)\n"
                "and 12 greedy tokens (identical) with FIXTURE_DIR/reference.safetensors.\n"
                "MODEL_DIR defaults to FIXTURE_DIR/model. Exit status 0 only if every check passes.\n"
                "--rope-freq bf16 (default) reproduces the fixture generator, whose model was cast to bf16\n"
                "and back, rounding its RoPE frequencies; f32 is what from_pretrained and qvlm use, and is\n"
-               "checked against FIXTURE_DIR/reference_f64.safetensors when present.\n");
+               "checked against FIXTURE_DIR/reference_f64.safetensors when present.\n"
+               "--conversation runs the turn prompts in order in one session, as a chat client would, with\n"
+               "the cache on and/or off; both agree with the reference and, with 'both', with each other\n"
+               "(<= 1e-4). --cache-dir keeps the cache on disk.\n");
 }
 
 static int parse_args(verify *v, int argc, char **argv) {
@@ -448,7 +591,16 @@ static int parse_args(verify *v, int argc, char **argv) {
                 fprintf(stderr, "qvlm verify: --rope-freq must be bf16 or f32\n");
                 bad = true;
             }
-        } else if (strcmp(argv[i], "--json") == 0) v->json = true;
+        } else if (cli_opt(argc, argv, &i, "--cache", &val, &bad)) {
+            if (strcmp(val, "on") && strcmp(val, "off") && strcmp(val, "both")) {
+                fprintf(stderr, "qvlm verify: --cache must be on, off or both\n");
+                bad = true;
+            }
+            v->cache_mode = val;
+        } else if (cli_opt(argc, argv, &i, "--cache-dir", &val, &bad)) {
+            v->cache_dir = val;
+        } else if (strcmp(argv[i], "--conversation") == 0) v->conversation = true;
+        else if (strcmp(argv[i], "--json") == 0) v->json = true;
         else {
             fprintf(stderr, "qvlm verify: unknown option '%s'\n", argv[i]);
             bad = true;
@@ -503,6 +655,7 @@ static void teardown(verify *v) {
     qvlm_st_close(&v->ref);
     qvlm_st_close(&v->ref64);
     json_decref(v->meta);
+    json_decref(v->turns);
     for (size_t i = 0; i < v->n_dumps; i++) {
         free((char *)v->dumps[i].t.name);
         free(v->dumps[i].owned);
@@ -525,6 +678,7 @@ static bool report(verify *v) {
         }
         json_object_set_new(o, "backend", json_string(qvlm_backend_name(v->be)));
         json_object_set_new(o, "checks", arr);
+        if (v->turns) json_object_set(o, "turns", v->turns);
         json_object_set_new(o, "ok", json_boolean(all));
         char *s = json_dumps(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
         if (s) puts(s);
@@ -546,17 +700,21 @@ static bool report(verify *v) {
 }
 
 int qvlm_cmd_verify(int argc, char **argv) {
-    verify v = {.rope_freq_bf16 = true};
+    verify v = {.rope_freq_bf16 = true, .cache_mode = "both"};
     int a = parse_args(&v, argc, argv);
     if (a >= 0) return a;
     qvlm_error err = {0};
     qvlm_status rc = setup(&v, &err);
-    if (!rc && v.model->cfg.vision.present) rc = run_images(&v, &err);
-    const char *key;
-    json_t *p;
-    json_object_foreach(json_object_get(v.meta, "prompts"), key, p) {
-        if (rc) break;
-        rc = run_prompt(&v, key, p, &err);
+    if (!rc && v.conversation) {
+        rc = run_conversation(&v, &err);
+    } else {
+        if (!rc && v.model->cfg.vision.present) rc = run_images(&v, &err);
+        const char *key;
+        json_t *p;
+        json_object_foreach(json_object_get(v.meta, "prompts"), key, p) {
+            if (rc) break;
+            rc = run_prompt(&v, key, p, &err);
+        }
     }
     if (!rc && v.dump_path) {
         qvlm_st_out *outs = calloc(v.n_dumps ? v.n_dumps : 1, sizeof(*outs));
