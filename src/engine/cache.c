@@ -708,6 +708,7 @@ qvlm_status qvlm_cache_insert(qvlm_cache *c, uint64_t salt, const qvlm_key *keys
         }
         if (!x || c->n_cks == c->cap_cks) {
             rc = qvlm_errorf(err, QVLM_E_NOMEM, "cache: out of memory for the index");
+            if (x) prune(x);
         } else {
             x->ck = ck;
             ck->node = x;
@@ -733,7 +734,6 @@ qvlm_status qvlm_cache_insert(qvlm_cache *c, uint64_t salt, const qvlm_key *keys
             evict(c, 64);
         }
     }
-    if (x) prune(x);
     pthread_mutex_unlock(&c->mu);
     if (to_write) enqueue(c, to_write);
     if (ck) ck_free(c, ck);

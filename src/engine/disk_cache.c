@@ -389,15 +389,18 @@ void qvlm_disk_list_checkpoints(qvlm_disk_cache *d, qvlm_disk_ck_fn fn, void *us
         char *buf = NULL, *p = path_of(d, copy[i].name);
         size_t len = 0;
         qvlm_error err;
-        if (p && qvlm_file_read(p, MAX_FILE, &buf, &len, &err) == QVLM_OK && len >= HDR + CK_FIXED &&
-            memcmp(buf, MAGIC, 8) == 0) {
+        if (p && qvlm_file_read(p, MAX_FILE, &buf, &len, &err) == QVLM_OK) {
+            bool sized = len >= HDR + CK_FIXED;
             const uint8_t *q = (const uint8_t *)buf + HDR;
-            uint64_t salt = get_u64(q), pos = get_u64(q + 8), next_pos = get_u64(q + 16), vocab = get_u64(q + 48);
-            if (pos > 0 && pos < ((uint64_t)1 << 32) && HDR + CK_FIXED + pos * 16 <= len &&
-                qvlm_disk_check_file((const uint8_t *)buf, len, KIND_CK, d->fp, copy[i].name, &err) == QVLM_OK)
+            uint64_t salt = sized ? get_u64(q) : 0, pos = sized ? get_u64(q + 8) : 0;
+            uint64_t next_pos = sized ? get_u64(q + 16) : 0, vocab = sized ? get_u64(q + 48) : 0;
+            qvlm_status rc = sized && pos > 0 && pos < ((uint64_t)1 << 32) && HDR + CK_FIXED + pos * 16 <= len
+                                 ? qvlm_disk_check_file((const uint8_t *)buf, len, KIND_CK, d->fp, copy[i].name, &err)
+                                 : qvlm_errorf(&err, QVLM_E_CORRUPT, "impossible position count");
+            if (rc == QVLM_OK)
                 fn(user, salt, (const uint64_t *)(q + CK_FIXED), (int64_t)pos, (int64_t)next_pos, vocab != 0, copy[i].id);
             else
-                warn_skip(d, copy[i].name, "bad header"), unlink(p), qvlm_disk_drop_checkpoint(d, copy[i].id);
+                warn_skip(d, copy[i].name, err.msg), qvlm_disk_drop_checkpoint(d, copy[i].id);
         }
         free(buf);
         free(p);
