@@ -116,11 +116,15 @@ void qvlm_session_reset(qvlm_session *s);
  * Errors: QVLM_E_INVALID (an id outside the vocabulary: nothing is fed), QVLM_E_NOMEM.
  * On failure the session is unchanged. */
 qvlm_status qvlm_session_feed_tokens(qvlm_session *s, const int32_t *ids, size_t n, qvlm_error *err);
-/* An image for a prompt: a file, or encoded bytes in memory (PNG, JPEG or WebP). */
+/* An image for a prompt: encoded bytes in memory (PNG, JPEG or WebP), a file, or decoded
+ * pixels (8-bit RGB, row-major, 3 bytes a pixel). The first that is set is used: data, rgb,
+ * path. Borrowed for the call. */
 typedef struct qvlm_image_input {
-    const char *path;    /* used when data is NULL */
-    const uint8_t *data; /* encoded bytes, borrowed for the call */
+    const char *path;
+    const uint8_t *data; /* encoded bytes */
     size_t n_bytes;
+    const uint8_t *rgb;  /* [height][width][3] */
+    int32_t width, height;
 } qvlm_image_input;
 
 /* Append a multimodal prompt piece: `ids` with one placeholder per image, in order (a single

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/bench.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
 #include "core/threads.h"
@@ -167,7 +168,7 @@ static const char *cpu_model_name(char *buf, size_t n) {
 }
 
 int qvlm_cmd_bench(int argc, char **argv) {
-    const char *dir = NULL, *val;
+    const char *dir = NULL, *val, *scenario = NULL, *cache_dir = NULL;
     int threads = 0, n_prompt = 512, n_gen = 128, reps = 3;
     bool json = false, bad = false;
     qvlm_model_params mp;
@@ -182,7 +183,9 @@ int qvlm_cmd_bench(int argc, char **argv) {
             if (strcmp(val, "f32") == 0) mp.precision = QVLM_PRECISION_F32;
             else if (strcmp(val, "bf16") == 0) mp.precision = QVLM_PRECISION_BF16;
             else bad = true;
-        } else if (strcmp(argv[i], "--json") == 0) json = true;
+        } else if (cli_opt(argc, argv, &i, "--scenario", &val, &bad)) scenario = val;
+        else if (cli_opt(argc, argv, &i, "--cache-dir", &val, &bad)) cache_dir = val;
+        else if (strcmp(argv[i], "--json") == 0) json = true;
         else {
             fprintf(stderr, "qvlm bench: unknown option '%s'\n", argv[i]);
             bad = true;
@@ -190,7 +193,9 @@ int qvlm_cmd_bench(int argc, char **argv) {
     }
     if (bad || !dir) {
         fprintf(stderr, "usage: qvlm bench --model DIR [--threads N] [--precision f32|bf16] [--prompt 512] [--gen 128] "
-                        "[--reps 3] [--json]\n");
+                        "[--reps 3] [--json]\n"
+                        "       qvlm bench --model DIR --scenario multiturn|interleaved|edit|reimage|restart|tailedit "
+                        "[--cache-dir DIR]\n");
         return 2;
     }
     mp.n_threads = threads;
@@ -199,6 +204,22 @@ int qvlm_cmd_bench(int argc, char **argv) {
     if (qvlm_model_load(dir, &mp, &m, &err)) {
         fprintf(stderr, "qvlm bench: %s\n", err.msg);
         return 1;
+    }
+    if (scenario) {
+        json_t *res = NULL;
+        qvlm_status src = qvlm_bench_scenario(m, scenario, cache_dir, &res, &err);
+        if (src) fprintf(stderr, "qvlm bench: %s\n", err.msg);
+        else {
+            char cpu[256];
+            json_object_set_new(res, "cpu", json_string(cpu_model_name(cpu, sizeof(cpu))));
+            json_object_set_new(res, "backend", json_string(qvlm_backend_name(m->be)));
+            char *s = json_dumps(res, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+            puts(s);
+            free(s);
+            json_decref(res);
+        }
+        qvlm_model_destroy(m);
+        return src ? 1 : 0;
     }
     int32_t *ids = malloc((size_t)n_prompt * sizeof(int32_t));
     uint64_t x = 12345;

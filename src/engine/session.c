@@ -6,6 +6,7 @@
 
 #include "engine/sampler.h"
 #include "engine/session_impl.h"
+#include "model/image_codec.h"
 #include "model/mrope.h"
 #include "model/vision.h"
 
@@ -181,9 +182,18 @@ qvlm_status session_decode_image(qvlm_session *s, const qvlm_image_input *in, si
     memset(out, 0, sizeof(*out));
     char name[64];
     snprintf(name, sizeof(name), "image %zu", i);
-    qvlm_status rc = in->data ? qvlm_image_decode(in->data, in->n_bytes, name, &s->image_limits, &out->img, err)
-                     : in->path ? qvlm_image_load(in->path, &s->image_limits, &out->img, err)
-                                : qvlm_errorf(err, QVLM_E_INVALID, "%s: neither a path nor data", name);
+    qvlm_status rc;
+    if (in->data) {
+        rc = qvlm_image_decode(in->data, in->n_bytes, name, &s->image_limits, &out->img, err);
+    } else if (in->rgb) {
+        rc = qvlm_image_check_header(name, "RGB", in->width, in->height, &s->image_limits, err);
+        if (!rc) rc = qvlm_image_alloc(&out->img, in->width, in->height, name, err);
+        if (!rc) memcpy(out->img.rgb, in->rgb, (size_t)in->width * (size_t)in->height * 3);
+    } else if (in->path) {
+        rc = qvlm_image_load(in->path, &s->image_limits, &out->img, err);
+    } else {
+        rc = qvlm_errorf(err, QVLM_E_INVALID, "%s: no data, pixels or path", name);
+    }
     const qvlm_preprocess_config *pp = &s->model->preprocess;
     int hb = 0, wb = 0;
     if (!rc) rc = qvlm_smart_resize(out->img.height, out->img.width, pp, &hb, &wb, err);
