@@ -585,7 +585,7 @@ static qvlm_checkpoint *find_deepest(qvlm_cache *c, uint64_t salt, const qvlm_ke
 }
 
 qvlm_checkpoint *qvlm_cache_lookup(qvlm_cache *c, uint64_t salt, const qvlm_key *keys, int64_t n, int64_t max_pos,
-                                   int64_t *matched) {
+                                   int64_t *matched, qvlm_stream *s) {
     for (int attempt = 0; attempt < 8; attempt++) {
         pthread_mutex_lock(&c->mu);
         qvlm_checkpoint *best = find_deepest(c, salt, keys, n, max_pos, matched);
@@ -599,7 +599,7 @@ qvlm_checkpoint *qvlm_cache_lookup(qvlm_cache *c, uint64_t salt, const qvlm_key 
         /* On disk only: load it (outside the lock). A bad file drops out of the tree and the
          * next best checkpoint is tried. */
         qvlm_error err;
-        qvlm_status rc = load_ck(c, best, c->wstream, &err);
+        qvlm_status rc = load_ck(c, best, s, &err);
         if (rc == QVLM_OK) return best;
         qvlm_checkpoint_release(c, best);
         if (rc == QVLM_E_NOMEM) return NULL;
@@ -740,11 +740,12 @@ qvlm_status qvlm_cache_insert(qvlm_cache *c, uint64_t salt, const qvlm_key *keys
     return rc;
 }
 
-static qvlm_status vision_put_host(qvlm_cache *c, qvlm_hash128 h, const float *rows, int64_t n_rows, qvlm_error *err);
+static qvlm_status vision_put_host(qvlm_cache *c, qvlm_hash128 h, const float *rows, int64_t n_rows, qvlm_stream *s,
+                                   qvlm_error *err);
 
 /* ---- public: vision features ----------------------------------------------------------------------- */
 
-qvlm_vision_entry *qvlm_cache_vision_get(qvlm_cache *c, qvlm_hash128 h) {
+qvlm_vision_entry *qvlm_cache_vision_get(qvlm_cache *c, qvlm_hash128 h, qvlm_stream *s) {
     qvlm_vision_entry *e = NULL;
     pthread_mutex_lock(&c->mu);
     for (int64_t i = 0; i < c->n_vis && !e; i++)
@@ -760,7 +761,7 @@ qvlm_vision_entry *qvlm_cache_vision_get(qvlm_cache *c, qvlm_hash128 h) {
         int64_t n_rows = 0;
         qvlm_error err;
         if (qvlm_disk_get_vision(c->disk, h, c->m->cfg.text.hidden_size, &rows, &n_rows, &err) == QVLM_OK &&
-            vision_put_host(c, h, rows, n_rows, &err) == QVLM_OK) {
+            vision_put_host(c, h, rows, n_rows, s, &err) == QVLM_OK) {
             pthread_mutex_lock(&c->mu);
             c->st.disk_hits++;
             for (int64_t i = 0; i < c->n_vis && !e; i++)
@@ -845,11 +846,11 @@ qvlm_status qvlm_cache_vision_put(qvlm_cache *c, qvlm_hash128 h, const float *ro
     return QVLM_OK;
 }
 
-static qvlm_status vision_put_host(qvlm_cache *c, qvlm_hash128 h, const float *rows, int64_t n_rows,
-                                              qvlm_error *err) {
+static qvlm_status vision_put_host(qvlm_cache *c, qvlm_hash128 h, const float *rows, int64_t n_rows, qvlm_stream *s,
+                                   qvlm_error *err) {
     qvlm_vision_entry *e = vision_new(c, h, n_rows);
     if (!e) return qvlm_errorf(err, QVLM_E_NOMEM, "cache: out of memory for image features");
-    qvlm_op_upload(c->wstream, e->rows, rows, e->bytes);
+    qvlm_op_upload(s, e->rows, rows, e->bytes);
     vision_insert(c, e, true);
     return QVLM_OK;
 }

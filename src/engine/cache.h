@@ -66,9 +66,10 @@ void qvlm_cache_destroy(qvlm_cache *c); /* no checkpoint may be held */
 /* The deepest checkpoint on the path of keys[0..n) (under `salt`) at a position P <= max_pos;
  * a checkpoint at P == n counts only if it has logits. Returns it held (release with
  * qvlm_checkpoint_release) or NULL. *matched (optional) receives the length of the longest
- * cached prefix of keys (for statistics: it can exceed the checkpoint's P). */
+ * cached prefix of keys (for statistics: it can exceed the checkpoint's P). A checkpoint that is
+ * only on disk is loaded first, through the caller's stream `s`. */
 qvlm_checkpoint *qvlm_cache_lookup(qvlm_cache *c, uint64_t salt, const qvlm_key *keys, int64_t n, int64_t max_pos,
-                                   int64_t *matched);
+                                   int64_t *matched, qvlm_stream *s);
 void qvlm_checkpoint_release(qvlm_cache *c, qvlm_checkpoint *ck);
 int64_t qvlm_checkpoint_pos(const qvlm_checkpoint *ck);
 bool qvlm_checkpoint_has_logits(const qvlm_checkpoint *ck);
@@ -93,7 +94,7 @@ qvlm_status qvlm_cache_insert(qvlm_cache *c, uint64_t salt, const qvlm_key *keys
 
 typedef struct qvlm_vision_entry qvlm_vision_entry;
 /* The features of image `h` if cached ([n_rows][hidden] backend memory), held; else NULL. */
-qvlm_vision_entry *qvlm_cache_vision_get(qvlm_cache *c, qvlm_hash128 h);
+qvlm_vision_entry *qvlm_cache_vision_get(qvlm_cache *c, qvlm_hash128 h, qvlm_stream *s);
 const float *qvlm_vision_entry_rows(const qvlm_vision_entry *e);
 int64_t qvlm_vision_entry_n_rows(const qvlm_vision_entry *e);
 void qvlm_vision_entry_release(qvlm_cache *c, qvlm_vision_entry *e);

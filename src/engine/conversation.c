@@ -152,7 +152,7 @@ static qvlm_status turn_resume(qvlm_session *s, turn *t, int64_t *P, qvlm_error 
     int64_t from_own = own_ok ? own : 0;
     qvlm_checkpoint *ck = NULL;
     if (s->cache) {
-        ck = qvlm_cache_lookup(s->cache, s->salt, t->keys, N, N, NULL);
+        ck = qvlm_cache_lookup(s->cache, s->salt, t->keys, N, N, NULL, s->stream);
         if (ck && qvlm_checkpoint_pos(ck) <= from_own) {
             qvlm_checkpoint_release(s->cache, ck);
             ck = NULL;
@@ -202,7 +202,7 @@ static qvlm_status turn_images(qvlm_session *s, turn *t, int64_t P, qvlm_error *
         }
         const int64_t cnt = sp->pad_end - sp->pad_start;
         const float *src = NULL;
-        qvlm_vision_entry *e = s->cache ? qvlm_cache_vision_get(s->cache, sp->hash) : NULL;
+        qvlm_vision_entry *e = s->cache ? qvlm_cache_vision_get(s->cache, sp->hash, s->stream) : NULL;
         if (e && qvlm_vision_entry_n_rows(e) == cnt) {
             t->held[sp->image] = e;
             src = qvlm_vision_entry_rows(e);

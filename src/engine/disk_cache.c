@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "core/fileio.h"
+#include "engine/sequence.h"
 #include "model/text.h"
 
 #define MAGIC "QVLMCACH"
@@ -32,6 +33,8 @@ typedef struct ckfile {
 struct qvlm_disk_cache {
     char *dir;
     uint64_t fp[2];
+    /* The model's geometry: a file must agree with it exactly before anything is copied. */
+    uint64_t block_tokens, block_bytes, recurrent_bytes, vocab, hidden;
     size_t budget, bytes;
     pthread_mutex_t mu;
     ckfile *cks;
@@ -289,6 +292,12 @@ qvlm_status qvlm_disk_cache_open(const qvlm_model *m, const char *dir, size_t bu
         qvlm_disk_cache_close(d);
         return rc;
     }
+    d->block_tokens = QVLM_KV_BLOCK_TOKENS;
+    d->block_bytes = qvlm_text_kv_block_bytes(&m->cfg, QVLM_KV_BLOCK_TOKENS);
+    if (d->block_bytes == 0) d->block_bytes = 64; /* no attention layers: blocks are placeholders */
+    d->recurrent_bytes = qvlm_text_recurrent_bytes(&m->cfg);
+    d->vocab = (uint64_t)m->cfg.text.vocab_size;
+    d->hidden = (uint64_t)m->cfg.text.hidden_size;
     scan(d);
     gc(d);
     *out = d;
@@ -421,6 +430,31 @@ void qvlm_disk_drop_checkpoint(qvlm_disk_cache *d, uint64_t id) {
     pthread_mutex_unlock(&d->mu);
 }
 
+qvlm_status qvlm_disk_parse_checkpoint(const uint8_t *p, size_t n, const char *name, qvlm_disk_ck_view *v,
+                                       qvlm_error *err) {
+    memset(v, 0, sizeof(*v));
+    if (n < CK_FIXED) return qvlm_errorf(err, QVLM_E_CORRUPT, "%s: checkpoint payload too short", name);
+    v->salt = get_u64(p), v->pos = get_u64(p + 8), v->next_pos = get_u64(p + 16), v->block_tokens = get_u64(p + 24);
+    v->block_bytes = get_u64(p + 32), v->recurrent_bytes = get_u64(p + 40), v->vocab = get_u64(p + 48);
+    /* Bounds first, so the size sum below cannot overflow. */
+    if (v->block_tokens == 0 || v->block_tokens > (1u << 20) || v->pos == 0 || v->pos >= ((uint64_t)1 << 32) ||
+        v->block_bytes >= ((uint64_t)1 << 32) || v->recurrent_bytes >= ((uint64_t)1 << 36) ||
+        v->vocab >= ((uint64_t)1 << 26) || v->next_pos >= ((uint64_t)1 << 40))
+        return qvlm_errorf(err, QVLM_E_CORRUPT, "%s: impossible sizes in the checkpoint header", name);
+    v->full_blocks = v->pos / v->block_tokens;
+    bool partial = v->pos % v->block_tokens != 0;
+    uint64_t need = CK_FIXED + v->pos * 16 + v->full_blocks * 16 + (partial ? v->block_bytes : 0) + v->recurrent_bytes +
+                    v->vocab * 4;
+    if (need != n) return qvlm_errorf(err, QVLM_E_CORRUPT, "%s: payload is %zu bytes, its header adds up to %llu", name, n, (unsigned long long)need);
+    const uint8_t *q = p + CK_FIXED;
+    v->keys = q, q += v->pos * 16;
+    v->block_hashes = q, q += v->full_blocks * 16;
+    v->partial = partial ? q : NULL, q += partial ? v->block_bytes : 0;
+    v->recurrent = q, q += v->recurrent_bytes;
+    v->logits = v->vocab ? q : NULL;
+    return QVLM_OK;
+}
+
 qvlm_status qvlm_disk_load_checkpoint(qvlm_disk_cache *d, uint64_t id, const qvlm_disk_loader *l, qvlm_error *err) {
     char name[48];
     pthread_mutex_lock(&d->mu);
@@ -432,20 +466,23 @@ qvlm_status qvlm_disk_load_checkpoint(qvlm_disk_cache *d, uint64_t id, const qvl
     size_t n = 0;
     qvlm_status rc = read_file(d, name, KIND_CK, &buf, &n, err);
     if (rc) return rc;
-    const uint8_t *p = (const uint8_t *)buf + HDR, *end = (const uint8_t *)buf + n;
-    uint64_t salt = get_u64(p), pos = get_u64(p + 8), next_pos = get_u64(p + 16), bt = get_u64(p + 24);
-    uint64_t bb = get_u64(p + 32), rb = get_u64(p + 40), vocab = get_u64(p + 48);
-    uint64_t full = bt ? pos / bt : 0, partial = bt && pos % bt != 0;
-    /* Every size is checked against the file's length before anything is read. */
-    size_t need = CK_FIXED;
-    bool ok = bt > 0 && pos > 0 && pos < ((uint64_t)1 << 32) && bb < ((uint64_t)1 << 32) && rb < ((uint64_t)1 << 36) &&
-              vocab < ((uint64_t)1 << 26);
-    if (ok) need += pos * 16 + full * 16 + (partial ? bb : 0) + rb + vocab * 4;
-    if (!ok || need != (size_t)(end - p)) {
-        warn_skip(d, name, "inconsistent sizes");
+    qvlm_disk_ck_view v;
+    rc = qvlm_disk_parse_checkpoint((const uint8_t *)buf + HDR, n - HDR, name, &v, err);
+    if (rc) {
+        warn_skip(d, name, err->msg);
         free(buf);
         qvlm_disk_drop_checkpoint(d, id);
-        return qvlm_errorf(err, QVLM_E_CORRUPT, "%s: inconsistent sizes", name);
+        return rc;
+    }
+    const uint8_t *p = (const uint8_t *)buf + HDR;
+    uint64_t salt = v.salt, pos = v.pos, next_pos = v.next_pos, bb = v.block_bytes, rb = v.recurrent_bytes;
+    uint64_t vocab = v.vocab, full = v.full_blocks, partial = v.partial != NULL;
+    if (v.block_tokens != d->block_tokens || bb != d->block_bytes || rb != d->recurrent_bytes ||
+        (vocab != 0 && vocab != d->vocab)) {
+        warn_skip(d, name, "geometry differs from this model's");
+        free(buf);
+        qvlm_disk_drop_checkpoint(d, id);
+        return qvlm_errorf(err, QVLM_E_CORRUPT, "%s: geometry differs from this model's", name);
     }
     XXH128_hash_t h = prefix_hash(salt, (const uint64_t *)(p + CK_FIXED), (int64_t)pos);
     char expect[64];

@@ -100,6 +100,16 @@ bool qvlm_disk_has_vision(qvlm_disk_cache *d, qvlm_hash128 h);
 /* Counters: files skipped as bad since open. */
 uint64_t qvlm_disk_skipped(qvlm_disk_cache *d);
 
+/* A checkpoint file's payload, parsed: every size checked against the payload's length. The
+ * pointers point into the payload. QVLM_E_CORRUPT when anything is inconsistent. Pure. */
+typedef struct qvlm_disk_ck_view {
+    uint64_t salt, pos, next_pos, block_tokens, block_bytes, recurrent_bytes, vocab;
+    const uint8_t *keys, *block_hashes, *partial, *recurrent, *logits;
+    uint64_t full_blocks;
+} qvlm_disk_ck_view;
+qvlm_status qvlm_disk_parse_checkpoint(const uint8_t *payload, size_t n, const char *name, qvlm_disk_ck_view *v,
+                                       qvlm_error *err);
+
 /* The file-format checks on one buffer (the fuzz entry point): QVLM_OK if `data` is a valid
  * file of `kind` for this cache. */
 qvlm_status qvlm_disk_check_file(const uint8_t *data, size_t n, uint32_t kind, const uint64_t fingerprint[2],
