@@ -7,7 +7,8 @@
 #define QVLM_CLI_COMMANDS_H
 
 #define QVLM_COMMANDS(X) \
-    X(version, "print the version")
+    X(version, "print the version") \
+    X(template, "render the model's chat template for a JSON request on stdin")
 
 #define X(name, help) int qvlm_cmd_##name(int argc, char **argv);
 QVLM_COMMANDS(X)
