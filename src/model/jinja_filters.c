@@ -760,8 +760,8 @@ SIMPLE_TEST(t_callable, "callable", v->kind == JV_MACRO || v->kind == JV_FUNC)
 SIMPLE_TEST(t_escaped, "escaped", false)
 /* iter() works on these: Undefined iterates as empty; a namespace has no __iter__. */
 SIMPLE_TEST(t_iterable, "iterable", jinja_is_str(v) || jinja_is_seq(v) || jinja_is_mapping(v) || jinja_is_undef(v) || v->kind == JV_LOOP)
-/* len() and __getitem__: str, list, tuple, dict. */
-SIMPLE_TEST(t_sequence, "sequence", jinja_is_str(v) || jinja_is_seq(v) || jinja_is_mapping(v))
+/* len() and __getitem__: str, list, tuple, dict, and Undefined (whose __getitem__ raises). */
+SIMPLE_TEST(t_sequence, "sequence", jinja_is_str(v) || jinja_is_seq(v) || jinja_is_mapping(v) || jinja_is_undef(v))
 
 static qvlm_status compare_test(jinja_rt *rt, const jinja_value *v, const jinja_args *a, bool *out, const char *name,
                                 jinja_op op) {

@@ -346,7 +346,8 @@ static qvlm_status balance(lexer *lx, char c) {
     char want = c == '{' ? '}' : c == '(' ? ')' : c == '[' ? ']' : 0;
     if (want) {
         if (lx->n_brackets == sizeof(lx->brackets))
-            return qvlm_errorf(lx->err, QVLM_E_LIMIT, "%s:%u: brackets nested too deeply", lx->name, lx->line);
+            return qvlm_errorf(lx->err, QVLM_E_LIMIT, "%s:%u: brackets nested deeper than %d levels", lx->name,
+                               lx->line, JINJA_MAX_PARSE_DEPTH);
         lx->brackets[lx->n_brackets++] = want;
         return QVLM_OK;
     }

@@ -871,6 +871,7 @@ qvlm_status jinja_repr(jinja_rt *rt, const jinja_value *v, jinja_buf *b, int dep
     case JV_STR: return jinja_repr_str(rt, v->u.s.p, v->u.s.n, b);
     case JV_LIST: case JV_JARR: return repr_seq(rt, v, b, depth);
     case JV_DICT: case JV_JOBJ: return repr_map(rt, v, b, depth);
+    case JV_NS: case JV_MACRO: case JV_FUNC: case JV_LOOP: return str_other(rt, v, b, depth);
     default: return jinja_str(rt, v, b);
     }
 }
