@@ -171,6 +171,10 @@ typedef struct jinja_undef {
     char msg[];       /* Jinja's _undefined_message */
 } jinja_undef;
 
+/* Initializer for locals: an anonymous undefined, which jinja_release ignores, so error paths
+ * may release every local whether or not it was ever assigned. */
+#define JINJA_UNSET {.kind = JV_UNDEF}
+
 /* ---- constructors: plain values are free, heap values return QVLM_E_NOMEM / E_LIMIT ---- */
 static inline jinja_value jinja_none(void) { jinja_value v = {.kind = JV_NONE}; return v; }
 static inline jinja_value jinja_undefined(void) { jinja_value v = {.kind = JV_UNDEF}; return v; }

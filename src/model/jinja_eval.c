@@ -128,7 +128,7 @@ static qvlm_status capture(jinja_rt *rt, jinja_scope *sc, const jinja_body *body
 static qvlm_status assign(jinja_rt *rt, jinja_scope *sc, const jinja_target *t, const jinja_value *v);
 
 static qvlm_status unpack(jinja_rt *rt, jinja_scope *sc, const jinja_target *t, const jinja_value *v) {
-    jinja_value items;
+    jinja_value items = JINJA_UNSET;
     qvlm_status rc = jinja_iterate(rt, v, &items);
     if (rc) return rc;
     size_t n = jinja_seq_len(&items);
@@ -148,7 +148,7 @@ static qvlm_status assign(jinja_rt *rt, jinja_scope *sc, const jinja_target *t, 
     if (t->kind == JTG_TUPLE) return unpack(rt, sc, t, v);
     jinja_value copy = jinja_ref(v);
     if (t->kind == JTG_NAME) return scope_set(rt, sc, t->name, strlen(t->name), &copy);
-    jinja_value ns;
+    jinja_value ns = JINJA_UNSET;
     qvlm_status rc = lookup(rt, sc, t->name, strlen(t->name), &ns);
     if (rc == QVLM_OK && ns.kind != JV_NS)
         rc = jinja_fail(rt, QVLM_E_INVALID, "cannot assign attribute on non-namespace object");
@@ -219,7 +219,7 @@ static qvlm_status bind_macro_args(jinja_rt *rt, const jinja_macro *m, const jin
     for (size_t i = 0; rc == QVLM_OK && i < d->n_params; i++) {
         const char *pname = d->params[i];
         long k = i < a->n_pos ? -1 : kw_index(a, pname, used);
-        jinja_value v;
+        jinja_value v = JINJA_UNSET;
         if (strcmp(pname, "caller") == 0 && i >= a->n_pos) found_caller = true;
         if (i < a->n_pos) v = jinja_ref(&a->pos[i]);
         else if (k >= 0) used[k] = true, v = jinja_ref(&a->kw[k]);
@@ -229,7 +229,7 @@ static qvlm_status bind_macro_args(jinja_rt *rt, const jinja_macro *m, const jin
     }
     if (rc == QVLM_OK && d->takes_caller && !found_caller) {
         long k = kw_index(a, "caller", used);
-        jinja_value v;
+        jinja_value v = JINJA_UNSET;
         if (k >= 0) used[k] = true, v = jinja_ref(&a->kw[k]);
         else if (m->caller.kind != JV_UNDEF) v = jinja_ref(&m->caller);
         else rc = jinja_undef_new(rt, &v, "No caller defined");
@@ -241,7 +241,7 @@ static qvlm_status bind_macro_args(jinja_rt *rt, const jinja_macro *m, const jin
 /* What the macro does with arguments it has no parameter for: varargs / kwargs or an error. */
 static qvlm_status bind_macro_extra(jinja_rt *rt, const jinja_macro_def *d, const jinja_args *a, const bool *used,
                                     jinja_scope *s) {
-    jinja_value extra;
+    jinja_value extra = JINJA_UNSET;
     qvlm_status rc = QVLM_OK;
     if (d->catch_kwargs) {
         rc = jinja_dict_new(rt, JO_DICT, &extra);
@@ -314,7 +314,7 @@ static qvlm_status loop_cycle(jinja_rt *rt, const jinja_value *self, const jinja
 
 static qvlm_status loop_changed(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out) {
     jinja_loop *l = (jinja_loop *)self->u.o;
-    jinja_value now;
+    jinja_value now = JINJA_UNSET;
     qvlm_status rc = jinja_list_new(rt, a->n_pos, true, &now);
     for (size_t i = 0; rc == QVLM_OK && i < a->n_pos; i++) {
         jinja_value v = jinja_ref(&a->pos[i]);
@@ -371,7 +371,7 @@ qvlm_status jinja_loop_getattr(jinja_rt *rt, const jinja_value *loop, const char
 static qvlm_status eval_seq(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e, jinja_value *out) {
     qvlm_status rc = jinja_list_new(rt, e->u.seq.n, e->kind == JE_TUPLE, out);
     for (size_t i = 0; rc == QVLM_OK && i < e->u.seq.n; i++) {
-        jinja_value v;
+        jinja_value v = JINJA_UNSET;
         rc = eval(rt, sc, e->u.seq.items[i], &v);
         if (rc == QVLM_OK) rc = jinja_list_push(rt, out, &v);
     }
@@ -382,7 +382,7 @@ static qvlm_status eval_seq(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e, 
 static qvlm_status eval_dict(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e, jinja_value *out) {
     qvlm_status rc = jinja_dict_new(rt, JO_DICT, out);
     for (size_t i = 0; rc == QVLM_OK && i + 1 < e->u.seq.n; i += 2) {
-        jinja_value k, v;
+        jinja_value k = JINJA_UNSET, v = JINJA_UNSET;
         rc = eval(rt, sc, e->u.seq.items[i], &k);
         if (rc) break;
         rc = eval(rt, sc, e->u.seq.items[i + 1], &v);
@@ -397,7 +397,7 @@ static qvlm_status eval_dict(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e,
 }
 
 static qvlm_status eval_attr(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e, jinja_value *out) {
-    jinja_value obj;
+    jinja_value obj = JINJA_UNSET;
     qvlm_status rc = eval(rt, sc, e->u.attr.obj, &obj);
     if (rc) return rc;
     rc = jinja_getattr(rt, &obj, e->u.attr.p, e->u.attr.n, out);
@@ -406,7 +406,7 @@ static qvlm_status eval_attr(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e,
 }
 
 static qvlm_status eval_item(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e, jinja_value *out) {
-    jinja_value obj, key;
+    jinja_value obj = JINJA_UNSET, key = JINJA_UNSET;
     qvlm_status rc = eval(rt, sc, e->u.item.obj, &obj);
     if (rc) return rc;
     rc = eval(rt, sc, e->u.item.index, &key);
@@ -441,7 +441,7 @@ static qvlm_status eval_slice(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e
 
 static qvlm_status eval_call(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e, const jinja_value *caller,
                              jinja_value *out) {
-    jinja_value fn;
+    jinja_value fn = JINJA_UNSET;
     jinja_args a;
     qvlm_status rc = eval(rt, sc, e->u.call.fn, &fn);
     if (rc) return rc;
@@ -461,7 +461,7 @@ static qvlm_status eval_call(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e,
 /* A filter node applied to `in` (the block text when the node has no operand). */
 static qvlm_status apply_filter_node(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e, const jinja_value *in,
                                      jinja_value *out) {
-    jinja_value operand;
+    jinja_value operand = JINJA_UNSET;
     jinja_args a;
     qvlm_status rc;
     if (!e->u.filter.operand) rc = (operand = jinja_ref(in), QVLM_OK);
@@ -483,7 +483,7 @@ static qvlm_status apply_filter_node(jinja_rt *rt, jinja_scope *sc, const jinja_
 }
 
 static qvlm_status eval_test(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e, jinja_value *out) {
-    jinja_value operand;
+    jinja_value operand = JINJA_UNSET;
     jinja_args a;
     qvlm_status rc = eval(rt, sc, e->u.test.operand, &operand);
     if (rc) return rc;
@@ -503,7 +503,7 @@ static qvlm_status eval_test(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e,
 }
 
 static qvlm_status eval_unary(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e, jinja_value *out) {
-    jinja_value v;
+    jinja_value v = JINJA_UNSET;
     qvlm_status rc = eval(rt, sc, e->u.bin.a, &v);
     if (rc) return rc;
     if (e->kind == JE_NOT) *out = jinja_bool(!jinja_truthy(&v));
@@ -529,7 +529,7 @@ static qvlm_status eval_concat(jinja_rt *rt, const jinja_value *a, const jinja_v
 }
 
 static qvlm_status eval_bin(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e, jinja_value *out) {
-    jinja_value a, b;
+    jinja_value a = JINJA_UNSET, b = JINJA_UNSET;
     qvlm_status rc = eval(rt, sc, e->u.bin.a, &a);
     if (rc) return rc;
     bool is_and = e->kind == JE_AND;
@@ -571,11 +571,11 @@ static qvlm_status compare(jinja_rt *rt, jinja_op op, const jinja_value *a, cons
 }
 
 static qvlm_status eval_cmp(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e, jinja_value *out) {
-    jinja_value left;
+    jinja_value left = JINJA_UNSET;
     qvlm_status rc = eval(rt, sc, e->u.cmp.first, &left);
     bool res = true;
     for (size_t i = 0; rc == QVLM_OK && res && i < e->u.cmp.n; i++) {
-        jinja_value right;
+        jinja_value right = JINJA_UNSET;
         rc = eval(rt, sc, e->u.cmp.rhs[i], &right);
         if (rc) break;
         rt->line = e->line;
@@ -589,7 +589,7 @@ static qvlm_status eval_cmp(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e, 
 }
 
 static qvlm_status eval_cond(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e, jinja_value *out) {
-    jinja_value t;
+    jinja_value t = JINJA_UNSET;
     qvlm_status rc = eval(rt, sc, e->u.cond.test, &t);
     if (rc) return rc;
     bool yes = jinja_truthy(&t);
@@ -646,7 +646,7 @@ static qvlm_status eval(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e, jinj
 
 static qvlm_status exec_if(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s) {
     for (size_t i = 0; i < s->u.if_.n; i++) {
-        jinja_value c;
+        jinja_value c = JINJA_UNSET;
         qvlm_status rc = eval(rt, sc, s->u.if_.conds[i], &c);
         if (rc) return rc;
         bool yes = jinja_truthy(&c);
@@ -658,7 +658,7 @@ static qvlm_status exec_if(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s) {
 
 /* `for x in items if cond`: the filter sees the loop variable, not `loop`. */
 static qvlm_status filter_items(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s, jinja_value *items) {
-    jinja_value kept;
+    jinja_value kept = JINJA_UNSET;
     qvlm_status rc = jinja_list_new(rt, 0, false, &kept);
     for (size_t i = 0; rc == QVLM_OK && i < jinja_seq_len(items); i++) {
         jinja_value item = jinja_seq_at(items, i), c;
@@ -709,7 +709,7 @@ static qvlm_status run_iteration(jinja_rt *rt, jinja_scope *sc, const jinja_stmt
 }
 
 static qvlm_status exec_for(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s) {
-    jinja_value iter, items, loop;
+    jinja_value iter = JINJA_UNSET, items = JINJA_UNSET, loop = JINJA_UNSET;
     qvlm_status rc = eval(rt, sc, s->u.for_.iter, &iter);
     if (rc) return rc;
     rc = jinja_iterate(rt, &iter, &items);
@@ -733,12 +733,12 @@ static qvlm_status exec_for(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s) 
         if (rc == FLOW_CONTINUE) rc = QVLM_OK;
     }
     if (rc == FLOW_BREAK) rc = QVLM_OK;
-    if (loop.kind == JV_LOOP) jinja_release(rt, &loop);
+    jinja_release(rt, &loop);
     return rc;
 }
 
 static qvlm_status exec_set(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s) {
-    jinja_value v;
+    jinja_value v = JINJA_UNSET;
     qvlm_status rc = eval(rt, sc, s->u.set.value, &v);
     if (rc) return rc;
     rc = assign(rt, sc, &s->u.set.target, &v);
@@ -750,7 +750,7 @@ static qvlm_status exec_set(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s) 
 static qvlm_status render_block(jinja_rt *rt, jinja_scope *sc, const jinja_body *body, const jinja_expr *filter,
                                 jinja_value *out) {
     jinja_scope *inner;
-    jinja_value text;
+    jinja_value text = JINJA_UNSET;
     qvlm_status rc = scope_new(rt, sc, &inner);
     if (rc) return rc;
     rc = capture(rt, inner, body, &text);
@@ -765,7 +765,7 @@ static qvlm_status render_block(jinja_rt *rt, jinja_scope *sc, const jinja_body 
 }
 
 static qvlm_status exec_set_block(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s) {
-    jinja_value v;
+    jinja_value v = JINJA_UNSET;
     qvlm_status rc = render_block(rt, sc, &s->u.set_block.body, s->u.set_block.filter, &v);
     if (rc) return rc;
     rc = assign(rt, sc, &s->u.set_block.target, &v);
@@ -774,7 +774,7 @@ static qvlm_status exec_set_block(jinja_rt *rt, jinja_scope *sc, const jinja_stm
 }
 
 static qvlm_status exec_filter_block(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s) {
-    jinja_value v;
+    jinja_value v = JINJA_UNSET;
     qvlm_status rc = render_block(rt, sc, &s->u.filter_block.body, s->u.filter_block.filter, &v);
     if (rc) return rc;
     rc = emit_value(rt, &v);
@@ -783,14 +783,14 @@ static qvlm_status exec_filter_block(jinja_rt *rt, jinja_scope *sc, const jinja_
 }
 
 static qvlm_status exec_macro(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s) {
-    jinja_value m;
+    jinja_value m = JINJA_UNSET;
     qvlm_status rc = macro_new(rt, &s->u.macro, sc, &m);
     if (rc) return rc;
     return scope_set(rt, sc, s->u.macro.name, strlen(s->u.macro.name), &m);
 }
 
 static qvlm_status exec_call_block(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s) {
-    jinja_value caller, result;
+    jinja_value caller = JINJA_UNSET, result = JINJA_UNSET;
     qvlm_status rc = macro_new(rt, &s->u.call_block.caller, sc, &caller);
     if (rc) return rc;
     rc = eval_call(rt, sc, s->u.call_block.call, &caller, &result);
@@ -805,7 +805,7 @@ static qvlm_status exec_with(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s)
     jinja_scope *inner = NULL;
     qvlm_status rc = scope_new(rt, sc, &inner);
     for (size_t i = 0; rc == QVLM_OK && i < s->u.with.n; i++) {
-        jinja_value v;
+        jinja_value v = JINJA_UNSET;
         rc = eval(rt, sc, s->u.with.values[i], &v);
         if (rc == QVLM_OK) {
             rc = assign(rt, inner, &s->u.with.targets[i], &v);
@@ -818,7 +818,7 @@ static qvlm_status exec_with(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s)
 }
 
 static qvlm_status exec_generation(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s) {
-    jinja_value v;
+    jinja_value v = JINJA_UNSET;
     qvlm_status rc = render_block(rt, sc, &s->u.generation, NULL, &v);
     if (rc) return rc;
     rc = emit_value(rt, &v);
@@ -835,7 +835,7 @@ static qvlm_status exec(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s) {
         if (rc == QVLM_OK) rc = check_output(rt);
         break;
     case JS_OUT: {
-        jinja_value v;
+        jinja_value v = JINJA_UNSET;
         rc = eval(rt, sc, s->u.out, &v);
         if (rc == QVLM_OK) {
             rc = emit_value(rt, &v);

@@ -45,7 +45,7 @@ static qvlm_status get_path(jinja_rt *rt, const jinja_value *item, const jinja_v
     *out = jinja_ref(item);
     if (!attr || attr->kind == JV_NONE) return QVLM_OK;
     if (!jinja_is_str(attr)) {
-        jinja_value v;
+        jinja_value v = JINJA_UNSET;
         qvlm_status rc = jinja_getitem(rt, out, attr, &v);
         jinja_release(rt, out);
         if (rc == QVLM_OK) *out = v;
@@ -76,7 +76,7 @@ static qvlm_status get_path(jinja_rt *rt, const jinja_value *item, const jinja_v
 /* ignore_case: strings compare lower-cased unless case_sensitive. */
 static qvlm_status sort_key(jinja_rt *rt, const jinja_value *item, const jinja_value *attr, bool case_sensitive,
                             jinja_value *out) {
-    jinja_value v;
+    jinja_value v = JINJA_UNSET;
     qvlm_status rc = get_path(rt, item, attr, NULL, &v);
     if (rc || case_sensitive || !jinja_is_str(&v)) {
         if (rc == QVLM_OK) *out = v;
@@ -128,6 +128,7 @@ static qvlm_status sort_by(jinja_rt *rt, const jinja_value *items, const jinja_v
         jinja_value x = jinja_seq_at(items, idx[i]);
         x = jinja_ref(&x);
         rc = jinja_list_push(rt, out, &x);
+        if (rc) jinja_release(rt, out);
     }
     for (size_t i = 0; i < made && keys; i++) jinja_release(rt, &keys[i]);
     if (taken) jinja_mem_give(rt, n * (sizeof(*keys) + 2 * sizeof(size_t)));
@@ -145,7 +146,7 @@ static qvlm_status f_string(jinja_rt *rt, const jinja_value *v, const jinja_args
 
 static qvlm_status f_trim(jinja_rt *rt, const jinja_value *v, const jinja_args *a, jinja_value *out) {
     BIND("trim", "chars");
-    jinja_value s;
+    jinja_value s = JINJA_UNSET;
     if (rc == QVLM_OK) rc = soft_str(rt, v, &s);
     if (rc) return rc;
     const char *chars = NULL;
@@ -165,7 +166,7 @@ static qvlm_status f_trim(jinja_rt *rt, const jinja_value *v, const jinja_args *
 static qvlm_status case_filter(jinja_rt *rt, const jinja_value *v, const jinja_args *a, jinja_value *out,
                                jinja_case mode, const char *name) {
     NO_ARGS(name);
-    jinja_value s;
+    jinja_value s = JINJA_UNSET;
     rc = soft_str(rt, v, &s);
     if (rc) return rc;
     rc = jinja_case_map(rt, &s, mode, out);
@@ -181,7 +182,7 @@ static qvlm_status f_capitalize(jinja_rt *rt, const jinja_value *v, const jinja_
  * whitespace or one of -({[< (not Python's str.title). */
 static qvlm_status f_title(jinja_rt *rt, const jinja_value *v, const jinja_args *a, jinja_value *out) {
     NO_ARGS("title");
-    jinja_value s;
+    jinja_value s = JINJA_UNSET;
     rc = soft_str(rt, v, &s);
     if (rc) return rc;
     jinja_buf b = {0};
@@ -233,7 +234,7 @@ static qvlm_status f_center(jinja_rt *rt, const jinja_value *v, const jinja_args
 /* markupsafe.escape: & < > " ' */
 static qvlm_status f_escape(jinja_rt *rt, const jinja_value *v, const jinja_args *a, jinja_value *out) {
     NO_ARGS("escape");
-    jinja_value s;
+    jinja_value s = JINJA_UNSET;
     rc = soft_str(rt, v, &s);
     jinja_buf b = {0};
     for (size_t i = 0; rc == QVLM_OK && i < s.u.s.n; i++) {
@@ -243,13 +244,13 @@ static qvlm_status f_escape(jinja_rt *rt, const jinja_value *v, const jinja_args
     }
     if (rc == QVLM_OK) rc = jinja_buf_to_str(rt, &b, out);
     jinja_buf_free(rt, &b);
-    if (s.kind == JV_STR) jinja_release(rt, &s);
+    jinja_release(rt, &s);
     return rc;
 }
 
 static qvlm_status f_indent(jinja_rt *rt, const jinja_value *v, const jinja_args *a, jinja_value *out) {
     BIND("indent", "width", "first", "blank");
-    jinja_value s, lines, ind;
+    jinja_value s = JINJA_UNSET, lines = JINJA_UNSET, ind = JINJA_UNSET;
     int64_t width = 4;
     if (rc == QVLM_OK && arg[0] && !jinja_is_str(arg[0])) rc = need_int_arg(rt, arg[0], "width", &width);
     if (rc) return rc;
@@ -277,10 +278,8 @@ static qvlm_status f_indent(jinja_rt *rt, const jinja_value *v, const jinja_args
             rc = jinja_buf_put(rt, &b, ind.u.s.p, ind.u.s.n);
         if (rc == QVLM_OK) rc = jinja_buf_put(rt, &b, line.u.s.p, line.u.s.n);
     }
-    if (rc == QVLM_OK) {
-        rc = jinja_buf_to_str(rt, &b, out);
-        jinja_release(rt, &lines);
-    }
+    if (rc == QVLM_OK) rc = jinja_buf_to_str(rt, &b, out);
+    jinja_release(rt, &lines);
     jinja_buf_free(rt, &b);
     jinja_release(rt, &ind);
     return rc;
@@ -288,7 +287,7 @@ static qvlm_status f_indent(jinja_rt *rt, const jinja_value *v, const jinja_args
 
 static qvlm_status f_wordcount(jinja_rt *rt, const jinja_value *v, const jinja_args *a, jinja_value *out) {
     NO_ARGS("wordcount");
-    jinja_value s;
+    jinja_value s = JINJA_UNSET;
     rc = soft_str(rt, v, &s);
     if (rc) return rc;
     int64_t words = 0;
@@ -310,7 +309,7 @@ static qvlm_status f_format(jinja_rt *rt, const jinja_value *v, const jinja_args
     if (a->n_kw && a->n_pos)
         return jinja_fail(rt, QVLM_E_INVALID, "can't handle positional and keyword arguments at the same time");
     if (a->n_kw) return jinja_fail(rt, QVLM_E_UNSUPPORTED, "%s:%u: format() with keyword arguments is not supported", rt->tpl->name, rt->line);
-    jinja_value s, args;
+    jinja_value s = JINJA_UNSET, args = JINJA_UNSET;
     qvlm_status rc = soft_str(rt, v, &s);
     if (rc == QVLM_OK) rc = jinja_list_new(rt, a->n_pos, true, &args);
     for (size_t i = 0; rc == QVLM_OK && i < a->n_pos; i++) {
@@ -318,8 +317,8 @@ static qvlm_status f_format(jinja_rt *rt, const jinja_value *v, const jinja_args
         rc = jinja_list_push(rt, &args, &x);
     }
     if (rc == QVLM_OK) rc = jinja_percent_format(rt, &s, &args, out);
-    if (args.kind == JV_LIST) jinja_release(rt, &args);
-    if (s.kind == JV_STR) jinja_release(rt, &s);
+    jinja_release(rt, &args);
+    jinja_release(rt, &s);
     return rc;
 }
 
@@ -347,7 +346,7 @@ static qvlm_status f_tojson(jinja_rt *rt, const jinja_value *v, const jinja_args
         }
     }
     if (arg[2] && arg[2]->kind != JV_NONE) {
-        jinja_value x, y;
+        jinja_value x = JINJA_UNSET, y = JINJA_UNSET;
         if (!jinja_is_seq(arg[2]) || jinja_seq_len(arg[2]) != 2 || (x = jinja_seq_at(arg[2], 0), !jinja_is_str(&x)) ||
             (y = jinja_seq_at(arg[2], 1), !jinja_is_str(&y)))
             return jinja_fail(rt, QVLM_E_INVALID, "separators must be a pair of strings");
@@ -399,7 +398,7 @@ static qvlm_status f_items(jinja_rt *rt, const jinja_value *v, const jinja_args 
 
 static qvlm_status first_last(jinja_rt *rt, const jinja_value *v, const jinja_args *a, jinja_value *out, bool last) {
     NO_ARGS(last ? "last" : "first");
-    jinja_value items;
+    jinja_value items = JINJA_UNSET;
     if (last && jinja_is_undef(v)) return *out = jinja_undefined(), QVLM_OK;
     rc = jinja_iterate(rt, v, &items);
     if (rc) return rc;
@@ -418,7 +417,7 @@ static qvlm_status f_last(jinja_rt *rt, const jinja_value *v, const jinja_args *
 
 static qvlm_status f_join(jinja_rt *rt, const jinja_value *v, const jinja_args *a, jinja_value *out) {
     BIND("join", "d", "attribute");
-    jinja_value items;
+    jinja_value items = JINJA_UNSET;
     if (rc == QVLM_OK) rc = jinja_iterate(rt, v, &items);
     if (rc) return rc;
     jinja_buf b = {0};
@@ -451,7 +450,7 @@ static qvlm_status f_reverse(jinja_rt *rt, const jinja_value *v, const jinja_arg
 
 static qvlm_status f_sort(jinja_rt *rt, const jinja_value *v, const jinja_args *a, jinja_value *out) {
     BIND("sort", "reverse", "case_sensitive", "attribute");
-    jinja_value items;
+    jinja_value items = JINJA_UNSET;
     if (rc == QVLM_OK) rc = jinja_iterate(rt, v, &items);
     if (rc) return rc;
     rc = sort_by(rt, &items, arg[2], truthy_arg(arg[1], false), truthy_arg(arg[0], false), out);
@@ -478,14 +477,14 @@ static qvlm_status f_dictsort(jinja_rt *rt, const jinja_value *v, const jinja_ar
 
 static qvlm_status f_unique(jinja_rt *rt, const jinja_value *v, const jinja_args *a, jinja_value *out) {
     BIND("unique", "case_sensitive", "attribute");
-    jinja_value items, seen;
+    jinja_value items = JINJA_UNSET, seen = JINJA_UNSET;
     if (rc == QVLM_OK) rc = jinja_iterate(rt, v, &items);
     if (rc) return rc;
     rc = jinja_list_new(rt, 0, false, out);
     if (rc == QVLM_OK) rc = jinja_list_new(rt, 0, false, &seen);
     else seen = jinja_undefined();
     for (size_t i = 0; rc == QVLM_OK && i < jinja_seq_len(&items); i++) {
-        jinja_value x = jinja_seq_at(&items, i), k;
+        jinja_value x = jinja_seq_at(&items, i), k = JINJA_UNSET;
         rc = sort_key(rt, &x, arg[1], truthy_arg(arg[0], false), &k);
         bool dup = false;
         for (size_t j = 0; rc == QVLM_OK && !dup && j < jinja_seq_len(&seen); j++) {
@@ -497,10 +496,11 @@ static qvlm_status f_unique(jinja_rt *rt, const jinja_value *v, const jinja_args
             rc = jinja_list_push(rt, &seen, &k);
             if (rc == QVLM_OK) rc = jinja_list_push(rt, out, &keep);
             else jinja_release(rt, &keep);
-        } else if (rc == QVLM_OK) {
+        } else {
             jinja_release(rt, &k);
         }
     }
+    if (rc) jinja_release(rt, out);
     jinja_release(rt, &seen);
     jinja_release(rt, &items);
     return rc;
@@ -508,7 +508,7 @@ static qvlm_status f_unique(jinja_rt *rt, const jinja_value *v, const jinja_args
 
 static qvlm_status min_max(jinja_rt *rt, const jinja_value *v, const jinja_args *a, jinja_value *out, bool max) {
     BIND(max ? "max" : "min", "case_sensitive", "attribute");
-    jinja_value items, sorted;
+    jinja_value items = JINJA_UNSET, sorted = JINJA_UNSET;
     if (rc == QVLM_OK) rc = jinja_iterate(rt, v, &items);
     if (rc) return rc;
     if (jinja_seq_len(&items) == 0) rc = jinja_undef_new(rt, out, "No aggregated item, sequence was empty.");
@@ -519,7 +519,7 @@ static qvlm_status min_max(jinja_rt *rt, const jinja_value *v, const jinja_args 
         jinja_list *l = jinja_list_of(&sorted);
         size_t pick = max ? l->n - 1 : 0;
         while (max && pick > 0) {
-            jinja_value k1, k2;
+            jinja_value k1 = JINJA_UNSET, k2 = JINJA_UNSET;
             bool eq = false;
             rc = sort_key(rt, &l->items[pick - 1], arg[1], truthy_arg(arg[0], false), &k1);
             if (rc == QVLM_OK) rc = sort_key(rt, &l->items[pick], arg[1], truthy_arg(arg[0], false), &k2);
@@ -573,7 +573,7 @@ static qvlm_status f_map(jinja_rt *rt, const jinja_value *v, const jinja_args *a
     }
     if (!attr && a->n_pos == 0) return jinja_fail(rt, QVLM_E_INVALID, "map requires a filter argument");
     if (!attr && !jinja_is_str(&a->pos[0])) return jinja_fail(rt, QVLM_E_INVALID, "map requires a filter name");
-    jinja_value items;
+    jinja_value items = JINJA_UNSET;
     qvlm_status rc = jinja_iterate(rt, v, &items);
     if (rc) return rc;
     jinja_args rest = {a->n_pos ? a->n_pos - 1 : 0, a->pos + (a->n_pos ? 1 : 0), a->n_kw, a->kw_names, a->kw};
@@ -597,7 +597,7 @@ static qvlm_status select_common(jinja_rt *rt, const jinja_value *v, const jinja
     const jinja_value *test = a->n_pos > off ? &a->pos[off] : NULL;
     if (test && !jinja_is_str(test)) return jinja_fail(rt, QVLM_E_INVALID, "test name must be a string");
     jinja_args rest = {test ? a->n_pos - off - 1 : 0, a->pos + off + 1, a->n_kw, a->kw_names, a->kw};
-    jinja_value items;
+    jinja_value items = JINJA_UNSET;
     qvlm_status rc = jinja_iterate(rt, v, &items);
     if (rc) return rc;
     rc = jinja_list_new(rt, 0, false, out);
@@ -630,7 +630,7 @@ static qvlm_status f_attr(jinja_rt *rt, const jinja_value *v, const jinja_args *
     if (rc) return rc;
     /* do_attr uses getattr only: a dict key is not an attribute */
     if (jinja_is_mapping(v) && !jinja_is_undef(v)) {
-        jinja_value probe;
+        jinja_value probe = JINJA_UNSET;
         rc = jinja_getitem(rt, v, arg[0], &probe);
         if (rc) return rc;
         bool is_method = probe.kind == JV_FUNC;
@@ -825,7 +825,7 @@ static qvlm_status t_odd(jinja_rt *rt, const jinja_value *v, const jinja_args *a
 }
 
 static qvlm_status case_test(jinja_rt *rt, const jinja_value *v, const jinja_args *a, bool *out, const char *method) {
-    jinja_value s, fn, r;
+    jinja_value s = JINJA_UNSET, fn = JINJA_UNSET, r = JINJA_UNSET;
     qvlm_status rc = t_no_args(rt, method, a);
     if (rc == QVLM_OK) rc = jinja_to_str(rt, v, &s);
     if (rc) return rc;

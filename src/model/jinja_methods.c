@@ -259,7 +259,7 @@ static qvlm_status affix_method(jinja_rt *rt, const jinja_value *self, const jin
     const char *name = end ? "endswith" : "startswith";
     BIND(name, "prefix", "start", "end");
     if (rc == QVLM_OK) rc = need(rt, name, arg[0], "prefix");
-    jinja_value s;
+    jinja_value s = JINJA_UNSET;
     if (rc == QVLM_OK) rc = sub_range(rt, self, arg[1], arg[2], &s);
     if (rc) return rc;
     bool hit = false;
@@ -366,7 +366,7 @@ static qvlm_status m_count(jinja_rt *rt, const jinja_value *s, const jinja_args 
 
 static qvlm_status m_join(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out) {
     BIND("join", "iterable");
-    jinja_value items;
+    jinja_value items = JINJA_UNSET;
     if (rc == QVLM_OK) rc = need(rt, "join", arg[0], "iterable");
     if (rc == QVLM_OK) rc = jinja_iterate(rt, arg[0], &items);
     if (rc) return rc;
@@ -455,8 +455,12 @@ static qvlm_status partition_method(jinja_rt *rt, const jinja_value *self, const
     }
     rc = jinja_list_new(rt, 3, true, out);
     for (int i = 0; i < 3; i++) {
-        if (rc == QVLM_OK) rc = jinja_list_push(rt, out, &parts[i]);
-        else jinja_release(rt, &parts[i]);
+        if (rc == QVLM_OK) {
+            rc = jinja_list_push(rt, out, &parts[i]);
+            if (rc) jinja_release(rt, out);
+        } else {
+            jinja_release(rt, &parts[i]);
+        }
     }
     return rc;
 }
@@ -606,7 +610,7 @@ static qvlm_status d_values(jinja_rt *rt, const jinja_value *self, const jinja_a
 }
 
 static qvlm_status d_copy(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out) {
-    jinja_value items;
+    jinja_value items = JINJA_UNSET;
     qvlm_status rc = no_args(rt, "copy", a);
     if (rc == QVLM_OK) rc = jinja_map_items(rt, self, &items);
     if (rc) return rc;
@@ -790,7 +794,7 @@ static qvlm_status build_dict(jinja_rt *rt, const char *fname, const jinja_args 
     if (a->n_pos > 1) return jinja_fail(rt, QVLM_E_INVALID, "%s expected at most 1 argument, got %zu", fname, a->n_pos);
     qvlm_status rc = jinja_dict_new(rt, type, out);
     if (rc == QVLM_OK && a->n_pos == 1) {
-        jinja_value items;
+        jinja_value items = JINJA_UNSET;
         const jinja_value *src = &a->pos[0];
         rc = jinja_is_mapping(src) ? jinja_map_items(rt, src, &items) : jinja_iterate(rt, src, &items);
         for (size_t i = 0; rc == QVLM_OK && i < jinja_seq_len(&items); i++) {
@@ -804,7 +808,7 @@ static qvlm_status build_dict(jinja_rt *rt, const char *fname, const jinja_args 
             v = jinja_ref(&v);
             rc = jinja_dict_set(rt, out, &k, &v);
         }
-        if (items.kind == JV_LIST || items.kind == JV_JARR) jinja_release(rt, &items);
+        jinja_release(rt, &items);
     }
     for (size_t k = 0; rc == QVLM_OK && k < a->n_kw; k++) {
         jinja_value key = jinja_strv(a->kw_names[k], strlen(a->kw_names[k])), v = jinja_ref(&a->kw[k]);

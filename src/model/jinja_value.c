@@ -528,6 +528,7 @@ static qvlm_status str_chars(jinja_rt *rt, const jinja_value *s, jinja_value *ou
         jinja_utf8_next(s->u.s.p, s->u.s.n, &i);
         jinja_value c = jinja_str_sub(s, start, i - start);
         rc = jinja_list_push(rt, out, &c);
+        if (rc) jinja_release(rt, out);
     }
     return rc;
 }
@@ -570,32 +571,35 @@ static qvlm_status map_entry(jinja_rt *rt, jinja_value *k, jinja_value *v, map_p
     if (part == MAP_KEYS) return *out = jinja_ref(k), QVLM_OK;
     if (part == MAP_VALUES) return *out = jinja_ref(v), QVLM_OK;
     qvlm_status rc = jinja_list_new(rt, 2, true, out);
+    if (rc) return rc;
     jinja_value kr = jinja_ref(k), vr = jinja_ref(v);
-    if (rc == QVLM_OK) rc = jinja_list_push(rt, out, &kr);
-    else jinja_release(rt, &kr);
+    rc = jinja_list_push(rt, out, &kr);
     if (rc == QVLM_OK) rc = jinja_list_push(rt, out, &vr);
     else jinja_release(rt, &vr);
+    if (rc) jinja_release(rt, out);
     return rc;
 }
 
 static qvlm_status map_list(jinja_rt *rt, const jinja_value *m, map_part part, jinja_value *out) {
     qvlm_status rc = jinja_list_new(rt, jinja_map_len(m), false, out);
+    if (rc) return rc;
     if (m->kind == JV_DICT) {
         jinja_dict *d = jinja_dict_of(m);
         for (size_t i = 0; rc == QVLM_OK && i < d->n; i++) {
-            jinja_value e;
+            jinja_value e = JINJA_UNSET;
             rc = map_entry(rt, &d->keys[i], &d->vals[i], part, &e);
             if (rc == QVLM_OK) rc = jinja_list_push(rt, out, &e);
         }
-        return rc;
+    } else {
+        for (void *it = json_object_iter((json_t *)m->u.j); rc == QVLM_OK && it;
+             it = json_object_iter_next((json_t *)m->u.j, it)) {
+            jinja_value k = jinja_strv(json_object_iter_key(it), json_object_iter_key_len(it));
+            jinja_value v = jinja_from_json(json_object_iter_value(it)), e = JINJA_UNSET;
+            rc = map_entry(rt, &k, &v, part, &e);
+            if (rc == QVLM_OK) rc = jinja_list_push(rt, out, &e);
+        }
     }
-    for (void *it = json_object_iter((json_t *)m->u.j); rc == QVLM_OK && it;
-         it = json_object_iter_next((json_t *)m->u.j, it)) {
-        jinja_value k = jinja_strv(json_object_iter_key(it), json_object_iter_key_len(it));
-        jinja_value v = jinja_from_json(json_object_iter_value(it)), e;
-        rc = map_entry(rt, &k, &v, part, &e);
-        if (rc == QVLM_OK) rc = jinja_list_push(rt, out, &e);
-    }
+    if (rc) jinja_release(rt, out);
     return rc;
 }
 
@@ -653,7 +657,7 @@ static qvlm_status seq_eq(jinja_rt *rt, const jinja_value *a, const jinja_value 
 }
 
 static qvlm_status map_eq(jinja_rt *rt, const jinja_value *a, const jinja_value *b, int depth, bool *eq) {
-    jinja_value keys;
+    jinja_value keys = JINJA_UNSET;
     *eq = jinja_map_len(a) == jinja_map_len(b);
     if (!*eq) return QVLM_OK;
     qvlm_status rc = jinja_map_keys(rt, a, &keys);
@@ -669,7 +673,7 @@ static qvlm_status map_eq(jinja_rt *rt, const jinja_value *a, const jinja_value 
         }
         if (fa) jinja_release(rt, &va);
     }
-    if (rc == QVLM_OK || keys.kind == JV_LIST) jinja_release(rt, &keys);
+    jinja_release(rt, &keys);
     return rc;
 }
 
@@ -753,7 +757,7 @@ qvlm_status jinja_contains(jinja_rt *rt, const jinja_value *hay, const jinja_val
     case JV_DICT: case JV_JOBJ: {
         if (!hashable(needle))
             return jinja_fail(rt, QVLM_E_INVALID, "unhashable type: '%s'", jinja_type_name(needle));
-        jinja_value v;
+        jinja_value v = JINJA_UNSET;
         qvlm_status rc = jinja_map_get(rt, hay, needle, &v, in);
         if (*in) jinja_release(rt, &v);
         return rc;
@@ -828,7 +832,7 @@ static qvlm_status repr_seq(jinja_rt *rt, const jinja_value *v, jinja_buf *b, in
 }
 
 static qvlm_status repr_map(jinja_rt *rt, const jinja_value *m, jinja_buf *b, int depth) {
-    jinja_value items;
+    jinja_value items = JINJA_UNSET;
     qvlm_status rc = jinja_map_items(rt, m, &items);
     if (rc == QVLM_OK) rc = jinja_buf_putc(rt, b, '{');
     for (size_t i = 0; rc == QVLM_OK && i < jinja_seq_len(&items); i++) {
@@ -992,7 +996,7 @@ static qvlm_status sort_items(jinja_rt *rt, jinja_list *items) {
 static qvlm_status json_map(jinja_rt *rt, const jinja_value *m, const jinja_json_opts *o, jinja_buf *b,
                             int depth) {
     if (jinja_map_len(m) == 0) return jinja_buf_put(rt, b, "{}", 2);
-    jinja_value items;
+    jinja_value items = JINJA_UNSET;
     qvlm_status rc = jinja_map_items(rt, m, &items);
     if (rc) return rc;
     jinja_list *l = jinja_list_of(&items);

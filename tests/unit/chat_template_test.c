@@ -377,6 +377,68 @@ static void test_deep_and_cyclic_values(void) {
                  &err, "nested deeper");
 }
 
+/* Fault injection (SQLite faultsim style): raise the memory limit, then the step limit, from
+ * almost nothing until the render succeeds. Every failure on the way must be QVLM_E_LIMIT with
+ * no output, and (under LeakSanitizer) must free everything it built; the first success must
+ * give the reference text. The memory limit trips at every accounted allocation. */
+static int sweep_limits(const qvlm_chat_template *src_t, qvlm_chat_template *t, const json_t *ctx, const char *want,
+                        int which) {
+    (void)src_t;
+    qvlm_chat_template_limits lim;
+    int failures = 0, attempts = 0;
+    for (double x = 64; attempts < 2000; x = x * 1.03 + 1, attempts++) {
+        qvlm_chat_template_default_limits(&lim);
+        if (which == 0) lim.max_memory_bytes = (size_t)x;
+        else lim.max_steps = (uint64_t)x;
+        qvlm_chat_template_set_limits(t, &lim);
+        char *out = NULL;
+        qvlm_error err = {0};
+        qvlm_status rc = qvlm_chat_template_render(t, ctx, &out, NULL, &err);
+        if (rc == QVLM_OK) {
+            failures += strcmp(out, want) != 0;
+            free(out);
+            return failures;
+        }
+        if (rc != QVLM_E_LIMIT || out) {
+            fprintf(stderr, "  limit %.0f: rc %d (%s)\n", x, rc, err.msg);
+            failures++;
+        }
+    }
+    return failures + 1; /* never succeeded */
+}
+
+static void test_fault_injection(void) {
+    json_t *cases = load_json(CHAT "chat_reference_qwen3_5.json");
+    qvlm_chat_template *t = load_template_file(CHAT "qwen3_5.jinja");
+    ASSERT_TRUE(t && cases);
+    int failures = 0;
+    size_t i;
+    const json_t *c;
+    json_array_foreach(cases, i, c) {
+        const char *want = json_string_value(json_object_get(c, "rendered"));
+        if (!want) continue;
+        json_t *ctx = reference_context(c);
+        failures += sweep_limits(NULL, t, ctx, want, 0) + sweep_limits(NULL, t, ctx, want, 1);
+        json_decref(ctx);
+    }
+    qvlm_chat_template_destroy(t);
+    json_decref(cases);
+    ASSERT_EQ_INT(failures, 0);
+    /* the fuzz seed that uses most constructs, against the jinja2 output for it */
+    json_t *jc = load_json(CHAT "jinja_cases.json");
+    json_array_foreach(jc, i, c) {
+        const char *want = json_string_value(json_object_get(c, "rendered"));
+        const char *src = json_string_value(json_object_get(c, "template"));
+        qvlm_error err;
+        if (!want || qvlm_chat_template_parse(src, strlen(src), "t", &t, &err) != QVLM_OK) continue;
+        failures += sweep_limits(NULL, t, json_object_get(c, "context"), want, 0);
+        failures += sweep_limits(NULL, t, json_object_get(c, "context"), want, 1);
+        qvlm_chat_template_destroy(t);
+    }
+    json_decref(jc);
+    ASSERT_EQ_INT(failures, 0);
+}
+
 /* ---- loading ---- */
 
 static void write_file(const char *dir, const char *name, const char *text) {
@@ -511,6 +573,7 @@ int main(void) {
     RUN(test_limit_output);
     RUN(test_limit_memory);
     RUN(test_deep_and_cyclic_values);
+    RUN(test_fault_injection);
     RUN(test_load_dir_tokenizer_config);
     RUN(test_render_from_threads);
     return qtest_done();
