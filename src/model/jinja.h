@@ -151,9 +151,12 @@ typedef struct jinja_strobj {
     char data[]; /* [n + 1], NUL-terminated for convenience */
 } jinja_strobj;
 
+typedef enum jinja_view { JVIEW_NONE, JVIEW_KEYS, JVIEW_VALUES, JVIEW_ITEMS } jinja_view;
+
 typedef struct jinja_list {
     jinja_obj h;
     bool is_tuple;
+    jinja_view view; /* dict.keys() / values() / items(): a list that prints as Python's view */
     size_t n, cap;
     jinja_value *items; /* [cap] */
 } jinja_list;
@@ -225,6 +228,10 @@ const jinja_value *jinja_dict_get(const jinja_dict *d, const jinja_value *key);
 const jinja_value *jinja_dict_get_str(const jinja_dict *d, const char *p, size_t n);
 
 static inline jinja_list *jinja_list_of(const jinja_value *v) { return (jinja_list *)v->u.o; }
+/* A dict view: iterates like a list, but has no indexing, + or *, and is not JSON. */
+static inline bool jinja_is_view(const jinja_value *v) {
+    return v->kind == JV_LIST && jinja_list_of(v)->view != JVIEW_NONE;
+}
 static inline jinja_dict *jinja_dict_of(const jinja_value *v) { return (jinja_dict *)v->u.o; }
 
 /* Borrowed JSON node -> value (no allocation). */

@@ -433,6 +433,8 @@ static qvlm_status eval_slice(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e
     qvlm_status rc = eval(rt, sc, e->u.slice.obj, &obj);
     if (rc) return rc;
     for (int k = 0; rc == QVLM_OK && k < 3; k++) rc = eval_opt(rt, sc, pe[k], &parts[k]);
+    if (rc == QVLM_OK && jinja_is_view(&obj))
+        rc = jinja_fail(rt, QVLM_E_INVALID, "'%s' object is not subscriptable", jinja_type_name(&obj));
     if (rc == QVLM_OK) rc = jinja_slice(rt, &obj, parts, out);
     for (int k = 0; k < 3; k++) jinja_release(rt, &parts[k]);
     jinja_release(rt, &obj);

@@ -26,6 +26,8 @@
     (void)arg;                                                                               \
     if (rc) return rc
 
+static bool jinja_list_of_tuple(const jinja_value *v) { return v->kind == JV_LIST && jinja_list_of(v)->is_tuple; }
+
 static bool truthy_arg(const jinja_value *v, bool dflt) { return v ? jinja_truthy(v) : dflt; }
 
 /* soft_str: str(value) as a value (strings pass through). */
@@ -263,7 +265,15 @@ static qvlm_status f_indent(jinja_rt *rt, const jinja_value *v, const jinja_args
         memset(buf, ' ', width > 0 ? (size_t)width : 0);
     }
     jinja_buf b = {0};
-    rc = jinja_str(rt, v, &b);
+    /* do_indent does `s += "\n"` then s.splitlines(): Python's errors for what is not a str */
+    if (jinja_is_undef(v)) rc = jinja_undef_fail(rt, v);
+    else if (jinja_is_seq(v) && !jinja_list_of_tuple(v))
+        rc = jinja_fail(rt, QVLM_E_INVALID, "'list' object has no attribute 'splitlines'");
+    else if (jinja_is_seq(v))
+        rc = jinja_fail(rt, QVLM_E_INVALID, "can only concatenate tuple (not \"str\") to tuple");
+    else if (!jinja_is_str(v))
+        rc = jinja_fail(rt, QVLM_E_INVALID, "unsupported operand type(s) for +=: '%s' and 'str'", jinja_type_name(v));
+    if (rc == QVLM_OK) rc = jinja_str(rt, v, &b);
     if (rc == QVLM_OK) rc = jinja_buf_putc(rt, &b, '\n'); /* Jinja's quirk so splitlines keeps a last empty line */
     if (rc == QVLM_OK) rc = jinja_buf_to_str(rt, &b, &s);
     if (rc == QVLM_OK) {
@@ -383,8 +393,18 @@ static qvlm_status f_list(jinja_rt *rt, const jinja_value *v, const jinja_args *
     jinja_value items, all[3] = {jinja_none(), jinja_none(), jinja_none()};
     rc = jinja_iterate(rt, v, &items);
     if (rc) return rc;
-    rc = jinja_slice(rt, &items, all, out); /* a fresh list, even from a tuple */
-    if (rc == QVLM_OK && jinja_list_of(out)->is_tuple) jinja_list_of(out)->is_tuple = false;
+    jinja_value plain = items; /* list(x) is a plain list, whatever x was (tuple, dict view) */
+    if (plain.kind == JV_LIST) {
+        jinja_list *l = jinja_list_of(&plain);
+        rc = jinja_list_new(rt, l->n, false, out);
+        for (size_t i = 0; rc == QVLM_OK && i < l->n; i++) {
+            jinja_value x = jinja_ref(&l->items[i]);
+            rc = jinja_list_push(rt, out, &x);
+            if (rc) jinja_release(rt, out);
+        }
+    } else {
+        rc = jinja_slice(rt, &items, all, out);
+    }
     jinja_release(rt, &items);
     return rc;
 }
@@ -399,7 +419,8 @@ static qvlm_status f_items(jinja_rt *rt, const jinja_value *v, const jinja_args 
 static qvlm_status first_last(jinja_rt *rt, const jinja_value *v, const jinja_args *a, jinja_value *out, bool last) {
     NO_ARGS(last ? "last" : "first");
     jinja_value items = JINJA_UNSET;
-    if (last && jinja_is_undef(v)) return *out = jinja_undefined(), QVLM_OK;
+    if (last && !jinja_is_str(v) && !jinja_is_seq(v) && !jinja_is_mapping(v) && !jinja_is_undef(v))
+        return jinja_fail(rt, QVLM_E_INVALID, "'%s' object is not reversible", jinja_type_name(v));
     rc = jinja_iterate(rt, v, &items);
     if (rc) return rc;
     size_t n = jinja_seq_len(&items);
@@ -440,6 +461,8 @@ static qvlm_status f_reverse(jinja_rt *rt, const jinja_value *v, const jinja_arg
     NO_ARGS("reverse");
     jinja_value items, parts[3] = {jinja_none(), jinja_none(), jinja_int(-1)};
     if (jinja_is_str(v)) return jinja_slice(rt, v, parts, out);
+    if (!jinja_is_seq(v) && !jinja_is_mapping(v) && !jinja_is_undef(v))
+        return jinja_fail(rt, QVLM_E_INVALID, "argument must be iterable");
     rc = jinja_iterate(rt, v, &items);
     if (rc) return rc;
     rc = jinja_slice(rt, &items, parts, out);
@@ -571,6 +594,7 @@ static qvlm_status f_map(jinja_rt *rt, const jinja_value *v, const jinja_args *a
         else if (strcmp(a->kw_names[k], "default") == 0) dflt = &a->kw[k];
         else return jinja_fail(rt, QVLM_E_INVALID, "Unexpected keyword argument '%s'", a->kw_names[k]);
     }
+    if (!jinja_truthy(v)) return jinja_list_new(rt, 0, false, out); /* sync_do_map starts with `if value:` */
     if (!attr && a->n_pos == 0) return jinja_fail(rt, QVLM_E_INVALID, "map requires a filter argument");
     if (!attr && !jinja_is_str(&a->pos[0])) return jinja_fail(rt, QVLM_E_INVALID, "map requires a filter name");
     jinja_value items = JINJA_UNSET;
@@ -593,6 +617,7 @@ static qvlm_status f_map(jinja_rt *rt, const jinja_value *v, const jinja_args *a
 static qvlm_status select_common(jinja_rt *rt, const jinja_value *v, const jinja_args *a, jinja_value *out,
                                  bool by_attr, bool keep_if) {
     size_t off = by_attr ? 1 : 0;
+    if (!jinja_truthy(v)) return jinja_list_new(rt, 0, false, out); /* select_or_reject: `if value:` */
     if (by_attr && a->n_pos < 1) return jinja_fail(rt, QVLM_E_INVALID, "Missing parameter for attribute name");
     const jinja_value *test = a->n_pos > off ? &a->pos[off] : NULL;
     if (test && !jinja_is_str(test)) return jinja_fail(rt, QVLM_E_INVALID, "test name must be a string");
@@ -761,7 +786,7 @@ SIMPLE_TEST(t_escaped, "escaped", false)
 /* iter() works on these: Undefined iterates as empty; a namespace has no __iter__. */
 SIMPLE_TEST(t_iterable, "iterable", jinja_is_str(v) || jinja_is_seq(v) || jinja_is_mapping(v) || jinja_is_undef(v) || v->kind == JV_LOOP)
 /* len() and __getitem__: str, list, tuple, dict, and Undefined (whose __getitem__ raises). */
-SIMPLE_TEST(t_sequence, "sequence", jinja_is_str(v) || jinja_is_seq(v) || jinja_is_mapping(v) || jinja_is_undef(v))
+SIMPLE_TEST(t_sequence, "sequence", jinja_is_str(v) || (jinja_is_seq(v) && !jinja_is_view(v)) || jinja_is_mapping(v) || jinja_is_undef(v))
 
 static qvlm_status compare_test(jinja_rt *rt, const jinja_value *v, const jinja_args *a, bool *out, const char *name,
                                 jinja_op op) {
@@ -818,9 +843,13 @@ static qvlm_status t_even(jinja_rt *rt, const jinja_value *v, const jinja_args *
     return rc ? rc : divisible(rt, v, &two, out);
 }
 
+/* value % 2 == 1: 0.5 is neither odd nor even */
 static qvlm_status t_odd(jinja_rt *rt, const jinja_value *v, const jinja_args *a, bool *out) {
-    qvlm_status rc = t_even(rt, v, a, out);
-    *out = !*out;
+    jinja_value two = jinja_int(2), one = jinja_int(1), m = JINJA_UNSET;
+    qvlm_status rc = t_no_args(rt, "odd", a);
+    if (rc == QVLM_OK) rc = jinja_binop(rt, JO_MOD, v, &two, &m);
+    if (rc == QVLM_OK) rc = jinja_eq(rt, &m, &one, out);
+    jinja_release(rt, &m);
     return rc;
 }
 

@@ -330,7 +330,8 @@ static qvlm_status search_method(jinja_rt *rt, const jinja_value *self, const ji
                                  const char *name) {
     BIND(name, "sub");
     if (rc == QVLM_OK) rc = need(rt, name, arg[0], "sub");
-    if (rc == QVLM_OK) rc = need_str(rt, "substring", arg[0]);
+    if (rc == QVLM_OK && !jinja_is_str(arg[0]))
+        rc = jinja_fail(rt, QVLM_E_INVALID, "must be str, not %s", jinja_type_name(arg[0]));
     if (rc) return rc;
     const char *p = self->u.s.p, *sub = arg[0]->u.s.p;
     size_t n = self->u.s.n, k = arg[0]->u.s.n;
@@ -598,15 +599,21 @@ static qvlm_status no_args(jinja_rt *rt, const char *name, const jinja_args *a) 
 
 static qvlm_status d_items(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out) {
     qvlm_status rc = no_args(rt, "items", a);
-    return rc ? rc : jinja_map_items(rt, self, out);
+    if (rc == QVLM_OK) rc = jinja_map_items(rt, self, out);
+    if (rc == QVLM_OK) jinja_list_of(out)->view = JVIEW_ITEMS;
+    return rc;
 }
 static qvlm_status d_keys(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out) {
     qvlm_status rc = no_args(rt, "keys", a);
-    return rc ? rc : jinja_map_keys(rt, self, out);
+    if (rc == QVLM_OK) rc = jinja_map_keys(rt, self, out);
+    if (rc == QVLM_OK) jinja_list_of(out)->view = JVIEW_KEYS;
+    return rc;
 }
 static qvlm_status d_values(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out) {
     qvlm_status rc = no_args(rt, "values", a);
-    return rc ? rc : jinja_map_values(rt, self, out);
+    if (rc == QVLM_OK) rc = jinja_map_values(rt, self, out);
+    if (rc == QVLM_OK) jinja_list_of(out)->view = JVIEW_VALUES;
+    return rc;
 }
 
 static qvlm_status d_copy(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out) {
@@ -757,7 +764,8 @@ qvlm_status jinja_getitem(jinja_rt *rt, const jinja_value *obj, const jinja_valu
         }
         return jinja_undef_missing(rt, obj, key, out);
     }
-    if ((jinja_is_seq(obj) || jinja_is_str(obj)) && jinja_is_int(key)) return index_seq(rt, obj, key, out);
+    if ((jinja_is_seq(obj) || jinja_is_str(obj)) && jinja_is_int(key) && !jinja_is_view(obj))
+        return index_seq(rt, obj, key, out);
     if (jinja_is_str(key)) return jinja_getattr(rt, obj, key->u.s.p, key->u.s.n, out);
     return jinja_undef_missing(rt, obj, key, out);
 }

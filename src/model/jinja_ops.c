@@ -103,7 +103,7 @@ static qvlm_status num_op(jinja_rt *rt, jinja_op op, const jinja_value *a, const
         *out = jinja_int(r);
         return QVLM_OK;
     case JO_DIV:
-        if (fy == 0.0) return jinja_fail(rt, QVLM_E_INVALID, "division by zero");
+        if (fy == 0.0) return jinja_fail(rt, QVLM_E_INVALID, ints ? "division by zero" : "float division by zero");
         *out = jinja_float(fx / fy);
         return QVLM_OK;
     case JO_FLOORDIV: case JO_MOD:
@@ -134,7 +134,7 @@ static qvlm_status num_op(jinja_rt *rt, jinja_op op, const jinja_value *a, const
 /* ==== Sequences ================================================================================= */
 
 static bool listlike(const jinja_value *v) {
-    return v->kind == JV_JARR || (v->kind == JV_LIST && !jinja_list_of(v)->is_tuple);
+    return v->kind == JV_JARR || (v->kind == JV_LIST && !jinja_list_of(v)->is_tuple && !jinja_is_view(v));
 }
 static bool tuple(const jinja_value *v) { return v->kind == JV_LIST && jinja_list_of(v)->is_tuple; }
 
@@ -200,12 +200,9 @@ static qvlm_status mul(jinja_rt *rt, const jinja_value *a, const jinja_value *b,
     const jinja_value *seq = NULL, *count = NULL;
     if (jinja_is_str(a) || jinja_is_seq(a)) seq = a, count = b;
     else if (jinja_is_str(b) || jinja_is_seq(b)) seq = b, count = a;
-    if (!seq) return unsupported(rt, JO_MUL, a, b);
-    if (!jinja_is_int(count)) {
-        if (jinja_is_str(count) || jinja_is_seq(count) || jinja_is_num(count))
-            return jinja_fail(rt, QVLM_E_INVALID, "can't multiply sequence by non-int of type '%s'", jinja_type_name(count));
-        return unsupported(rt, JO_MUL, a, b);
-    }
+    if (!seq || jinja_is_view(seq)) return unsupported(rt, JO_MUL, a, b);
+    if (!jinja_is_int(count))
+        return jinja_fail(rt, QVLM_E_INVALID, "can't multiply sequence by non-int of type '%s'", jinja_type_name(count));
     return repeat(rt, seq, jinja_as_int(count), out);
 }
 
@@ -239,20 +236,6 @@ static size_t adjust_slice(int64_t len, int64_t *start, int64_t *stop, int64_t s
     return *start < *stop ? (size_t)((*stop - *start - 1) / step + 1) : 0;
 }
 
-/* The undefined for obj[slice(...)] that Python refuses: "dict object has no element slice(...)". */
-static qvlm_status slice_missing(jinja_rt *rt, const jinja_value *obj, const jinja_value parts[3], jinja_value *out) {
-    jinja_buf b = {0};
-    qvlm_status rc = jinja_buf_put(rt, &b, "slice(", 6);
-    for (int k = 0; rc == QVLM_OK && k < 3; k++) {
-        if (k) rc = jinja_buf_put(rt, &b, ", ", 2);
-        if (rc == QVLM_OK) rc = jinja_repr(rt, &parts[k], &b, 0);
-    }
-    if (rc == QVLM_OK) rc = jinja_buf_put(rt, &b, ")", 2); /* with the NUL */
-    if (rc == QVLM_OK) rc = jinja_undef_no_element(rt, obj, b.p, out);
-    jinja_buf_free(rt, &b);
-    return rc;
-}
-
 static qvlm_status slice_str(jinja_rt *rt, const jinja_value *s, int64_t start, int64_t step, size_t count,
                              jinja_value *out) {
     const char *p = s->u.s.p;
@@ -278,11 +261,16 @@ static qvlm_status slice_str(jinja_rt *rt, const jinja_value *s, int64_t start, 
     return rc;
 }
 
+/* Jinja compiles obj[a:b] to Python's own subscription (slices bypass environment.getitem),
+ * so what cannot be sliced raises Python's TypeError instead of giving an Undefined. */
 qvlm_status jinja_slice(jinja_rt *rt, const jinja_value *obj, const jinja_value parts[3], jinja_value *out) {
     if (jinja_is_undef(obj)) return jinja_undef_fail(rt, obj);
-    bool ok = (jinja_is_str(obj) || jinja_is_seq(obj));
-    for (int k = 0; k < 3; k++) ok = ok && (parts[k].kind == JV_NONE || jinja_is_int(&parts[k]));
-    if (!ok) return slice_missing(rt, obj, parts, out);
+    if (jinja_is_mapping(obj)) return jinja_fail(rt, QVLM_E_INVALID, "unhashable type: 'slice'");
+    if (!jinja_is_str(obj) && !jinja_is_seq(obj))
+        return jinja_fail(rt, QVLM_E_INVALID, "'%s' object is not subscriptable", jinja_type_name(obj));
+    for (int k = 0; k < 3; k++)
+        if (parts[k].kind != JV_NONE && !jinja_is_int(&parts[k]))
+            return jinja_fail(rt, QVLM_E_INVALID, "slice indices must be integers or None or have an __index__ method");
     int64_t start = jinja_as_int(&parts[0]), stop = jinja_as_int(&parts[1]);
     int64_t step = parts[2].kind == JV_NONE ? 1 : jinja_as_int(&parts[2]);
     if (step == 0) return jinja_fail(rt, QVLM_E_INVALID, "slice step cannot be zero");

@@ -269,7 +269,10 @@ static const char *object_type_repr(const jinja_value *v) {
     case JV_INT: return "int object";
     case JV_FLOAT: return "float object";
     case JV_STR: return "str object";
-    case JV_LIST: return jinja_list_of(v)->is_tuple ? "tuple object" : "list object";
+    case JV_LIST: {
+        static const char *const views[] = {"list object", "dict_keys object", "dict_values object", "dict_items object"};
+        return jinja_list_of(v)->is_tuple ? "tuple object" : views[jinja_list_of(v)->view];
+    }
     case JV_JARR: return "list object";
     case JV_DICT: case JV_JOBJ: return "dict object";
     case JV_FUNC: return "builtin_function_or_method object";
@@ -486,7 +489,10 @@ const char *jinja_type_name(const jinja_value *v) {
     case JV_INT: return "int";
     case JV_FLOAT: return "float";
     case JV_STR: return "str";
-    case JV_LIST: return jinja_list_of(v)->is_tuple ? "tuple" : "list";
+    case JV_LIST: {
+        static const char *const views[] = {"list", "dict_keys", "dict_values", "dict_items"};
+        return jinja_list_of(v)->is_tuple ? "tuple" : views[jinja_list_of(v)->view];
+    }
     case JV_JARR: return "list";
     case JV_DICT: case JV_JOBJ: return "dict";
     case JV_NS: return "Namespace";
@@ -639,7 +645,7 @@ static int num_cmp(const jinja_value *a, const jinja_value *b) {
 }
 
 static bool is_listlike(const jinja_value *v) {
-    return v->kind == JV_JARR || (v->kind == JV_LIST && !jinja_list_of(v)->is_tuple);
+    return v->kind == JV_JARR || (v->kind == JV_LIST && !jinja_list_of(v)->is_tuple && !jinja_is_view(v));
 }
 static bool is_tuple(const jinja_value *v) { return v->kind == JV_LIST && jinja_list_of(v)->is_tuple; }
 
@@ -818,9 +824,10 @@ qvlm_status jinja_buf_to_str(jinja_rt *rt, jinja_buf *b, jinja_value *out) {
 /* ==== str / repr ================================================================================ */
 
 static qvlm_status repr_seq(jinja_rt *rt, const jinja_value *v, jinja_buf *b, int depth) {
-    bool tuple = is_tuple(v);
+    bool tuple = is_tuple(v), view = v->kind == JV_LIST && jinja_list_of(v)->view != JVIEW_NONE;
     size_t n = jinja_seq_len(v);
-    qvlm_status rc = jinja_buf_putc(rt, b, tuple ? '(' : '[');
+    qvlm_status rc = view ? jinja_buf_printf(rt, b, "%s(", jinja_type_name(v)) : QVLM_OK;
+    if (rc == QVLM_OK) rc = jinja_buf_putc(rt, b, tuple ? '(' : '[');
     for (size_t i = 0; rc == QVLM_OK && i < n; i++) {
         jinja_value x = jinja_seq_at(v, i);
         if (i) rc = jinja_buf_put(rt, b, ", ", 2);
@@ -828,6 +835,7 @@ static qvlm_status repr_seq(jinja_rt *rt, const jinja_value *v, jinja_buf *b, in
     }
     if (rc == QVLM_OK && tuple && n == 1) rc = jinja_buf_putc(rt, b, ',');
     if (rc == QVLM_OK) rc = jinja_buf_putc(rt, b, tuple ? ')' : ']');
+    if (rc == QVLM_OK && view) rc = jinja_buf_putc(rt, b, ')');
     return rc;
 }
 
@@ -1029,9 +1037,11 @@ qvlm_status jinja_tojson(jinja_rt *rt, const jinja_value *v, const jinja_json_op
                                             : jinja_buf_put(rt, b, "-Infinity", 9);
         return jinja_str(rt, v, b);
     case JV_STR: return json_str_out(rt, v->u.s.p, v->u.s.n, o->ensure_ascii, b);
-    case JV_LIST: case JV_JARR: return json_seq(rt, v, o, b, depth);
+    case JV_LIST: case JV_JARR:
+        if (v->kind == JV_LIST && jinja_list_of(v)->view != JVIEW_NONE) break; /* views are not serializable */
+        return json_seq(rt, v, o, b, depth);
     case JV_DICT: case JV_JOBJ: return json_map(rt, v, o, b, depth);
-    default:
-        return jinja_fail(rt, QVLM_E_INVALID, "Object of type %s is not JSON serializable", jinja_type_name(v));
+    default: break;
     }
+    return jinja_fail(rt, QVLM_E_INVALID, "Object of type %s is not JSON serializable", jinja_type_name(v));
 }
