@@ -489,6 +489,7 @@ static qvlm_status f_dictsort(jinja_rt *rt, const jinja_value *v, const jinja_ar
         else if (!(jinja_is_str(arg[1]) && arg[1]->u.s.n == 3 && memcmp(arg[1]->u.s.p, "key", 3) == 0))
             rc = jinja_fail(rt, QVLM_E_INVALID, "You can only sort by either \"key\" or \"value\"");
     }
+    if (rc == QVLM_OK && jinja_is_undef(v)) rc = jinja_undef_fail(rt, v); /* value.items() on Undefined */
     if (rc == QVLM_OK && !jinja_is_mapping(v)) rc = jinja_fail(rt, QVLM_E_INVALID, "'%s' object has no attribute 'items'", jinja_type_name(v));
     jinja_value items, key = jinja_int(pos);
     if (rc == QVLM_OK) rc = jinja_map_items(rt, v, &items);
@@ -529,33 +530,36 @@ static qvlm_status f_unique(jinja_rt *rt, const jinja_value *v, const jinja_args
     return rc;
 }
 
+/* Python's max() / min(): one pass keeping the first best item, comparing item > best (or
+ * item < best) on the keys, so a TypeError names the operands in that order. */
 static qvlm_status min_max(jinja_rt *rt, const jinja_value *v, const jinja_args *a, jinja_value *out, bool max) {
     BIND(max ? "max" : "min", "case_sensitive", "attribute");
-    jinja_value items = JINJA_UNSET, sorted = JINJA_UNSET;
+    jinja_value items = JINJA_UNSET, best_key = JINJA_UNSET;
     if (rc == QVLM_OK) rc = jinja_iterate(rt, v, &items);
     if (rc) return rc;
-    if (jinja_seq_len(&items) == 0) rc = jinja_undef_new(rt, out, "No aggregated item, sequence was empty.");
-    else rc = sort_by(rt, &items, arg[1], truthy_arg(arg[0], false), false, &sorted);
-    if (rc == QVLM_OK && jinja_seq_len(&items)) {
-        /* Python's max keeps the first of equal maxima; a stable ascending sort puts it first
-         * among its equals, so walk back from the end to the first equal key. */
-        jinja_list *l = jinja_list_of(&sorted);
-        size_t pick = max ? l->n - 1 : 0;
-        while (max && pick > 0) {
-            jinja_value k1 = JINJA_UNSET, k2 = JINJA_UNSET;
-            bool eq = false;
-            rc = sort_key(rt, &l->items[pick - 1], arg[1], truthy_arg(arg[0], false), &k1);
-            if (rc == QVLM_OK) rc = sort_key(rt, &l->items[pick], arg[1], truthy_arg(arg[0], false), &k2);
-            else k2 = jinja_undefined();
-            if (rc == QVLM_OK) rc = jinja_eq(rt, &k1, &k2, &eq);
-            jinja_release(rt, &k1);
-            jinja_release(rt, &k2);
-            if (rc || !eq) break;
-            pick--;
+    size_t n = jinja_seq_len(&items), best = 0;
+    bool cs = truthy_arg(arg[0], false);
+    jinja_value first = n ? jinja_seq_at(&items, 0) : jinja_undefined();
+    if (n == 0) rc = jinja_undef_new(rt, out, "No aggregated item, sequence was empty.");
+    else rc = sort_key(rt, &first, arg[1], cs, &best_key);
+    for (size_t i = 1; rc == QVLM_OK && i < n; i++) {
+        jinja_value x = jinja_seq_at(&items, i), k = JINJA_UNSET;
+        int c = 0;
+        rc = sort_key(rt, &x, arg[1], cs, &k);
+        if (rc == QVLM_OK) rc = jinja_cmp(rt, &k, &best_key, max ? ">" : "<", &c);
+        if (rc == QVLM_OK && (max ? c > 0 : c < 0)) {
+            jinja_release(rt, &best_key);
+            best_key = k;
+            best = i;
+        } else {
+            jinja_release(rt, &k);
         }
-        if (rc == QVLM_OK) *out = jinja_ref(&l->items[pick]);
-        jinja_release(rt, &sorted);
     }
+    if (rc == QVLM_OK && n) {
+        jinja_value x = jinja_seq_at(&items, best);
+        *out = jinja_ref(&x);
+    }
+    jinja_release(rt, &best_key);
     jinja_release(rt, &items);
     return rc;
 }
@@ -718,9 +722,13 @@ static qvlm_status f_round(jinja_rt *rt, const jinja_value *v, const jinja_args 
         if (!method) rc = jinja_fail(rt, QVLM_E_INVALID, "method must be common, ceil or floor");
     }
     if (rc) return rc;
-    if (!jinja_is_num(v)) {
-        if (jinja_is_undef(v)) return jinja_undef_fail(rt, v);
+    if (!jinja_is_num(v) && method[0] == 'c' && method[1] == 'o') /* round(value, precision) */
         return jinja_fail(rt, QVLM_E_INVALID, "type %s doesn't define __round__ method", jinja_type_name(v));
+    if (!jinja_is_num(v)) { /* math.ceil / floor(value * 10 ** precision) */
+        jinja_value scale = jinja_int(1), tmp = JINJA_UNSET;
+        rc = jinja_binop(rt, JO_MUL, v, &scale, &tmp); /* raises Python's TypeError (or the undefined's) */
+        jinja_release(rt, &tmp);
+        return rc ? rc : jinja_fail(rt, QVLM_E_INVALID, "must be real number, not %s", jinja_type_name(v));
     }
     if (prec > 300) prec = 300;
     if (prec < -300) prec = -300;
