@@ -159,7 +159,8 @@ static qvlm_status f_trim(jinja_rt *rt, const jinja_value *v, const jinja_args *
     }
     if (rc == QVLM_OK) {
         jinja_strip(s.u.s.p, s.u.s.n, chars, chars_n, true, true, &off, &len);
-        *out = jinja_str_sub(&s, off, len);
+        rc = jinja_step(rt, (s.u.s.n - len) * (1 + chars_n / 16) / 2); /* per-character walk */
+        if (rc == QVLM_OK) *out = jinja_str_sub(&s, off, len);
     }
     jinja_release(rt, &s);
     return rc;
@@ -299,7 +300,8 @@ static qvlm_status f_wordcount(jinja_rt *rt, const jinja_value *v, const jinja_a
     NO_ARGS("wordcount");
     jinja_value s = JINJA_UNSET;
     rc = soft_str(rt, v, &s);
-    if (rc) return rc;
+    if (rc == QVLM_OK) rc = jinja_step(rt, s.u.s.n / 2); /* a category lookup per character */
+    if (rc) return jinja_release(rt, &s), rc;
     int64_t words = 0;
     bool in_word = false;
     for (size_t i = 0; i < s.u.s.n;) {
@@ -385,7 +387,7 @@ static qvlm_status f_length(jinja_rt *rt, const jinja_value *v, const jinja_args
     size_t n;
     if (!jinja_len(v, &n)) return jinja_fail(rt, QVLM_E_INVALID, "object of type '%s' has no len()", jinja_type_name(v));
     *out = jinja_int((int64_t)n);
-    return QVLM_OK;
+    return jinja_is_str(v) ? jinja_step(rt, v->u.s.n / 16) : QVLM_OK; /* code points are counted */
 }
 
 static qvlm_status f_list(jinja_rt *rt, const jinja_value *v, const jinja_args *a, jinja_value *out) {
@@ -686,6 +688,7 @@ static qvlm_status f_int(jinja_rt *rt, const jinja_value *v, const jinja_args *a
     int64_t base = 10, i;
     double d;
     if (rc == QVLM_OK && arg[1]) rc = need_int_arg(rt, arg[1], "base", &base);
+    if (rc == QVLM_OK && jinja_is_str(v)) rc = jinja_step(rt, v->u.s.n / 2); /* whitespace is stripped */
     if (rc) return rc;
     if (jinja_is_int(v)) return *out = jinja_int(jinja_as_int(v)), QVLM_OK;
     if (v->kind == JV_FLOAT && fabs(v->u.f) < 9.2e18) return *out = jinja_int((int64_t)v->u.f), QVLM_OK;
@@ -700,6 +703,7 @@ static qvlm_status f_int(jinja_rt *rt, const jinja_value *v, const jinja_args *a
 static qvlm_status f_float(jinja_rt *rt, const jinja_value *v, const jinja_args *a, jinja_value *out) {
     BIND("float", "default");
     double d;
+    if (rc == QVLM_OK && jinja_is_str(v)) rc = jinja_step(rt, v->u.s.n / 2); /* whitespace is stripped */
     if (rc) return rc;
     if (jinja_is_num(v)) *out = jinja_float(jinja_as_float(v));
     else if (jinja_is_str(v) && jinja_parse_float(v->u.s.p, v->u.s.n, &d)) *out = jinja_float(d);

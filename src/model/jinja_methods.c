@@ -102,8 +102,9 @@ static qvlm_status strip_method(jinja_rt *rt, const jinja_value *self, const jin
         chars_n = arg[0]->u.s.n;
     }
     jinja_strip(self->u.s.p, self->u.s.n, chars, chars_n, left, right, &off, &len);
-    *out = jinja_str_sub(self, off, len);
-    return QVLM_OK;
+    rc = jinja_step(rt, (self->u.s.n - len) * (1 + chars_n / 16) / 2); /* per-character walk */
+    if (rc == QVLM_OK) *out = jinja_str_sub(self, off, len);
+    return rc;
 }
 
 static qvlm_status m_strip(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return strip_method(rt, s, a, o, true, true, "strip"); }
@@ -186,10 +187,13 @@ static qvlm_status split_method(jinja_rt *rt, const jinja_value *self, const jin
         rc = need_str(rt, "sep", arg[0]);
         if (rc == QVLM_OK && arg[0]->u.s.n == 0) rc = jinja_fail(rt, QVLM_E_INVALID, "empty separator");
     }
+    size_t sep_n = arg[0] && jinja_is_str(arg[0]) ? arg[0]->u.s.n : 1;
+    if (rc == QVLM_OK) rc = jinja_step(rt, (self->u.s.n / 64) * (1 + sep_n / 64)); /* scans of the text */
     if (rc == QVLM_OK) rc = jinja_list_new(rt, 0, false, out);
     if (rc) return rc;
     if (maxsplit < 0) maxsplit = -1;
     bool ws = !arg[0] || arg[0]->kind == JV_NONE;
+    if (ws && rc == QVLM_OK) rc = jinja_step(rt, self->u.s.n / 2); /* isspace() per character */
     if (ws && right) { /* rsplit() on whitespace: only the maxsplit=-1 case equals split() */
         if (maxsplit != -1) rc = jinja_fail(rt, QVLM_E_UNSUPPORTED, "rsplit() with maxsplit and no separator is not supported");
         else rc = split_ws(rt, self, -1, out);
@@ -218,7 +222,8 @@ static size_t line_break_at(const char *p, size_t n, size_t i) {
 qvlm_status jinja_splitlines(jinja_rt *rt, const jinja_value *s, bool keepends, jinja_value *out) {
     const char *p = s->u.s.p;
     size_t n = s->u.s.n, start = 0, i = 0;
-    qvlm_status rc = jinja_list_new(rt, 0, false, out);
+    qvlm_status rc = jinja_step(rt, n / 2); /* per-character walk */
+    if (rc == QVLM_OK) rc = jinja_list_new(rt, 0, false, out);
     while (rc == QVLM_OK && i < n) {
         size_t k = line_break_at(p, n, i);
         if (!k) {
@@ -336,6 +341,8 @@ static qvlm_status search_method(jinja_rt *rt, const jinja_value *self, const ji
     const char *p = self->u.s.p, *sub = arg[0]->u.s.p;
     size_t n = self->u.s.n, k = arg[0]->u.s.n;
     bool rev = name[0] == 'r';
+    rc = jinja_step(rt, (n / (rev ? 16 : 64)) * (1 + k / 64)); /* scans of the text */
+    if (rc) return rc;
     if (strcmp(name, "count") == 0) {
         int64_t count = 0;
         if (k == 0) count = (int64_t)jinja_utf8_count(p, n) + 1;
@@ -348,12 +355,18 @@ static qvlm_status search_method(jinja_rt *rt, const jinja_value *self, const ji
         *out = jinja_int(count);
         return QVLM_OK;
     }
+    /* A valid UTF-8 needle only matches at character starts, so byte search is exact. */
     long found = -1;
-    for (size_t i = 0; i + k <= n; i++)
-        if (memcmp(p + i, sub, k) == 0 && ((unsigned char)p[i] & 0xC0) != 0x80) {
-            found = (long)i;
-            if (!rev) break;
-        }
+    if (!rev) {
+        const char *hit = memmem(p, n, sub, k);
+        found = hit ? (long)(hit - p) : -1;
+    } else {
+        for (size_t i = n - k + 1; k <= n && i-- > 0;)
+            if (memcmp(p + i, sub, k) == 0) {
+                found = (long)i;
+                break;
+            }
+    }
     if (found < 0 && name[strlen(name) - 1] == 'x') return jinja_fail(rt, QVLM_E_INVALID, "substring not found");
     *out = jinja_int(found < 0 ? -1 : (int64_t)jinja_utf8_count(p, (size_t)found));
     return QVLM_OK;
@@ -400,6 +413,7 @@ static qvlm_status pad_method(jinja_rt *rt, const jinja_value *self, const jinja
             rc = jinja_fail(rt, QVLM_E_INVALID, "The fill character must be exactly one character long");
         else fill = *arg[1];
     }
+    if (rc == QVLM_OK) rc = jinja_step(rt, self->u.s.n / 16);
     if (rc) return rc;
     size_t len = jinja_utf8_count(self->u.s.p, self->u.s.n);
     if (width <= (int64_t)len) return *out = jinja_ref(self), QVLM_OK;
@@ -440,6 +454,7 @@ static qvlm_status partition_method(jinja_rt *rt, const jinja_value *self, const
     if (rc == QVLM_OK) rc = need(rt, "partition", arg[0], "sep");
     if (rc == QVLM_OK) rc = need_str(rt, "sep", arg[0]);
     if (rc == QVLM_OK && arg[0]->u.s.n == 0) rc = jinja_fail(rt, QVLM_E_INVALID, "empty separator");
+    if (rc == QVLM_OK) rc = jinja_step(rt, (self->u.s.n / 16) * (1 + arg[0]->u.s.n / 64));
     if (rc) return rc;
     const char *p = self->u.s.p, *hit = NULL;
     size_t n = self->u.s.n, k = arg[0]->u.s.n;
@@ -490,6 +505,7 @@ static bool cp_is(int32_t cp, is_kind k) {
 static qvlm_status is_method(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out, is_kind k) {
     const jinja_value *arg[1];
     qvlm_status rc = jinja_bind(rt, "is", a, NULL, 0, arg);
+    if (rc == QVLM_OK) rc = jinja_step(rt, self->u.s.n / 2); /* a category lookup per character */
     if (rc) return rc;
     const char *p = self->u.s.p;
     size_t n = self->u.s.n, i = 0;
@@ -734,21 +750,38 @@ qvlm_status jinja_getattr(jinja_rt *rt, const jinja_value *obj, const char *name
     return jinja_undef_missing(rt, obj, &key, out);
 }
 
+/* str[int]: walk code points from the nearer end (s[0] and s[-1] cost nothing). */
+static qvlm_status index_str(jinja_rt *rt, const jinja_value *obj, const jinja_value *key, jinja_value *out) {
+    const char *p = obj->u.s.p;
+    size_t n = obj->u.s.n, off;
+    int64_t i = jinja_as_int(key), k = 0;
+    if (i >= 0) {
+        for (off = 0; off < n && k < i; k++) jinja_utf8_next(p, n, &off);
+    } else {
+        for (off = n; off > 0 && k < -i;) {
+            off--;
+            if (((unsigned char)p[off] & 0xC0) != 0x80) k++;
+        }
+        if (k < -i) off = n; /* fewer code points than asked for */
+    }
+    qvlm_status rc = jinja_step(rt, (i >= 0 ? off : n - off) / 16);
+    if (rc) return rc;
+    if (off >= n) return jinja_undef_missing(rt, obj, key, out);
+    size_t end = off;
+    jinja_utf8_next(p, n, &end);
+    *out = jinja_str_sub(obj, off, end - off);
+    return QVLM_OK;
+}
+
 /* list / tuple / str [int]: negative indices count from the end. */
 static qvlm_status index_seq(jinja_rt *rt, const jinja_value *obj, const jinja_value *key, jinja_value *out) {
-    size_t len;
-    jinja_len(obj, &len);
+    if (jinja_is_str(obj)) return index_str(rt, obj, key, out);
+    size_t len = jinja_seq_len(obj);
     int64_t i = jinja_as_int(key);
     if (i < 0) i += (int64_t)len;
     if (i < 0 || (uint64_t)i >= len) return jinja_undef_missing(rt, obj, key, out);
-    if (!jinja_is_str(obj)) {
-        jinja_value v = jinja_seq_at(obj, (size_t)i);
-        *out = jinja_ref(&v);
-        return QVLM_OK;
-    }
-    size_t off = jinja_utf8_offset(obj->u.s.p, obj->u.s.n, (size_t)i), end = off;
-    jinja_utf8_next(obj->u.s.p, obj->u.s.n, &end);
-    *out = jinja_str_sub(obj, off, end - off);
+    jinja_value v = jinja_seq_at(obj, (size_t)i);
+    *out = jinja_ref(&v);
     return QVLM_OK;
 }
 

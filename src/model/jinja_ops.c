@@ -236,28 +236,46 @@ static size_t adjust_slice(int64_t len, int64_t *start, int64_t *stop, int64_t s
     return *start < *stop ? (size_t)((*stop - *start - 1) / step + 1) : 0;
 }
 
+/* Code point slicing. With a step, the byte offset of every code point is found once
+ * (a walk per selected character would be quadratic on long non-ASCII text). */
 static qvlm_status slice_str(jinja_rt *rt, const jinja_value *s, int64_t start, int64_t step, size_t count,
                              jinja_value *out) {
     const char *p = s->u.s.p;
-    size_t n = s->u.s.n;
-    bool ascii = jinja_utf8_count(p, n) == n;
+    size_t n = s->u.s.n, n_cp = jinja_utf8_count(p, n);
+    qvlm_status rc = jinja_step(rt, n / 16); /* code point walks */
+    if (rc) return rc;
     if (step == 1) {
-        size_t off = ascii ? (size_t)start : jinja_utf8_offset(p, n, (size_t)start);
-        size_t end = ascii ? off + count : off + jinja_utf8_offset(p + off, n - off, count);
+        size_t off = n_cp == n ? (size_t)start : jinja_utf8_offset(p, n, (size_t)start);
+        size_t end = n_cp == n ? off + count : off + jinja_utf8_offset(p + off, n - off, count);
         *out = jinja_str_sub(s, off, end - off);
         return QVLM_OK;
     }
+    size_t *offs = NULL, offs_bytes = (n_cp + 1) * sizeof(size_t);
+    if (n_cp != n) {
+        rc = jinja_mem_take(rt, offs_bytes);
+        if (rc) return rc;
+        offs = malloc(offs_bytes);
+        if (!offs) {
+            jinja_mem_give(rt, offs_bytes);
+            return jinja_fail(rt, QVLM_E_NOMEM, "out of memory rendering the template");
+        }
+        for (size_t i = 0, k = 0; k <= n_cp; k++) {
+            offs[k] = i;
+            if (i < n) jinja_utf8_next(p, n, &i);
+        }
+    }
     jinja_buf b = {0};
-    qvlm_status rc = QVLM_OK;
     for (size_t i = 0; rc == QVLM_OK && i < count; i++) {
         size_t cp = (size_t)(start + (int64_t)i * step);
-        size_t off = ascii ? cp : jinja_utf8_offset(p, n, cp), end = off;
-        jinja_utf8_next(p, n, &end);
+        size_t off = offs ? offs[cp] : cp, end = offs ? offs[cp + 1] : cp + 1;
         rc = jinja_buf_put(rt, &b, p + off, end - off);
-        if (rc == QVLM_OK && !ascii) rc = jinja_step(rt, n / 64); /* offsets are found by walking */
     }
     if (rc == QVLM_OK) rc = jinja_buf_to_str(rt, &b, out);
     jinja_buf_free(rt, &b);
+    if (offs) {
+        free(offs);
+        jinja_mem_give(rt, offs_bytes);
+    }
     return rc;
 }
 

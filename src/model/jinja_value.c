@@ -697,7 +697,9 @@ static qvlm_status eq_rec(jinja_rt *rt, const jinja_value *a, const jinja_value 
     if (a->kind != b->kind) return QVLM_OK;
     switch (a->kind) {
     case JV_UNDEF: case JV_NONE: *eq = true; break;
-    case JV_STR: *eq = a->u.s.n == b->u.s.n && memcmp(a->u.s.p, b->u.s.p, a->u.s.n) == 0; break;
+    case JV_STR:
+        *eq = a->u.s.n == b->u.s.n && memcmp(a->u.s.p, b->u.s.p, a->u.s.n) == 0;
+        return jinja_step(rt, a->u.s.n / 64);
     default: *eq = a->u.o == b->u.o; break;
     }
     return QVLM_OK;
@@ -718,7 +720,7 @@ static qvlm_status cmp_rec(jinja_rt *rt, const jinja_value *a, const jinja_value
         size_t n = QVLM_MIN(a->u.s.n, b->u.s.n);
         int c = n ? memcmp(a->u.s.p, b->u.s.p, n) : 0;
         *res = c ? (c > 0) - (c < 0) : (a->u.s.n > b->u.s.n) - (a->u.s.n < b->u.s.n);
-        return QVLM_OK;
+        return jinja_step(rt, n / 64);
     }
     if ((is_listlike(a) && is_listlike(b)) || (is_tuple(a) && is_tuple(b))) {
         size_t na = jinja_seq_len(a), nb = jinja_seq_len(b);
@@ -752,7 +754,7 @@ qvlm_status jinja_contains(jinja_rt *rt, const jinja_value *hay, const jinja_val
                               jinja_type_name(needle));
         }
         *in = needle->u.s.n == 0 || memmem(hay->u.s.p, hay->u.s.n, needle->u.s.p, needle->u.s.n) != NULL;
-        return QVLM_OK;
+        return jinja_step(rt, hay->u.s.n / 64); /* a scan of the whole text */
     case JV_LIST: case JV_JARR:
         for (size_t i = 0; i < jinja_seq_len(hay) && !*in; i++) {
             jinja_value x = jinja_seq_at(hay, i);
