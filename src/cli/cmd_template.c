@@ -48,7 +48,8 @@ static char *read_stdin(size_t *n_out) {
     return buf;
 }
 
-static qvlm_status load_template(const char *model, const char *file, qvlm_chat_template **t, qvlm_error *err) {
+static qvlm_status load_template(const char *model, const char *file, qvlm_chat_template **t,
+                                 qvlm_error *err) {
     if (!file) return qvlm_chat_template_load_dir(model, t, err);
     char *src;
     size_t n;

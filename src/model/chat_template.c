@@ -61,7 +61,9 @@ void qvlm_chat_template_destroy(qvlm_chat_template *t) {
     free(t);
 }
 
-void qvlm_chat_template_set_limits(qvlm_chat_template *t, const qvlm_chat_template_limits *lim) { t->lim = *lim; }
+void qvlm_chat_template_set_limits(qvlm_chat_template *t, const qvlm_chat_template_limits *lim) {
+    t->lim = *lim;
+}
 
 qvlm_status qvlm_chat_template_render(const qvlm_chat_template *t, const json_t *context, char **out,
                                       size_t *n_bytes, qvlm_error *err) {
@@ -77,7 +79,8 @@ qvlm_status qvlm_chat_template_render(const qvlm_chat_template *t, const json_t 
 /* ==== Loading from a model directory ============================================================ */
 
 /* tokenizer_config.json's chat_template: a string, or [{name, template}, ...] with "default". */
-static qvlm_status pick_template(const json_t *cfg, const char *path, const char **src, size_t *n, qvlm_error *err) {
+static qvlm_status pick_template(const json_t *cfg, const char *path, const char **src, size_t *n,
+                                 qvlm_error *err) {
     const json_t *ct = json_object_get(cfg, "chat_template");
     if (json_is_string(ct)) {
         *src = json_string_value(ct);
@@ -94,20 +97,21 @@ static qvlm_status pick_template(const json_t *cfg, const char *path, const char
         const json_t *name = json_object_get(entry, "name"), *tmpl = json_object_get(entry, "template");
         if (json_is_string(name) && strcmp(json_string_value(name), "default") == 0) {
             if (!json_is_string(tmpl))
-                return qvlm_errorf(err, QVLM_E_CORRUPT, "%s: chat_template[%zu].template must be a string", path, i);
+                return qvlm_errorf(err, QVLM_E_CORRUPT, "%s: chat_template[%zu].template must be a string",
+                                   path, i);
             *src = json_string_value(tmpl);
             *n = json_string_length(tmpl);
             return QVLM_OK;
         }
     }
-    return qvlm_errorf(err, QVLM_E_NOT_FOUND, "%s: chat_template lists several templates but none named \"default\"",
-                       path);
+    return qvlm_errorf(err, QVLM_E_NOT_FOUND,
+                       "%s: chat_template lists several templates but none named \"default\"", path);
 }
 
 /* Special tokens as transformers' special_tokens_map gives them to the template: a string,
  * or the "content" of a serialized AddedToken. */
 static qvlm_status add_special_tokens(json_t *defaults, const json_t *cfg) {
-    static const char *const keys[] = {"bos_token", "eos_token", "unk_token", "sep_token",
+    static const char *const keys[] = {"bos_token", "eos_token", "unk_token",  "sep_token",
                                        "pad_token", "cls_token", "mask_token", NULL};
     for (const char *const *k = keys; *k; k++) {
         const json_t *v = json_object_get(cfg, *k);
@@ -123,7 +127,8 @@ static qvlm_status add_special_tokens(json_t *defaults, const json_t *cfg) {
         const json_t *s = json_is_object(v) ? json_object_get(v, "content") : v;
         if (json_is_string(s)) json_array_append(list, (json_t *)s);
     }
-    return list && json_object_set_new(defaults, "additional_special_tokens", list) == 0 ? QVLM_OK : QVLM_E_NOMEM;
+    return list && json_object_set_new(defaults, "additional_special_tokens", list) == 0 ? QVLM_OK
+                                                                                         : QVLM_E_NOMEM;
 }
 
 qvlm_status qvlm_chat_template_load_dir(const char *model_dir, qvlm_chat_template **out, qvlm_error *err) {
@@ -147,8 +152,10 @@ qvlm_status qvlm_chat_template_load_dir(const char *model_dir, qvlm_chat_templat
         rc = pick_template(cfg, cfg_path, &src, &n, err);
         if (rc == QVLM_OK) rc = qvlm_chat_template_parse(src, n, cfg_path, out, err);
     } else if (rc == QVLM_OK) {
-        rc = qvlm_errorf(err, QVLM_E_NOT_FOUND, "%s: no chat template (neither chat_template.jinja nor "
-                         "tokenizer_config.json)", model_dir);
+        rc = qvlm_errorf(err, QVLM_E_NOT_FOUND,
+                         "%s: no chat template (neither chat_template.jinja nor "
+                         "tokenizer_config.json)",
+                         model_dir);
     }
     if (rc == QVLM_OK && cfg && add_special_tokens((*out)->defaults, cfg) != QVLM_OK)
         rc = qvlm_errorf(err, QVLM_E_NOMEM, "%s: out of memory", cfg_path);

@@ -9,8 +9,23 @@
  *
  * Pipeline: jinja_lexer.c (source -> tokens, whitespace control) -> jinja_parser.c (tokens ->
  * AST in an arena owned by the template) -> jinja_eval.c (AST + JSON context -> text), with
- * values in jinja_value.c, Python string helpers in jinja_text.c, filters and tests in
- * jinja_filters.c, methods and globals in jinja_methods.c.
+ * values in jinja_value.c, operators / slicing / %-formatting in jinja_ops.c, Python string
+ * helpers in jinja_text.c, filters and tests in jinja_filters.c, attribute access, methods
+ * and globals in jinja_methods.c.
+ *
+ * Known differences from jinja2 (none matters to the chat templates we ship):
+ *  - Filters that are generators in Jinja (map, select, reject, unique, items, ...) return
+ *    lists: results agree when iterated, joined or serialized, but printing the filter's
+ *    result directly shows a list where Jinja shows "<generator object ...>", and their
+ *    errors surface when the filter runs rather than when its result is consumed.
+ *  - Markup is not modelled: `safe` / `escape` return plain strings.
+ *  - Jinja folds constant expressions at compile time (a failing `(3)[1:]` of literals
+ *    becomes Undefined); we evaluate them like any other expression.
+ *  - Not supported (clear QVLM_E_UNSUPPORTED errors): recursive loops, include / import /
+ *    extends / block, *args / **kwargs in calls, format specs in str.format, %(name)s
+ *    formatting, groupby / batch / slice / truncate / wordwrap / urlize / ... filters,
+ *    integers beyond 64 bits, complex numbers. Case mapping is one-to-one (utf8proc), so
+ *    "ß".upper() stays "ß". Identifiers are ASCII.
  *
  * Invariants:
  *  - A parsed template is immutable; every render owns its own jinja_rt, so one template may
@@ -70,28 +85,53 @@ typedef enum jinja_tok_type {
 } jinja_tok_type;
 
 typedef enum jinja_op {
-    JO_NONE, JO_ADD, JO_SUB, JO_MUL, JO_DIV, JO_FLOORDIV, JO_MOD, JO_POW, JO_TILDE,
-    JO_LBRACKET, JO_RBRACKET, JO_LPAREN, JO_RPAREN, JO_LBRACE, JO_RBRACE,
-    JO_EQ, JO_NE, JO_GT, JO_GTEQ, JO_LT, JO_LTEQ, JO_ASSIGN, JO_DOT, JO_COLON,
-    JO_PIPE, JO_COMMA, JO_SEMICOLON,
-    JO_IN, JO_NOTIN, /* comparison operators made by the parser, never lexed */
+    JO_NONE,
+    JO_ADD,
+    JO_SUB,
+    JO_MUL,
+    JO_DIV,
+    JO_FLOORDIV,
+    JO_MOD,
+    JO_POW,
+    JO_TILDE,
+    JO_LBRACKET,
+    JO_RBRACKET,
+    JO_LPAREN,
+    JO_RPAREN,
+    JO_LBRACE,
+    JO_RBRACE,
+    JO_EQ,
+    JO_NE,
+    JO_GT,
+    JO_GTEQ,
+    JO_LT,
+    JO_LTEQ,
+    JO_ASSIGN,
+    JO_DOT,
+    JO_COLON,
+    JO_PIPE,
+    JO_COMMA,
+    JO_SEMICOLON,
+    JO_IN,
+    JO_NOTIN, /* comparison operators made by the parser, never lexed */
 } jinja_op;
 
 typedef struct jinja_token {
     jinja_tok_type type;
-    jinja_op op;     /* JT_OP */
-    uint32_t line;   /* 1-based line where the token starts */
-    const char *p;   /* JT_DATA, JT_NAME, JT_STRING: bytes (in the template's arena) */
-    size_t n;        /* length of p in bytes */
-    int64_t i;       /* JT_INT */
-    double f;        /* JT_FLOAT */
+    jinja_op op;   /* JT_OP */
+    uint32_t line; /* 1-based line where the token starts */
+    const char *p; /* JT_DATA, JT_NAME, JT_STRING: bytes (in the template's arena) */
+    size_t n;      /* length of p in bytes */
+    int64_t i;     /* JT_INT */
+    double f;      /* JT_FLOAT */
 } jinja_token;
 
 /* Tokenize `src` (n bytes, need not be NUL-terminated). Newlines are normalized to "\n" and a
- * single trailing newline is dropped (keep_trailing_newline=False). Tokens and the bytes they
- * point to live in `a`. Errors: QVLM_E_CORRUPT with "name:line: message". */
-qvlm_status jinja_lex(jinja_arena *a, const char *src, size_t n_bytes, const char *name,
-                      jinja_token **toks, size_t *n_toks, qvlm_error *err);
+ * single trailing newline is dropped (keep_trailing_newline=False). *toks is malloc'd (the
+ * caller frees it); the bytes tokens point to live in `a`. Errors: QVLM_E_CORRUPT (syntax),
+ * QVLM_E_LIMIT (brackets nested too deeply), QVLM_E_NOMEM, with "name:line: message". */
+qvlm_status jinja_lex(jinja_arena *a, const char *src, size_t n_bytes, const char *name, jinja_token **toks,
+                      size_t *n_toks, qvlm_error *err);
 
 /* ==== Values ===================================================================================== */
 
@@ -123,15 +163,25 @@ typedef struct jinja_value {
         double f;
         struct {
             const char *p;
-            size_t n;          /* bytes */
-            jinja_obj *owner;  /* keeps p alive; NULL when borrowed */
+            size_t n;         /* bytes */
+            jinja_obj *owner; /* keeps p alive; NULL when borrowed */
         } s;
         jinja_obj *o;
         const json_t *j;
     } u;
 } jinja_value;
 
-typedef enum jinja_otype { JO_STR, JO_LIST, JO_DICT, JO_NS, JO_UNDEF, JO_MACRO, JO_FUNC, JO_LOOP, JO_SCOPE } jinja_otype;
+typedef enum jinja_otype {
+    JO_STR,
+    JO_LIST,
+    JO_DICT,
+    JO_NS,
+    JO_UNDEF,
+    JO_MACRO,
+    JO_FUNC,
+    JO_LOOP,
+    JO_SCOPE
+} jinja_otype;
 
 /* Header of every heap object. Objects that can take part in reference cycles (namespaces,
  * scopes captured by macros) sit on the render's `tracked` list, which is cleared at the end
@@ -140,9 +190,9 @@ typedef enum jinja_otype { JO_STR, JO_LIST, JO_DICT, JO_NS, JO_UNDEF, JO_MACRO, 
 struct jinja_obj {
     uint32_t refs;
     jinja_otype type;
-    size_t n_bytes;          /* accounted against max_memory_bytes */
-    jinja_obj *free_next;    /* worklist link while being freed */
-    jinja_obj *prev, *next;  /* tracked list (NS, SCOPE), else NULL */
+    size_t n_bytes;         /* accounted against max_memory_bytes */
+    jinja_obj *free_next;   /* worklist link while being freed */
+    jinja_obj *prev, *next; /* tracked list (NS, SCOPE), else NULL */
 };
 
 typedef struct jinja_strobj {
@@ -176,14 +226,30 @@ typedef struct jinja_undef {
 
 /* Initializer for locals: an anonymous undefined, which jinja_release ignores, so error paths
  * may release every local whether or not it was ever assigned. */
-#define JINJA_UNSET {.kind = JV_UNDEF}
+#define JINJA_UNSET                                                                                          \
+    { .kind = JV_UNDEF }
 
 /* ---- constructors: plain values are free, heap values return QVLM_E_NOMEM / E_LIMIT ---- */
-static inline jinja_value jinja_none(void) { jinja_value v = {.kind = JV_NONE}; return v; }
-static inline jinja_value jinja_undefined(void) { jinja_value v = {.kind = JV_UNDEF}; return v; }
-static inline jinja_value jinja_bool(bool b) { jinja_value v = {.kind = JV_BOOL, .u.b = b}; return v; }
-static inline jinja_value jinja_int(int64_t i) { jinja_value v = {.kind = JV_INT, .u.i = i}; return v; }
-static inline jinja_value jinja_float(double f) { jinja_value v = {.kind = JV_FLOAT, .u.f = f}; return v; }
+static inline jinja_value jinja_none(void) {
+    jinja_value v = {.kind = JV_NONE};
+    return v;
+}
+static inline jinja_value jinja_undefined(void) {
+    jinja_value v = {.kind = JV_UNDEF};
+    return v;
+}
+static inline jinja_value jinja_bool(bool b) {
+    jinja_value v = {.kind = JV_BOOL, .u.b = b};
+    return v;
+}
+static inline jinja_value jinja_int(int64_t i) {
+    jinja_value v = {.kind = JV_INT, .u.i = i};
+    return v;
+}
+static inline jinja_value jinja_float(double f) {
+    jinja_value v = {.kind = JV_FLOAT, .u.f = f};
+    return v;
+}
 static inline jinja_value jinja_strv(const char *p, size_t n) {
     jinja_value v = {.kind = JV_STR, .u.s = {p, n, NULL}};
     return v;
@@ -216,7 +282,8 @@ qvlm_status jinja_undef_new(jinja_rt *rt, jinja_value *out, const char *fmt, ...
 qvlm_status jinja_undef_missing(jinja_rt *rt, const jinja_value *obj, const jinja_value *name,
                                 jinja_value *out);
 /* "list object has no element 5" (name_repr is the repr of the missing key). */
-qvlm_status jinja_undef_no_element(jinja_rt *rt, const jinja_value *obj, const char *name_repr, jinja_value *out);
+qvlm_status jinja_undef_no_element(jinja_rt *rt, const jinja_value *obj, const char *name_repr,
+                                   jinja_value *out);
 qvlm_status jinja_list_new(jinja_rt *rt, size_t cap, bool is_tuple, jinja_value *out);
 /* Append, taking over the caller's reference to *item (also on failure, when it is released). */
 qvlm_status jinja_list_push(jinja_rt *rt, jinja_value *list, jinja_value *item);
@@ -238,7 +305,7 @@ static inline jinja_dict *jinja_dict_of(const jinja_value *v) { return (jinja_di
 jinja_value jinja_from_json(const json_t *j);
 
 /* ---- references ---- */
-jinja_value jinja_ref(const jinja_value *v); /* a new reference to the same value */
+jinja_value jinja_ref(const jinja_value *v);      /* a new reference to the same value */
 void jinja_release(jinja_rt *rt, jinja_value *v); /* drops a reference; *v becomes undefined */
 void jinja_obj_release(jinja_rt *rt, jinja_obj *o);
 
@@ -253,8 +320,8 @@ qvlm_status jinja_iterate(jinja_rt *rt, const jinja_value *v, jinja_value *out_l
 /* Random access into an iterated list, JSON array or tuple (borrowed items wrapped). */
 size_t jinja_seq_len(const jinja_value *v);
 jinja_value jinja_seq_at(const jinja_value *v, size_t i); /* borrowed: do not release */
-bool jinja_is_seq(const jinja_value *v);     /* list, tuple, JSON array */
-bool jinja_is_mapping(const jinja_value *v); /* dict, JSON object */
+bool jinja_is_seq(const jinja_value *v);                  /* list, tuple, JSON array */
+bool jinja_is_mapping(const jinja_value *v);              /* dict, JSON object */
 
 /* Mapping access over heap dicts and JSON objects: size, and i-th key / value in order. */
 size_t jinja_map_len(const jinja_value *m);
@@ -268,8 +335,7 @@ qvlm_status jinja_map_items(jinja_rt *rt, const jinja_value *m, jinja_value *out
 /* a == b as Python compares them. */
 qvlm_status jinja_eq(jinja_rt *rt, const jinja_value *a, const jinja_value *b, bool *eq);
 /* Three-way comparison for <, <=, >, >=; `op` names the operator in the TypeError. */
-qvlm_status jinja_cmp(jinja_rt *rt, const jinja_value *a, const jinja_value *b, const char *op,
-                      int *res);
+qvlm_status jinja_cmp(jinja_rt *rt, const jinja_value *a, const jinja_value *b, const char *op, int *res);
 /* `needle in hay` (Python's __contains__). */
 qvlm_status jinja_contains(jinja_rt *rt, const jinja_value *hay, const jinja_value *needle, bool *in);
 
@@ -347,8 +413,25 @@ typedef struct jinja_callargs {
 } jinja_callargs;
 
 typedef enum jinja_ekind {
-    JE_CONST, JE_NAME, JE_LIST, JE_TUPLE, JE_DICT, JE_ATTR, JE_ITEM, JE_SLICE, JE_CALL,
-    JE_FILTER, JE_TEST, JE_NOT, JE_NEG, JE_POS, JE_BIN, JE_AND, JE_OR, JE_CMP, JE_COND,
+    JE_CONST,
+    JE_NAME,
+    JE_LIST,
+    JE_TUPLE,
+    JE_DICT,
+    JE_ATTR,
+    JE_ITEM,
+    JE_SLICE,
+    JE_CALL,
+    JE_FILTER,
+    JE_TEST,
+    JE_NOT,
+    JE_NEG,
+    JE_POS,
+    JE_BIN,
+    JE_AND,
+    JE_OR,
+    JE_CMP,
+    JE_COND,
 } jinja_ekind;
 
 struct jinja_expr {
@@ -356,14 +439,31 @@ struct jinja_expr {
     uint32_t line;
     union {
         jinja_value cst; /* CONST: none, bool, int, float or a borrowed string */
-        struct { const char *p; size_t n; } name; /* NAME */
-        struct { jinja_expr **items; size_t n; } seq; /* LIST, TUPLE; DICT: k0, v0, k1, v1, ... */
-        struct { jinja_expr *obj; const char *p; size_t n; } attr; /* ATTR: obj.name */
-        struct { jinja_expr *obj, *index; } item; /* ITEM: obj[index] */
-        struct { jinja_expr *obj, *start, *stop, *step; } slice; /* absent parts NULL */
-        struct { jinja_expr *fn; jinja_callargs args; } call;
         struct {
-            jinja_expr *operand; /* NULL: the block's text ({% filter %}, {% set x | f %}) */
+            const char *p;
+            size_t n;
+        } name; /* NAME */
+        struct {
+            jinja_expr **items;
+            size_t n;
+        } seq; /* LIST, TUPLE; DICT: k0, v0, k1, v1, ... */
+        struct {
+            jinja_expr *obj;
+            const char *p;
+            size_t n;
+        } attr; /* ATTR: obj.name */
+        struct {
+            jinja_expr *obj, *index;
+        } item; /* ITEM: obj[index] */
+        struct {
+            jinja_expr *obj, *start, *stop, *step;
+        } slice; /* absent parts NULL */
+        struct {
+            jinja_expr *fn;
+            jinja_callargs args;
+        } call;
+        struct {
+            jinja_expr *operand;         /* NULL: the block's text ({% filter %}, {% set x | f %}) */
             const jinja_filter_def *def; /* NULL: unknown, an error when reached */
             const char *name;
             jinja_callargs args;
@@ -374,9 +474,19 @@ struct jinja_expr {
             const char *name;
             jinja_callargs args;
         } test;
-        struct { jinja_expr *a, *b; jinja_op op; } bin; /* BIN, AND, OR; NOT/NEG/POS use a */
-        struct { jinja_expr *first; size_t n; jinja_op *ops; jinja_expr **rhs; } cmp;
-        struct { jinja_expr *test, *then, *else_; } cond; /* else_ NULL: undefined */
+        struct {
+            jinja_expr *a, *b;
+            jinja_op op;
+        } bin; /* BIN, AND, OR; NOT/NEG/POS use a */
+        struct {
+            jinja_expr *first;
+            size_t n;
+            jinja_op *ops;
+            jinja_expr **rhs;
+        } cmp;
+        struct {
+            jinja_expr *test, *then, *else_;
+        } cond; /* else_ NULL: undefined */
     } u;
 };
 
@@ -388,15 +498,26 @@ typedef struct jinja_body {
 typedef enum jinja_tkind { JTG_NAME, JTG_NSATTR, JTG_TUPLE } jinja_tkind;
 typedef struct jinja_target {
     jinja_tkind kind;
-    const char *name; /* NAME, NSATTR: variable */
-    const char *attr; /* NSATTR: attribute */
+    const char *name;           /* NAME, NSATTR: variable */
+    const char *attr;           /* NSATTR: attribute */
     struct jinja_target *items; /* TUPLE */
     size_t n;
 } jinja_target;
 
 typedef enum jinja_skind {
-    JS_TEXT, JS_OUT, JS_IF, JS_FOR, JS_SET, JS_SET_BLOCK, JS_MACRO, JS_CALL_BLOCK,
-    JS_FILTER_BLOCK, JS_WITH, JS_BREAK, JS_CONTINUE, JS_GENERATION,
+    JS_TEXT,
+    JS_OUT,
+    JS_IF,
+    JS_FOR,
+    JS_SET,
+    JS_SET_BLOCK,
+    JS_MACRO,
+    JS_CALL_BLOCK,
+    JS_FILTER_BLOCK,
+    JS_WITH,
+    JS_BREAK,
+    JS_CONTINUE,
+    JS_GENERATION,
 } jinja_skind;
 
 typedef struct jinja_macro_def {
@@ -412,35 +533,61 @@ struct jinja_stmt {
     jinja_skind kind;
     uint32_t line;
     union {
-        struct { const char *p; size_t n; } text;
+        struct {
+            const char *p;
+            size_t n;
+        } text;
         jinja_expr *out;
-        struct { size_t n; jinja_expr **conds; jinja_body *bodies; jinja_body else_; } if_;
+        struct {
+            size_t n;
+            jinja_expr **conds;
+            jinja_body *bodies;
+            jinja_body else_;
+        } if_;
         struct {
             jinja_target target;
             jinja_expr *iter, *filter;
             jinja_body body, else_;
         } for_;
-        struct { jinja_target target; jinja_expr *value; } set;
-        struct { jinja_target target; jinja_expr *filter; jinja_body body; } set_block;
+        struct {
+            jinja_target target;
+            jinja_expr *value;
+        } set;
+        struct {
+            jinja_target target;
+            jinja_expr *filter;
+            jinja_body body;
+        } set_block;
         jinja_macro_def macro;
-        struct { jinja_expr *call; jinja_macro_def caller; } call_block;
-        struct { jinja_expr *filter; jinja_body body; } filter_block;
-        struct { size_t n; jinja_target *targets; jinja_expr **values; jinja_body body; } with;
+        struct {
+            jinja_expr *call;
+            jinja_macro_def caller;
+        } call_block;
+        struct {
+            jinja_expr *filter;
+            jinja_body body;
+        } filter_block;
+        struct {
+            size_t n;
+            jinja_target *targets;
+            jinja_expr **values;
+            jinja_body body;
+        } with;
         jinja_body generation;
     } u;
 };
 
 typedef struct jinja_template {
     jinja_arena arena;
-    char *name;      /* for messages */
+    char *name; /* for messages */
     jinja_body body;
 } jinja_template;
 
 /* Parse source into a template. Errors: QVLM_E_CORRUPT (syntax, "name:line: message"),
  * QVLM_E_UNSUPPORTED (a known Jinja tag this interpreter lacks), QVLM_E_LIMIT (nesting),
  * QVLM_E_NOMEM. On success the caller owns *out (jinja_template_destroy). */
-qvlm_status jinja_template_parse(const char *src, size_t n_bytes, const char *name,
-                                 jinja_template **out, qvlm_error *err);
+qvlm_status jinja_template_parse(const char *src, size_t n_bytes, const char *name, jinja_template **out,
+                                 qvlm_error *err);
 void jinja_template_destroy(jinja_template *t);
 
 /* Render with `ctx` (a JSON object: its keys are the variables) over `defaults` (a JSON
@@ -475,7 +622,7 @@ struct jinja_rt {
     const jinja_template *tpl;
     const json_t *ctx, *defaults;
     jinja_limits lim;
-    size_t mem_bytes;  /* live accounted bytes */
+    size_t mem_bytes; /* live accounted bytes */
     uint64_t steps;
     uint32_t depth;
     uint32_t line;     /* line being evaluated, for limit messages */
@@ -547,11 +694,9 @@ qvlm_status jinja_func_new(jinja_rt *rt, const jinja_func_def *def, const jinja_
 /* Look a name up among the globals (range, dict, namespace, raise_exception, strftime_now). */
 const jinja_func_def *jinja_global_find(const char *name, size_t n);
 /* Python getattr semantics of the sandbox: obj.name (methods first, then items). */
-qvlm_status jinja_getattr(jinja_rt *rt, const jinja_value *obj, const char *name, size_t n,
-                          jinja_value *out);
+qvlm_status jinja_getattr(jinja_rt *rt, const jinja_value *obj, const char *name, size_t n, jinja_value *out);
 /* Jinja's getitem: obj[key], falling back to attributes for string keys. */
-qvlm_status jinja_getitem(jinja_rt *rt, const jinja_value *obj, const jinja_value *key,
-                          jinja_value *out);
+qvlm_status jinja_getitem(jinja_rt *rt, const jinja_value *obj, const jinja_value *key, jinja_value *out);
 /* Call any callable value (macros go through the evaluator). */
 qvlm_status jinja_call(jinja_rt *rt, const jinja_value *fn, const jinja_args *a, jinja_value *out);
 /* Apply a test by name (select/reject filters); unknown names raise. */
@@ -577,8 +722,7 @@ typedef struct jinja_loop {
     jinja_value changed_last;
 } jinja_loop;
 
-qvlm_status jinja_macro_call(jinja_rt *rt, const jinja_value *macro, const jinja_args *a,
-                             jinja_value *out);
+qvlm_status jinja_macro_call(jinja_rt *rt, const jinja_value *macro, const jinja_args *a, jinja_value *out);
 qvlm_status jinja_loop_getattr(jinja_rt *rt, const jinja_value *loop, const char *name, size_t n,
                                jinja_value *out);
 
@@ -591,8 +735,8 @@ qvlm_status jinja_slice(jinja_rt *rt, const jinja_value *obj, const jinja_value 
  * str.replace(old, new, count) with count < 0 meaning all. */
 qvlm_status jinja_str_center(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *out);
 qvlm_status jinja_splitlines(jinja_rt *rt, const jinja_value *s, bool keepends, jinja_value *out);
-qvlm_status jinja_str_replace(jinja_rt *rt, const jinja_value *s, const jinja_value *old, const jinja_value *new_,
-                              int64_t count, jinja_value *out);
+qvlm_status jinja_str_replace(jinja_rt *rt, const jinja_value *s, const jinja_value *old,
+                              const jinja_value *new_, int64_t count, jinja_value *out);
 /* printf-style `fmt % args` (str.__mod__) for %s %r %d %i %f %x %%. */
 qvlm_status jinja_percent_format(jinja_rt *rt, const jinja_value *fmt, const jinja_value *args,
                                  jinja_value *out);

@@ -173,7 +173,8 @@ static void args_free(jinja_rt *rt, jinja_args *a) {
 }
 
 /* Evaluate call arguments; `extra` reserves keyword slots the caller fills in afterwards. */
-static qvlm_status eval_args(jinja_rt *rt, jinja_scope *sc, const jinja_callargs *ca, size_t extra, jinja_args *a) {
+static qvlm_status eval_args(jinja_rt *rt, jinja_scope *sc, const jinja_callargs *ca, size_t extra,
+                             jinja_args *a) {
     memset(a, 0, sizeof(*a));
     a->pos = calloc(ca->n_pos + 1, sizeof(jinja_value));
     a->kw = calloc(ca->n_kw + extra + 1, sizeof(jinja_value));
@@ -183,7 +184,8 @@ static qvlm_status eval_args(jinja_rt *rt, jinja_scope *sc, const jinja_callargs
         return jinja_fail(rt, QVLM_E_NOMEM, "out of memory rendering the template");
     }
     qvlm_status rc = QVLM_OK;
-    for (size_t i = 0; rc == QVLM_OK && i < ca->n_pos; i++, a->n_pos++) rc = eval(rt, sc, ca->pos[i], &a->pos[i]);
+    for (size_t i = 0; rc == QVLM_OK && i < ca->n_pos; i++, a->n_pos++)
+        rc = eval(rt, sc, ca->pos[i], &a->pos[i]);
     for (size_t i = 0; rc == QVLM_OK && i < ca->n_kw; i++, a->n_kw++) {
         a->kw_names[i] = ca->kw_names[i];
         rc = eval(rt, sc, ca->kw[i], &a->kw[i]);
@@ -221,26 +223,33 @@ static qvlm_status bind_macro_args(jinja_rt *rt, const jinja_macro *m, const jin
         long k = i < a->n_pos ? -1 : kw_index(a, pname, used);
         jinja_value v = JINJA_UNSET;
         if (strcmp(pname, "caller") == 0 && i >= a->n_pos) found_caller = true;
-        if (i < a->n_pos) v = jinja_ref(&a->pos[i]);
-        else if (k >= 0) used[k] = true, v = jinja_ref(&a->kw[k]);
-        else if (d->defaults[i]) rc = eval(rt, s, d->defaults[i], &v);
-        else rc = jinja_undef_new(rt, &v, "parameter '%s' was not provided", pname);
+        if (i < a->n_pos)
+            v = jinja_ref(&a->pos[i]);
+        else if (k >= 0)
+            used[k] = true, v = jinja_ref(&a->kw[k]);
+        else if (d->defaults[i])
+            rc = eval(rt, s, d->defaults[i], &v);
+        else
+            rc = jinja_undef_new(rt, &v, "parameter '%s' was not provided", pname);
         if (rc == QVLM_OK) rc = scope_set(rt, s, pname, strlen(pname), &v);
     }
     if (rc == QVLM_OK && d->takes_caller && !found_caller) {
         long k = kw_index(a, "caller", used);
         jinja_value v = JINJA_UNSET;
-        if (k >= 0) used[k] = true, v = jinja_ref(&a->kw[k]);
-        else if (m->caller.kind != JV_UNDEF) v = jinja_ref(&m->caller);
-        else rc = jinja_undef_new(rt, &v, "No caller defined");
+        if (k >= 0)
+            used[k] = true, v = jinja_ref(&a->kw[k]);
+        else if (m->caller.kind != JV_UNDEF)
+            v = jinja_ref(&m->caller);
+        else
+            rc = jinja_undef_new(rt, &v, "No caller defined");
         if (rc == QVLM_OK) rc = scope_set(rt, s, "caller", 6, &v);
     }
     return rc;
 }
 
 /* What the macro does with arguments it has no parameter for: varargs / kwargs or an error. */
-static qvlm_status bind_macro_extra(jinja_rt *rt, const jinja_macro_def *d, const jinja_args *a, const bool *used,
-                                    jinja_scope *s) {
+static qvlm_status bind_macro_extra(jinja_rt *rt, const jinja_macro_def *d, const jinja_args *a,
+                                    const bool *used, jinja_scope *s) {
     jinja_value extra = JINJA_UNSET;
     qvlm_status rc = QVLM_OK;
     if (d->catch_kwargs) {
@@ -250,15 +259,20 @@ static qvlm_status bind_macro_extra(jinja_rt *rt, const jinja_macro_def *d, cons
             jinja_value key = jinja_strv(a->kw_names[k], strlen(a->kw_names[k])), v = jinja_ref(&a->kw[k]);
             rc = jinja_dict_set(rt, &extra, &key, &v);
         }
-        if (rc == QVLM_OK) rc = scope_set(rt, s, "kwargs", 6, &extra);
-        else jinja_release(rt, &extra);
+        if (rc == QVLM_OK)
+            rc = scope_set(rt, s, "kwargs", 6, &extra);
+        else
+            jinja_release(rt, &extra);
     } else {
         for (size_t k = 0; rc == QVLM_OK && k < a->n_kw; k++) {
             if (used[k]) continue;
             if (strcmp(a->kw_names[k], "caller") == 0)
-                return jinja_fail(rt, QVLM_E_INVALID, "macro '%s' was invoked with two values for the special"
-                                  " caller argument. This is most likely a bug.", d->name);
-            return jinja_fail(rt, QVLM_E_INVALID, "macro '%s' takes no keyword argument '%s'", d->name, a->kw_names[k]);
+                return jinja_fail(rt, QVLM_E_INVALID,
+                                  "macro '%s' was invoked with two values for the special"
+                                  " caller argument. This is most likely a bug.",
+                                  d->name);
+            return jinja_fail(rt, QVLM_E_INVALID, "macro '%s' takes no keyword argument '%s'", d->name,
+                              a->kw_names[k]);
         }
     }
     if (rc) return rc;
@@ -268,10 +282,13 @@ static qvlm_status bind_macro_extra(jinja_rt *rt, const jinja_macro_def *d, cons
             jinja_value v = jinja_ref(&a->pos[i]);
             rc = jinja_list_push(rt, &extra, &v);
         }
-        if (rc == QVLM_OK) rc = scope_set(rt, s, "varargs", 7, &extra);
-        else jinja_release(rt, &extra);
+        if (rc == QVLM_OK)
+            rc = scope_set(rt, s, "varargs", 7, &extra);
+        else
+            jinja_release(rt, &extra);
     } else if (a->n_pos > d->n_params) {
-        rc = jinja_fail(rt, QVLM_E_INVALID, "macro '%s' takes not more than %zu argument(s)", d->name, d->n_params);
+        rc = jinja_fail(rt, QVLM_E_INVALID, "macro '%s' takes not more than %zu argument(s)", d->name,
+                        d->n_params);
     }
     return rc;
 }
@@ -312,7 +329,8 @@ static qvlm_status loop_cycle(jinja_rt *rt, const jinja_value *self, const jinja
     return QVLM_OK;
 }
 
-static qvlm_status loop_changed(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out) {
+static qvlm_status loop_changed(jinja_rt *rt, const jinja_value *self, const jinja_args *a,
+                                jinja_value *out) {
     jinja_loop *l = (jinja_loop *)self->u.o;
     jinja_value now = JINJA_UNSET;
     qvlm_status rc = jinja_list_new(rt, a->n_pos, true, &now);
@@ -335,20 +353,32 @@ static qvlm_status loop_changed(jinja_rt *rt, const jinja_value *self, const jin
 
 static const jinja_func_def LOOP_CYCLE = {"cycle", loop_cycle}, LOOP_CHANGED = {"changed", loop_changed};
 
-static bool name_is(const char *name, size_t n, const char *s) { return strlen(s) == n && memcmp(name, s, n) == 0; }
+static bool name_is(const char *name, size_t n, const char *s) {
+    return strlen(s) == n && memcmp(name, s, n) == 0;
+}
 
-qvlm_status jinja_loop_getattr(jinja_rt *rt, const jinja_value *loop, const char *name, size_t n, jinja_value *out) {
+qvlm_status jinja_loop_getattr(jinja_rt *rt, const jinja_value *loop, const char *name, size_t n,
+                               jinja_value *out) {
     const jinja_loop *l = (const jinja_loop *)loop->u.o;
     size_t len = jinja_seq_len(&l->items), i = l->index0;
-    if (name_is(name, n, "index0")) *out = jinja_int((int64_t)i);
-    else if (name_is(name, n, "index")) *out = jinja_int((int64_t)i + 1);
-    else if (name_is(name, n, "revindex")) *out = jinja_int((int64_t)(len - i));
-    else if (name_is(name, n, "revindex0")) *out = jinja_int((int64_t)(len - i - 1));
-    else if (name_is(name, n, "first")) *out = jinja_bool(i == 0);
-    else if (name_is(name, n, "last")) *out = jinja_bool(i + 1 == len);
-    else if (name_is(name, n, "length")) *out = jinja_int((int64_t)len);
-    else if (name_is(name, n, "depth")) *out = jinja_int((int64_t)l->depth0 + 1);
-    else if (name_is(name, n, "depth0")) *out = jinja_int((int64_t)l->depth0);
+    if (name_is(name, n, "index0"))
+        *out = jinja_int((int64_t)i);
+    else if (name_is(name, n, "index"))
+        *out = jinja_int((int64_t)i + 1);
+    else if (name_is(name, n, "revindex"))
+        *out = jinja_int((int64_t)(len - i));
+    else if (name_is(name, n, "revindex0"))
+        *out = jinja_int((int64_t)(len - i - 1));
+    else if (name_is(name, n, "first"))
+        *out = jinja_bool(i == 0);
+    else if (name_is(name, n, "last"))
+        *out = jinja_bool(i + 1 == len);
+    else if (name_is(name, n, "length"))
+        *out = jinja_int((int64_t)len);
+    else if (name_is(name, n, "depth"))
+        *out = jinja_int((int64_t)l->depth0 + 1);
+    else if (name_is(name, n, "depth0"))
+        *out = jinja_int((int64_t)l->depth0);
     else if (name_is(name, n, "previtem")) {
         if (i == 0) return jinja_undef_new(rt, out, "there is no previous item");
         jinja_value v = jinja_seq_at(&l->items, i - 1);
@@ -357,8 +387,10 @@ qvlm_status jinja_loop_getattr(jinja_rt *rt, const jinja_value *loop, const char
         if (i + 1 >= len) return jinja_undef_new(rt, out, "there is no next item");
         jinja_value v = jinja_seq_at(&l->items, i + 1);
         *out = jinja_ref(&v);
-    } else if (name_is(name, n, "cycle")) return jinja_func_new(rt, &LOOP_CYCLE, loop, out);
-    else if (name_is(name, n, "changed")) return jinja_func_new(rt, &LOOP_CHANGED, loop, out);
+    } else if (name_is(name, n, "cycle"))
+        return jinja_func_new(rt, &LOOP_CYCLE, loop, out);
+    else if (name_is(name, n, "changed"))
+        return jinja_func_new(rt, &LOOP_CHANGED, loop, out);
     else {
         jinja_value key = jinja_strv(name, n);
         return jinja_undef_missing(rt, loop, &key, out);
@@ -461,19 +493,23 @@ static qvlm_status eval_call(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e,
 }
 
 /* A filter node applied to `in` (the block text when the node has no operand). */
-static qvlm_status apply_filter_node(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e, const jinja_value *in,
-                                     jinja_value *out) {
+static qvlm_status apply_filter_node(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e,
+                                     const jinja_value *in, jinja_value *out) {
     jinja_value operand = JINJA_UNSET;
     jinja_args a;
     qvlm_status rc;
-    if (!e->u.filter.operand) rc = (operand = jinja_ref(in), QVLM_OK);
-    else if (e->u.filter.operand->kind == JE_FILTER && in) rc = apply_filter_node(rt, sc, e->u.filter.operand, in, &operand);
-    else rc = eval(rt, sc, e->u.filter.operand, &operand);
+    if (!e->u.filter.operand)
+        rc = (operand = jinja_ref(in), QVLM_OK);
+    else if (e->u.filter.operand->kind == JE_FILTER && in)
+        rc = apply_filter_node(rt, sc, e->u.filter.operand, in, &operand);
+    else
+        rc = eval(rt, sc, e->u.filter.operand, &operand);
     if (rc) return rc;
     rt->line = e->line;
     if (!e->u.filter.def) {
         jinja_release(rt, &operand);
-        return jinja_fail(rt, QVLM_E_UNSUPPORTED, "%s:%u: no filter named '%s'", rt->tpl->name, e->line, e->u.filter.name);
+        return jinja_fail(rt, QVLM_E_UNSUPPORTED, "%s:%u: no filter named '%s'", rt->tpl->name, e->line,
+                          e->u.filter.name);
     }
     rc = eval_args(rt, sc, &e->u.filter.args, 0, &a);
     if (rc == QVLM_OK) {
@@ -491,7 +527,8 @@ static qvlm_status eval_test(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e,
     if (rc) return rc;
     if (!e->u.test.def) {
         jinja_release(rt, &operand);
-        return jinja_fail(rt, QVLM_E_UNSUPPORTED, "%s:%u: no test named '%s'", rt->tpl->name, e->line, e->u.test.name);
+        return jinja_fail(rt, QVLM_E_UNSUPPORTED, "%s:%u: no test named '%s'", rt->tpl->name, e->line,
+                          e->u.test.name);
     }
     rc = eval_args(rt, sc, &e->u.test.args, 0, &a);
     if (rc == QVLM_OK) {
@@ -508,15 +545,21 @@ static qvlm_status eval_unary(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e
     jinja_value v = JINJA_UNSET;
     qvlm_status rc = eval(rt, sc, e->u.bin.a, &v);
     if (rc) return rc;
-    if (e->kind == JE_NOT) *out = jinja_bool(!jinja_truthy(&v));
-    else if (v.kind == JV_UNDEF) rc = jinja_undef_fail(rt, &v);
+    if (e->kind == JE_NOT)
+        *out = jinja_bool(!jinja_truthy(&v));
+    else if (v.kind == JV_UNDEF)
+        rc = jinja_undef_fail(rt, &v);
     else if (!jinja_is_num(&v))
-        rc = jinja_fail(rt, QVLM_E_INVALID, "bad operand type for unary %c: '%s'", e->kind == JE_NEG ? '-' : '+',
-                        jinja_type_name(&v));
-    else if (e->kind == JE_POS) *out = v.kind == JV_BOOL ? jinja_int(v.u.b) : v;
-    else if (v.kind == JV_FLOAT) *out = jinja_float(-v.u.f);
-    else if (jinja_as_int(&v) == INT64_MIN) rc = jinja_fail(rt, QVLM_E_UNSUPPORTED, "integer overflow");
-    else *out = jinja_int(-jinja_as_int(&v));
+        rc = jinja_fail(rt, QVLM_E_INVALID, "bad operand type for unary %c: '%s'",
+                        e->kind == JE_NEG ? '-' : '+', jinja_type_name(&v));
+    else if (e->kind == JE_POS)
+        *out = v.kind == JV_BOOL ? jinja_int(v.u.b) : v;
+    else if (v.kind == JV_FLOAT)
+        *out = jinja_float(-v.u.f);
+    else if (jinja_as_int(&v) == INT64_MIN)
+        rc = jinja_fail(rt, QVLM_E_UNSUPPORTED, "integer overflow");
+    else
+        *out = jinja_int(-jinja_as_int(&v));
     jinja_release(rt, &v);
     return rc;
 }
@@ -546,7 +589,8 @@ static qvlm_status eval_bin(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e, 
     rc = eval(rt, sc, e->u.bin.b, &b);
     if (rc == QVLM_OK) {
         rt->line = e->line;
-        rc = e->u.bin.op == JO_TILDE ? eval_concat(rt, &a, &b, out) : jinja_binop(rt, e->u.bin.op, &a, &b, out);
+        rc = e->u.bin.op == JO_TILDE ? eval_concat(rt, &a, &b, out)
+                                     : jinja_binop(rt, e->u.bin.op, &a, &b, out);
         jinja_release(rt, &b);
     }
     jinja_release(rt, &a);
@@ -559,15 +603,25 @@ static qvlm_status compare(jinja_rt *rt, jinja_op op, const jinja_value *a, cons
     int c;
     switch (op) {
     case JO_EQ: return jinja_eq(rt, a, b, res);
-    case JO_NE: rc = jinja_eq(rt, a, b, res); *res = !*res; return rc;
+    case JO_NE:
+        rc = jinja_eq(rt, a, b, res);
+        *res = !*res;
+        return rc;
     case JO_IN: return jinja_contains(rt, b, a, res);
-    case JO_NOTIN: rc = jinja_contains(rt, b, a, res); *res = !*res; return rc;
+    case JO_NOTIN:
+        rc = jinja_contains(rt, b, a, res);
+        *res = !*res;
+        return rc;
     default:
         rc = jinja_cmp(rt, a, b, names[op], &c);
-        if (op == JO_LT) *res = c < 0;
-        else if (op == JO_LTEQ) *res = c <= 0;
-        else if (op == JO_GT) *res = c > 0;
-        else *res = c >= 0;
+        if (op == JO_LT)
+            *res = c < 0;
+        else if (op == JO_LTEQ)
+            *res = c <= 0;
+        else if (op == JO_GT)
+            *res = c > 0;
+        else
+            *res = c >= 0;
         return rc;
     }
 }
@@ -598,16 +652,18 @@ static qvlm_status eval_cond(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e,
     jinja_release(rt, &t);
     if (yes) return eval(rt, sc, e->u.cond.then, out);
     if (e->u.cond.else_) return eval(rt, sc, e->u.cond.else_, out);
-    return jinja_undef_new(rt, out, "the inline if-expression on line %u evaluated to false and no else section"
-                           " was defined.", e->line);
+    return jinja_undef_new(rt, out,
+                           "the inline if-expression on line %u evaluated to false and no else section"
+                           " was defined.",
+                           e->line);
 }
 
 static qvlm_status enter(jinja_rt *rt, uint32_t line) {
     rt->line = line;
     if (++rt->depth > rt->lim.max_depth) {
         rt->depth--;
-        return jinja_fail(rt, QVLM_E_LIMIT, "%s:%u: template recursion deeper than %u levels", rt->tpl->name, line,
-                          rt->lim.max_depth);
+        return jinja_fail(rt, QVLM_E_LIMIT, "%s:%u: template recursion deeper than %u levels", rt->tpl->name,
+                          line, rt->lim.max_depth);
     }
     qvlm_status rc = jinja_step(rt, 1);
     if (rc) rt->depth--;
@@ -618,7 +674,8 @@ static qvlm_status eval_inner(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e
     switch (e->kind) {
     case JE_CONST: *out = e->u.cst; return QVLM_OK;
     case JE_NAME: return lookup(rt, sc, e->u.name.p, e->u.name.n, out);
-    case JE_LIST: case JE_TUPLE: return eval_seq(rt, sc, e, out);
+    case JE_LIST:
+    case JE_TUPLE: return eval_seq(rt, sc, e, out);
     case JE_DICT: return eval_dict(rt, sc, e, out);
     case JE_ATTR: return eval_attr(rt, sc, e, out);
     case JE_ITEM: return eval_item(rt, sc, e, out);
@@ -626,8 +683,12 @@ static qvlm_status eval_inner(jinja_rt *rt, jinja_scope *sc, const jinja_expr *e
     case JE_CALL: return eval_call(rt, sc, e, NULL, out);
     case JE_FILTER: return apply_filter_node(rt, sc, e, NULL, out);
     case JE_TEST: return eval_test(rt, sc, e, out);
-    case JE_NOT: case JE_NEG: case JE_POS: return eval_unary(rt, sc, e, out);
-    case JE_BIN: case JE_AND: case JE_OR: return eval_bin(rt, sc, e, out);
+    case JE_NOT:
+    case JE_NEG:
+    case JE_POS: return eval_unary(rt, sc, e, out);
+    case JE_BIN:
+    case JE_AND:
+    case JE_OR: return eval_bin(rt, sc, e, out);
     case JE_CMP: return eval_cmp(rt, sc, e, out);
     case JE_COND: return eval_cond(rt, sc, e, out);
     }
@@ -678,8 +739,10 @@ static qvlm_status filter_items(jinja_rt *rt, jinja_scope *sc, const jinja_stmt 
         jinja_release(rt, &c);
     }
     jinja_release(rt, items);
-    if (rc) jinja_release(rt, &kept);
-    else *items = kept;
+    if (rc)
+        jinja_release(rt, &kept);
+    else
+        *items = kept;
     return rc;
 }
 
@@ -694,7 +757,8 @@ static qvlm_status loop_new(jinja_rt *rt, const jinja_value *items, jinja_value 
     return QVLM_OK;
 }
 
-static qvlm_status run_iteration(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s, jinja_value *loop, size_t i) {
+static qvlm_status run_iteration(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s, jinja_value *loop,
+                                 size_t i) {
     jinja_scope *it;
     jinja_loop *l = (jinja_loop *)loop->u.o;
     l->index0 = i;
@@ -703,8 +767,10 @@ static qvlm_status run_iteration(jinja_rt *rt, jinja_scope *sc, const jinja_stmt
     if (rc) return rc;
     jinja_value item = jinja_seq_at(&l->items, i), lv = jinja_ref(loop);
     rc = assign(rt, it, &s->u.for_.target, &item);
-    if (rc == QVLM_OK) rc = scope_set(rt, it, "loop", 4, &lv);
-    else jinja_release(rt, &lv);
+    if (rc == QVLM_OK)
+        rc = scope_set(rt, it, "loop", 4, &lv);
+    else
+        jinja_release(rt, &lv);
     if (rc == QVLM_OK) rc = exec_body(rt, it, &s->u.for_.body);
     scope_release(rt, it);
     return rc;
@@ -749,8 +815,8 @@ static qvlm_status exec_set(jinja_rt *rt, jinja_scope *sc, const jinja_stmt *s) 
 }
 
 /* Render body in a new scope; with `filter`, pass the text through the filter chain. */
-static qvlm_status render_block(jinja_rt *rt, jinja_scope *sc, const jinja_body *body, const jinja_expr *filter,
-                                jinja_value *out) {
+static qvlm_status render_block(jinja_rt *rt, jinja_scope *sc, const jinja_body *body,
+                                const jinja_expr *filter, jinja_value *out) {
     jinja_scope *inner;
     jinja_value text = JINJA_UNSET;
     qvlm_status rc = scope_new(rt, sc, &inner);
@@ -871,11 +937,12 @@ static qvlm_status exec_body(jinja_rt *rt, jinja_scope *sc, const jinja_body *b)
 
 /* ==== Entry point =============================================================================== */
 
-qvlm_status jinja_render(const jinja_template *t, const json_t *ctx, const json_t *defaults, const jinja_limits *lim,
-                         char **out, size_t *n_bytes, qvlm_error *err) {
+qvlm_status jinja_render(const jinja_template *t, const json_t *ctx, const json_t *defaults,
+                         const jinja_limits *lim, char **out, size_t *n_bytes, qvlm_error *err) {
     qvlm_error local = {0};
     jinja_buf buf = {0};
-    jinja_rt rt = {.tpl = t, .ctx = ctx, .defaults = defaults, .lim = *lim, .out = &buf, .err = &local, .line = 1};
+    jinja_rt rt = {
+        .tpl = t, .ctx = ctx, .defaults = defaults, .lim = *lim, .out = &buf, .err = &local, .line = 1};
     rt.tracked.next = rt.tracked.prev = &rt.tracked;
     *out = NULL;
     if (n_bytes) *n_bytes = 0;

@@ -168,8 +168,10 @@ static qvlm_status lex_comment(lexer *lx, uint32_t line) {
         if (lx->src[i] != '#' || lx->src[i + 1] != '}') continue;
         size_t end = i + 2;
         char mod = i > lx->pos ? lx->src[i - 1] : 0;
-        if (mod == '-') end = skip_space(lx, end);
-        else if (mod != '+' && end < lx->n && lx->src[end] == '\n') end++;
+        if (mod == '-')
+            end = skip_space(lx, end);
+        else if (mod != '+' && end < lx->n && lx->src[end] == '\n')
+            end++;
         advance(lx, end);
         lx->line_starting = lx->src[end - 1] == '\n';
         return QVLM_OK;
@@ -322,7 +324,11 @@ static qvlm_status lex_string(lexer *lx) {
             size_t at = j;
             int32_t cp = jinja_utf8_next(s, n, &at);
             k += (size_t)snprintf(out + k, 12, "\\%s", cp < 0x100 ? "x" : cp < 0x10000 ? "u" : "U");
-            k += (size_t)snprintf(out + k, 10, cp < 0x100 ? "%02x" : cp < 0x10000 ? "%04x" : "%08x", (unsigned)cp);
+            k += (size_t)snprintf(out + k, 10,
+                                  cp < 0x100     ? "%02x"
+                                  : cp < 0x10000 ? "%04x"
+                                                 : "%08x",
+                                  (unsigned)cp);
             j = at;
             continue;
         }
@@ -334,20 +340,24 @@ static qvlm_status lex_string(lexer *lx) {
     return push(lx, t);
 }
 
-static const struct { const char *text; jinja_op op; } OPS[] = {
-    {"//", JO_FLOORDIV}, {"**", JO_POW}, {"==", JO_EQ}, {"!=", JO_NE}, {">=", JO_GTEQ}, {"<=", JO_LTEQ},
-    {"+", JO_ADD}, {"-", JO_SUB}, {"/", JO_DIV}, {"*", JO_MUL}, {"%", JO_MOD}, {"~", JO_TILDE},
-    {"[", JO_LBRACKET}, {"]", JO_RBRACKET}, {"(", JO_LPAREN}, {")", JO_RPAREN}, {"{", JO_LBRACE},
-    {"}", JO_RBRACE}, {">", JO_GT}, {"<", JO_LT}, {"=", JO_ASSIGN}, {".", JO_DOT}, {":", JO_COLON},
-    {"|", JO_PIPE}, {",", JO_COMMA}, {";", JO_SEMICOLON},
+static const struct {
+    const char *text;
+    jinja_op op;
+} OPS[] = {
+    {"//", JO_FLOORDIV}, {"**", JO_POW},   {"==", JO_EQ},      {"!=", JO_NE},      {">=", JO_GTEQ},
+    {"<=", JO_LTEQ},     {"+", JO_ADD},    {"-", JO_SUB},      {"/", JO_DIV},      {"*", JO_MUL},
+    {"%", JO_MOD},       {"~", JO_TILDE},  {"[", JO_LBRACKET}, {"]", JO_RBRACKET}, {"(", JO_LPAREN},
+    {")", JO_RPAREN},    {"{", JO_LBRACE}, {"}", JO_RBRACE},   {">", JO_GT},       {"<", JO_LT},
+    {"=", JO_ASSIGN},    {".", JO_DOT},    {":", JO_COLON},    {"|", JO_PIPE},     {",", JO_COMMA},
+    {";", JO_SEMICOLON},
 };
 
 static qvlm_status balance(lexer *lx, char c) {
     char want = c == '{' ? '}' : c == '(' ? ')' : c == '[' ? ']' : 0;
     if (want) {
         if (lx->n_brackets == sizeof(lx->brackets))
-            return qvlm_errorf(lx->err, QVLM_E_LIMIT, "%s:%u: brackets nested deeper than %d levels", lx->name,
-                               lx->line, JINJA_MAX_PARSE_DEPTH);
+            return qvlm_errorf(lx->err, QVLM_E_LIMIT, "%s:%u: brackets nested deeper than %d levels",
+                               lx->name, lx->line, JINJA_MAX_PARSE_DEPTH);
         lx->brackets[lx->n_brackets++] = want;
         return QVLM_OK;
     }
@@ -412,7 +422,8 @@ static qvlm_status lex_tag(lexer *lx, bool is_var, uint32_t line) {
     qvlm_status rc = push_simple(lx, is_var ? JT_VAR_BEGIN : JT_BLOCK_BEGIN, line);
     while (rc == QVLM_OK) {
         if (lx->pos >= lx->n)
-            return lex_fail(lx, line, "unexpected end of template: '%s' is never closed", is_var ? "{{" : "{%");
+            return lex_fail(lx, line, "unexpected end of template: '%s' is never closed",
+                            is_var ? "{{" : "{%");
         size_t end = match_tag_end(lx, is_var);
         if (end) {
             rc = push_simple(lx, is_var ? JT_VAR_END : JT_BLOCK_END, lx->line);
@@ -455,7 +466,8 @@ static qvlm_status lex_root(lexer *lx) {
             return rc;
         }
         char kind = lx->src[tag + 1];
-        char mod = tag + 2 < lx->n && (lx->src[tag + 2] == '-' || lx->src[tag + 2] == '+') ? lx->src[tag + 2] : 0;
+        char mod =
+            tag + 2 < lx->n && (lx->src[tag + 2] == '-' || lx->src[tag + 2] == '+') ? lx->src[tag + 2] : 0;
         size_t raw_end = kind == '%' ? match_raw_begin(lx, tag) : 0;
         qvlm_status rc = emit_text(lx, lx->pos, tag, mod, kind == '{');
         if (rc) return rc;
@@ -475,8 +487,8 @@ static qvlm_status lex_root(lexer *lx) {
     return QVLM_OK;
 }
 
-qvlm_status jinja_lex(jinja_arena *a, const char *src, size_t n_bytes, const char *name,
-                      jinja_token **toks, size_t *n_toks, qvlm_error *err) {
+qvlm_status jinja_lex(jinja_arena *a, const char *src, size_t n_bytes, const char *name, jinja_token **toks,
+                      size_t *n_toks, qvlm_error *err) {
     lexer lx = {.a = a, .line = 1, .line_starting = true, .name = name, .err = err};
     *toks = NULL;
     *n_toks = 0;

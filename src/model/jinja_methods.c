@@ -23,16 +23,18 @@ qvlm_status jinja_bind(jinja_rt *rt, const char *fname, const jinja_args *a, con
                        size_t n_params, const jinja_value **slots) {
     for (size_t i = 0; i < n_params; i++) slots[i] = NULL;
     if (a->n_pos > n_params)
-        return jinja_fail(rt, QVLM_E_INVALID, "%s() takes at most %zu argument%s (%zu given)", fname, n_params,
-                          n_params == 1 ? "" : "s", a->n_pos);
+        return jinja_fail(rt, QVLM_E_INVALID, "%s() takes at most %zu argument%s (%zu given)", fname,
+                          n_params, n_params == 1 ? "" : "s", a->n_pos);
     for (size_t i = 0; i < a->n_pos; i++) slots[i] = &a->pos[i];
     for (size_t k = 0; k < a->n_kw; k++) {
         size_t i = 0;
         while (i < n_params && strcmp(params[i], a->kw_names[k]) != 0) i++;
         if (i == n_params)
-            return jinja_fail(rt, QVLM_E_INVALID, "%s() got an unexpected keyword argument '%s'", fname, a->kw_names[k]);
+            return jinja_fail(rt, QVLM_E_INVALID, "%s() got an unexpected keyword argument '%s'", fname,
+                              a->kw_names[k]);
         if (slots[i])
-            return jinja_fail(rt, QVLM_E_INVALID, "%s() got multiple values for argument '%s'", fname, a->kw_names[k]);
+            return jinja_fail(rt, QVLM_E_INVALID, "%s() got multiple values for argument '%s'", fname,
+                              a->kw_names[k]);
         slots[i] = &a->kw[k];
     }
     return QVLM_OK;
@@ -55,15 +57,17 @@ static qvlm_status need_int(jinja_rt *rt, const jinja_value *v, int64_t *out) {
         return QVLM_OK;
     }
     if (jinja_is_undef(v)) return jinja_undef_fail(rt, v);
-    return jinja_fail(rt, QVLM_E_INVALID, "'%s' object cannot be interpreted as an integer", jinja_type_name(v));
+    return jinja_fail(rt, QVLM_E_INVALID, "'%s' object cannot be interpreted as an integer",
+                      jinja_type_name(v));
 }
 
-#define BIND(name, ...)                                                                      \
-    static const char *const params_[] = {__VA_ARGS__};                                      \
-    const jinja_value *arg[sizeof(params_) / sizeof(params_[0])];                            \
+#define BIND(name, ...)                                                                                      \
+    static const char *const params_[] = {__VA_ARGS__};                                                      \
+    const jinja_value *arg[sizeof(params_) / sizeof(params_[0])];                                            \
     qvlm_status rc = jinja_bind(rt, name, a, params_, sizeof(params_) / sizeof(params_[0]), arg)
 
-qvlm_status jinja_func_new(jinja_rt *rt, const jinja_func_def *def, const jinja_value *self, jinja_value *out) {
+qvlm_status jinja_func_new(jinja_rt *rt, const jinja_func_def *def, const jinja_value *self,
+                           jinja_value *out) {
     jinja_func *f;
     qvlm_status rc = jinja_obj_new(rt, JO_FUNC, sizeof(*f), (void **)&f);
     if (rc) return rc;
@@ -84,11 +88,21 @@ static qvlm_status case_method(jinja_rt *rt, const jinja_value *self, const jinj
     return rc ? rc : jinja_case_map(rt, self, mode, out);
 }
 
-static qvlm_status m_upper(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return case_method(rt, s, a, o, JC_UPPER, "upper"); }
-static qvlm_status m_lower(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return case_method(rt, s, a, o, JC_LOWER, "lower"); }
-static qvlm_status m_title(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return case_method(rt, s, a, o, JC_TITLE_WORDS, "title"); }
-static qvlm_status m_capitalize(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return case_method(rt, s, a, o, JC_CAPITALIZE, "capitalize"); }
-static qvlm_status m_swapcase(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return case_method(rt, s, a, o, JC_SWAPCASE, "swapcase"); }
+static qvlm_status m_upper(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return case_method(rt, s, a, o, JC_UPPER, "upper");
+}
+static qvlm_status m_lower(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return case_method(rt, s, a, o, JC_LOWER, "lower");
+}
+static qvlm_status m_title(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return case_method(rt, s, a, o, JC_TITLE_WORDS, "title");
+}
+static qvlm_status m_capitalize(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return case_method(rt, s, a, o, JC_CAPITALIZE, "capitalize");
+}
+static qvlm_status m_swapcase(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return case_method(rt, s, a, o, JC_SWAPCASE, "swapcase");
+}
 
 static qvlm_status strip_method(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out,
                                 bool left, bool right, const char *name) {
@@ -107,9 +121,15 @@ static qvlm_status strip_method(jinja_rt *rt, const jinja_value *self, const jin
     return rc;
 }
 
-static qvlm_status m_strip(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return strip_method(rt, s, a, o, true, true, "strip"); }
-static qvlm_status m_lstrip(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return strip_method(rt, s, a, o, true, false, "lstrip"); }
-static qvlm_status m_rstrip(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return strip_method(rt, s, a, o, false, true, "rstrip"); }
+static qvlm_status m_strip(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return strip_method(rt, s, a, o, true, true, "strip");
+}
+static qvlm_status m_lstrip(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return strip_method(rt, s, a, o, true, false, "lstrip");
+}
+static qvlm_status m_rstrip(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return strip_method(rt, s, a, o, false, true, "rstrip");
+}
 
 static qvlm_status push_sub(jinja_rt *rt, jinja_value *list, const jinja_value *s, size_t from, size_t to) {
     jinja_value part = jinja_str_sub(s, from, to - from);
@@ -195,8 +215,11 @@ static qvlm_status split_method(jinja_rt *rt, const jinja_value *self, const jin
     bool ws = !arg[0] || arg[0]->kind == JV_NONE;
     if (ws && rc == QVLM_OK) rc = jinja_step(rt, self->u.s.n / 2); /* isspace() per character */
     if (ws && right) { /* rsplit() on whitespace: only the maxsplit=-1 case equals split() */
-        if (maxsplit != -1) rc = jinja_fail(rt, QVLM_E_UNSUPPORTED, "rsplit() with maxsplit and no separator is not supported");
-        else rc = split_ws(rt, self, -1, out);
+        if (maxsplit != -1)
+            rc = jinja_fail(rt, QVLM_E_UNSUPPORTED,
+                            "rsplit() with maxsplit and no separator is not supported");
+        else
+            rc = split_ws(rt, self, -1, out);
     } else if (ws) {
         rc = split_ws(rt, self, maxsplit, out);
     } else {
@@ -206,16 +229,20 @@ static qvlm_status split_method(jinja_rt *rt, const jinja_value *self, const jin
     return rc;
 }
 
-static qvlm_status m_split(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return split_method(rt, s, a, o, false); }
-static qvlm_status m_rsplit(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return split_method(rt, s, a, o, true); }
+static qvlm_status m_split(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return split_method(rt, s, a, o, false);
+}
+static qvlm_status m_rsplit(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return split_method(rt, s, a, o, true);
+}
 
 /* Python's line boundaries for str.splitlines(). */
 static size_t line_break_at(const char *p, size_t n, size_t i) {
     size_t j = i;
     int32_t cp = jinja_utf8_next(p, n, &j);
     if (cp == '\r' && j < n && p[j] == '\n') return j + 1 - i;
-    bool brk = cp == '\n' || cp == '\r' || cp == 0x0B || cp == 0x0C || (cp >= 0x1C && cp <= 0x1E) || cp == 0x85 ||
-               cp == 0x2028 || cp == 0x2029;
+    bool brk = cp == '\n' || cp == '\r' || cp == 0x0B || cp == 0x0C || (cp >= 0x1C && cp <= 0x1E) ||
+               cp == 0x85 || cp == 0x2028 || cp == 0x2029;
     return brk ? j - i : 0;
 }
 
@@ -239,18 +266,20 @@ qvlm_status jinja_splitlines(jinja_rt *rt, const jinja_value *s, bool keepends, 
     return rc;
 }
 
-static qvlm_status m_splitlines(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out) {
+static qvlm_status m_splitlines(jinja_rt *rt, const jinja_value *self, const jinja_args *a,
+                                jinja_value *out) {
     BIND("splitlines", "keepends");
     return rc ? rc : jinja_splitlines(rt, self, arg[0] && jinja_truthy(arg[0]), out);
 }
 
 /* The part of s that [start:end] (code point indices, Python slice rules) selects. */
-static qvlm_status sub_range(jinja_rt *rt, const jinja_value *s, const jinja_value *start, const jinja_value *end,
-                             jinja_value *out) {
+static qvlm_status sub_range(jinja_rt *rt, const jinja_value *s, const jinja_value *start,
+                             const jinja_value *end, jinja_value *out) {
     jinja_value parts[3] = {start ? *start : jinja_none(), end ? *end : jinja_none(), jinja_none()};
     for (int k = 0; k < 2; k++)
         if (parts[k].kind != JV_NONE && !jinja_is_int(&parts[k]))
-            return jinja_fail(rt, QVLM_E_INVALID, "slice indices must be integers or None or have an __index__ method");
+            return jinja_fail(rt, QVLM_E_INVALID,
+                              "slice indices must be integers or None or have an __index__ method");
     return jinja_slice(rt, s, parts, out);
 }
 
@@ -260,7 +289,8 @@ static bool affix_match(const jinja_value *s, const jinja_value *x, bool end) {
     return memcmp(at, x->u.s.p, x->u.s.n) == 0;
 }
 
-static qvlm_status affix_method(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out, bool end) {
+static qvlm_status affix_method(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out,
+                                bool end) {
     const char *name = end ? "endswith" : "startswith";
     BIND(name, "prefix", "start", "end");
     if (rc == QVLM_OK) rc = need(rt, name, arg[0], "prefix");
@@ -275,22 +305,29 @@ static qvlm_status affix_method(jinja_rt *rt, const jinja_value *self, const jin
         for (size_t i = 0; rc == QVLM_OK && i < jinja_seq_len(x) && !hit; i++) {
             jinja_value item = jinja_seq_at(x, i);
             if (!jinja_is_str(&item))
-                rc = jinja_fail(rt, QVLM_E_INVALID, "tuple for %s must only contain str, not %s", name, jinja_type_name(&item));
-            else hit = affix_match(&s, &item, end);
+                rc = jinja_fail(rt, QVLM_E_INVALID, "tuple for %s must only contain str, not %s", name,
+                                jinja_type_name(&item));
+            else
+                hit = affix_match(&s, &item, end);
         }
     } else {
-        rc = jinja_fail(rt, QVLM_E_INVALID, "%s first arg must be str or a tuple of str, not %s", name, jinja_type_name(x));
+        rc = jinja_fail(rt, QVLM_E_INVALID, "%s first arg must be str or a tuple of str, not %s", name,
+                        jinja_type_name(x));
     }
     jinja_release(rt, &s);
     *out = jinja_bool(hit);
     return rc;
 }
 
-static qvlm_status m_startswith(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return affix_method(rt, s, a, o, false); }
-static qvlm_status m_endswith(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return affix_method(rt, s, a, o, true); }
+static qvlm_status m_startswith(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return affix_method(rt, s, a, o, false);
+}
+static qvlm_status m_endswith(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return affix_method(rt, s, a, o, true);
+}
 
-qvlm_status jinja_str_replace(jinja_rt *rt, const jinja_value *s, const jinja_value *old, const jinja_value *new_,
-                              int64_t count, jinja_value *out) {
+qvlm_status jinja_str_replace(jinja_rt *rt, const jinja_value *s, const jinja_value *old,
+                              const jinja_value *new_, int64_t count, jinja_value *out) {
     const char *p = s->u.s.p;
     size_t n = s->u.s.n, i = 0;
     jinja_buf b = {0};
@@ -367,16 +404,27 @@ static qvlm_status search_method(jinja_rt *rt, const jinja_value *self, const ji
                 break;
             }
     }
-    if (found < 0 && name[strlen(name) - 1] == 'x') return jinja_fail(rt, QVLM_E_INVALID, "substring not found");
+    if (found < 0 && name[strlen(name) - 1] == 'x')
+        return jinja_fail(rt, QVLM_E_INVALID, "substring not found");
     *out = jinja_int(found < 0 ? -1 : (int64_t)jinja_utf8_count(p, (size_t)found));
     return QVLM_OK;
 }
 
-static qvlm_status m_find(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return search_method(rt, s, a, o, "find"); }
-static qvlm_status m_rfind(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return search_method(rt, s, a, o, "rfind"); }
-static qvlm_status m_index(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return search_method(rt, s, a, o, "index"); }
-static qvlm_status m_rindex(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return search_method(rt, s, a, o, "rindex"); }
-static qvlm_status m_count(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return search_method(rt, s, a, o, "count"); }
+static qvlm_status m_find(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return search_method(rt, s, a, o, "find");
+}
+static qvlm_status m_rfind(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return search_method(rt, s, a, o, "rfind");
+}
+static qvlm_status m_index(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return search_method(rt, s, a, o, "index");
+}
+static qvlm_status m_rindex(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return search_method(rt, s, a, o, "rindex");
+}
+static qvlm_status m_count(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return search_method(rt, s, a, o, "count");
+}
 
 static qvlm_status m_join(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out) {
     BIND("join", "iterable");
@@ -388,7 +436,8 @@ static qvlm_status m_join(jinja_rt *rt, const jinja_value *self, const jinja_arg
     for (size_t i = 0; rc == QVLM_OK && i < jinja_seq_len(&items); i++) {
         jinja_value x = jinja_seq_at(&items, i);
         if (!jinja_is_str(&x)) {
-            rc = jinja_fail(rt, QVLM_E_INVALID, "sequence item %zu: expected str instance, %s found", i, jinja_type_name(&x));
+            rc = jinja_fail(rt, QVLM_E_INVALID, "sequence item %zu: expected str instance, %s found", i,
+                            jinja_type_name(&x));
             break;
         }
         if (i) rc = jinja_buf_put(rt, &b, self->u.s.p, self->u.s.n);
@@ -401,7 +450,8 @@ static qvlm_status m_join(jinja_rt *rt, const jinja_value *self, const jinja_arg
 }
 
 /* center / ljust / rjust / zfill: pad to `width` code points. */
-static qvlm_status pad_method(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out, char how) {
+static qvlm_status pad_method(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out,
+                              char how) {
     const char *name = how == 'c' ? "center" : how == 'l' ? "ljust" : how == 'r' ? "rjust" : "zfill";
     BIND(name, "width", "fillchar");
     int64_t width = 0;
@@ -411,14 +461,18 @@ static qvlm_status pad_method(jinja_rt *rt, const jinja_value *self, const jinja
     if (rc == QVLM_OK && arg[1]) {
         if (!jinja_is_str(arg[1]) || jinja_utf8_count(arg[1]->u.s.p, arg[1]->u.s.n) != 1)
             rc = jinja_fail(rt, QVLM_E_INVALID, "The fill character must be exactly one character long");
-        else fill = *arg[1];
+        else
+            fill = *arg[1];
     }
     if (rc == QVLM_OK) rc = jinja_step(rt, self->u.s.n / 16);
     if (rc) return rc;
     size_t len = jinja_utf8_count(self->u.s.p, self->u.s.n);
     if (width <= (int64_t)len) return *out = jinja_ref(self), QVLM_OK;
-    if ((uint64_t)width > rt->lim.max_memory_bytes) return jinja_fail(rt, QVLM_E_LIMIT, "%s() width too large", name);
-    size_t marg = (size_t)width - len, left = how == 'c' ? marg / 2 + (marg & (size_t)width & 1) : how == 'l' ? 0 : marg;
+    if ((uint64_t)width > rt->lim.max_memory_bytes)
+        return jinja_fail(rt, QVLM_E_LIMIT, "%s() width too large", name);
+    size_t marg = (size_t)width - len, left = how == 'c'   ? marg / 2 + (marg & (size_t)width & 1)
+                                              : how == 'l' ? 0
+                                                           : marg;
     size_t sign = how == 'z' && self->u.s.n && (self->u.s.p[0] == '+' || self->u.s.p[0] == '-') ? 1 : 0;
     jinja_buf b = {0};
     rc = jinja_buf_put(rt, &b, self->u.s.p, sign);
@@ -430,12 +484,21 @@ static qvlm_status pad_method(jinja_rt *rt, const jinja_value *self, const jinja
     return rc;
 }
 
-qvlm_status jinja_str_center(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return pad_method(rt, s, a, o, 'c'); }
-static qvlm_status m_ljust(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return pad_method(rt, s, a, o, 'l'); }
-static qvlm_status m_rjust(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return pad_method(rt, s, a, o, 'r'); }
-static qvlm_status m_zfill(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return pad_method(rt, s, a, o, 'z'); }
+qvlm_status jinja_str_center(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return pad_method(rt, s, a, o, 'c');
+}
+static qvlm_status m_ljust(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return pad_method(rt, s, a, o, 'l');
+}
+static qvlm_status m_rjust(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return pad_method(rt, s, a, o, 'r');
+}
+static qvlm_status m_zfill(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return pad_method(rt, s, a, o, 'z');
+}
 
-static qvlm_status affix_remove(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out, bool end) {
+static qvlm_status affix_remove(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out,
+                                bool end) {
     BIND(end ? "removesuffix" : "removeprefix", "affix");
     if (rc == QVLM_OK) rc = need(rt, "removeprefix", arg[0], "affix");
     if (rc == QVLM_OK) rc = need_str(rt, "argument", arg[0]);
@@ -446,10 +509,15 @@ static qvlm_status affix_remove(jinja_rt *rt, const jinja_value *self, const jin
     return QVLM_OK;
 }
 
-static qvlm_status m_removeprefix(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return affix_remove(rt, s, a, o, false); }
-static qvlm_status m_removesuffix(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return affix_remove(rt, s, a, o, true); }
+static qvlm_status m_removeprefix(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return affix_remove(rt, s, a, o, false);
+}
+static qvlm_status m_removesuffix(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return affix_remove(rt, s, a, o, true);
+}
 
-static qvlm_status partition_method(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out, bool rev) {
+static qvlm_status partition_method(jinja_rt *rt, const jinja_value *self, const jinja_args *a,
+                                    jinja_value *out, bool rev) {
     BIND(rev ? "rpartition" : "partition", "sep");
     if (rc == QVLM_OK) rc = need(rt, "partition", arg[0], "sep");
     if (rc == QVLM_OK) rc = need_str(rt, "sep", arg[0]);
@@ -464,7 +532,8 @@ static qvlm_status partition_method(jinja_rt *rt, const jinja_value *self, const
             if (!rev) break;
         }
     size_t at = hit ? (size_t)(hit - p) : (rev ? 0 : n), sep_n = hit ? k : 0;
-    jinja_value parts[3] = {jinja_str_sub(self, 0, at), jinja_str_sub(self, at, sep_n), jinja_str_sub(self, at + sep_n, n - at - sep_n)};
+    jinja_value parts[3] = {jinja_str_sub(self, 0, at), jinja_str_sub(self, at, sep_n),
+                            jinja_str_sub(self, at + sep_n, n - at - sep_n)};
     if (!hit && rev) { /* rpartition without a match: ('', '', s) */
         jinja_release(rt, &parts[2]);
         parts[2] = jinja_ref(self);
@@ -481,8 +550,12 @@ static qvlm_status partition_method(jinja_rt *rt, const jinja_value *self, const
     return rc;
 }
 
-static qvlm_status m_partition(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return partition_method(rt, s, a, o, false); }
-static qvlm_status m_rpartition(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return partition_method(rt, s, a, o, true); }
+static qvlm_status m_partition(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return partition_method(rt, s, a, o, false);
+}
+static qvlm_status m_rpartition(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {
+    return partition_method(rt, s, a, o, true);
+}
 
 typedef enum { IS_DIGIT, IS_ALPHA, IS_ALNUM, IS_SPACE, IS_UPPER, IS_LOWER, IS_NUMERIC } is_kind;
 
@@ -502,7 +575,8 @@ static bool cp_is(int32_t cp, is_kind k) {
 
 /* str.isX(): non-empty and every character qualifies; isupper / islower: some cased
  * character and none of the other case. */
-static qvlm_status is_method(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out, is_kind k) {
+static qvlm_status is_method(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out,
+                             is_kind k) {
     const jinja_value *arg[1];
     qvlm_status rc = jinja_bind(rt, "is", a, NULL, 0, arg);
     if (rc == QVLM_OK) rc = jinja_step(rt, self->u.s.n / 2); /* a category lookup per character */
@@ -514,7 +588,8 @@ static qvlm_status is_method(jinja_rt *rt, const jinja_value *self, const jinja_
         int32_t cp = jinja_utf8_next(p, n, &i);
         utf8proc_category_t c = utf8proc_category(cp);
         if (k == IS_UPPER || k == IS_LOWER) {
-            if (c == UTF8PROC_CATEGORY_LU || c == UTF8PROC_CATEGORY_LT) all &= k == IS_UPPER && c == UTF8PROC_CATEGORY_LU, cased = true;
+            if (c == UTF8PROC_CATEGORY_LU || c == UTF8PROC_CATEGORY_LT)
+                all &= k == IS_UPPER && c == UTF8PROC_CATEGORY_LU, cased = true;
             if (c == UTF8PROC_CATEGORY_LL) all &= k == IS_LOWER, cased = true;
         } else {
             all &= cp_is(cp, k);
@@ -524,8 +599,10 @@ static qvlm_status is_method(jinja_rt *rt, const jinja_value *self, const jinja_
     return QVLM_OK;
 }
 
-#define IS_METHOD(fn, kind) \
-    static qvlm_status fn(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) { return is_method(rt, s, a, o, kind); }
+#define IS_METHOD(fn, kind)                                                                                  \
+    static qvlm_status fn(jinja_rt *rt, const jinja_value *s, const jinja_args *a, jinja_value *o) {         \
+        return is_method(rt, s, a, o, kind);                                                                 \
+    }
 IS_METHOD(m_isdigit, IS_DIGIT)
 IS_METHOD(m_isnumeric, IS_NUMERIC)
 IS_METHOD(m_isalpha, IS_ALPHA)
@@ -539,16 +616,24 @@ static qvlm_status format_field(jinja_rt *rt, const char *f, size_t n, const jin
                                 jinja_buf *b) {
     const char *bang = memchr(f, '!', n), *colon = memchr(f, ':', n);
     size_t name_n = bang ? (size_t)(bang - f) : colon ? (size_t)(colon - f) : n;
-    if (colon) return jinja_fail(rt, QVLM_E_UNSUPPORTED, "%s:%u: format specs in str.format are not supported", rt->tpl->name, rt->line);
+    if (colon)
+        return jinja_fail(rt, QVLM_E_UNSUPPORTED, "%s:%u: format specs in str.format are not supported",
+                          rt->tpl->name, rt->line);
     const jinja_value *v = NULL;
     int64_t idx;
     if (name_n == 0) {
         idx = (int64_t)(*auto_idx)++;
-        if ((size_t)idx < a->n_pos) v = &a->pos[idx];
-        else return jinja_fail(rt, QVLM_E_INVALID, "Replacement index %lld out of range for positional args tuple", (long long)idx);
+        if ((size_t)idx < a->n_pos)
+            v = &a->pos[idx];
+        else
+            return jinja_fail(rt, QVLM_E_INVALID,
+                              "Replacement index %lld out of range for positional args tuple",
+                              (long long)idx);
     } else if (jinja_parse_int(f, name_n, 10, &idx)) {
         if (idx < 0 || (size_t)idx >= a->n_pos)
-            return jinja_fail(rt, QVLM_E_INVALID, "Replacement index %lld out of range for positional args tuple", (long long)idx);
+            return jinja_fail(rt, QVLM_E_INVALID,
+                              "Replacement index %lld out of range for positional args tuple",
+                              (long long)idx);
         v = &a->pos[idx];
     } else {
         for (size_t k = 0; k < a->n_kw && !v; k++)
@@ -570,8 +655,10 @@ static qvlm_status m_format(jinja_rt *rt, const jinja_value *self, const jinja_a
             i += 2;
         } else if (p[i] == '{') {
             const char *close = memchr(p + i, '}', n - i);
-            if (!close) rc = jinja_fail(rt, QVLM_E_INVALID, "expected '}' before end of string");
-            else rc = format_field(rt, p + i + 1, (size_t)(close - p) - i - 1, a, &auto_idx, &b);
+            if (!close)
+                rc = jinja_fail(rt, QVLM_E_INVALID, "expected '}' before end of string");
+            else
+                rc = format_field(rt, p + i + 1, (size_t)(close - p) - i - 1, a, &auto_idx, &b);
             i = close ? (size_t)(close - p) + 1 : n;
         } else if (p[i] == '}') {
             rc = jinja_fail(rt, QVLM_E_INVALID, "Single '}' encountered in format string");
@@ -585,16 +672,44 @@ static qvlm_status m_format(jinja_rt *rt, const jinja_value *self, const jinja_a
 }
 
 static const jinja_func_def STR_METHODS[] = {
-    {"upper", m_upper}, {"lower", m_lower}, {"casefold", m_lower}, {"title", m_title},
-    {"capitalize", m_capitalize}, {"swapcase", m_swapcase}, {"strip", m_strip}, {"lstrip", m_lstrip},
-    {"rstrip", m_rstrip}, {"split", m_split}, {"rsplit", m_rsplit}, {"splitlines", m_splitlines},
-    {"startswith", m_startswith}, {"endswith", m_endswith}, {"replace", m_replace}, {"find", m_find},
-    {"rfind", m_rfind}, {"index", m_index}, {"rindex", m_rindex}, {"count", m_count}, {"join", m_join},
-    {"center", jinja_str_center}, {"ljust", m_ljust}, {"rjust", m_rjust}, {"zfill", m_zfill},
-    {"removeprefix", m_removeprefix}, {"removesuffix", m_removesuffix}, {"partition", m_partition},
-    {"rpartition", m_rpartition}, {"isdigit", m_isdigit}, {"isdecimal", m_isdigit}, {"isnumeric", m_isnumeric},
-    {"isalpha", m_isalpha}, {"isalnum", m_isalnum}, {"isspace", m_isspace}, {"isupper", m_isupper},
-    {"islower", m_islower}, {"format", m_format},
+    {"upper", m_upper},
+    {"lower", m_lower},
+    {"casefold", m_lower},
+    {"title", m_title},
+    {"capitalize", m_capitalize},
+    {"swapcase", m_swapcase},
+    {"strip", m_strip},
+    {"lstrip", m_lstrip},
+    {"rstrip", m_rstrip},
+    {"split", m_split},
+    {"rsplit", m_rsplit},
+    {"splitlines", m_splitlines},
+    {"startswith", m_startswith},
+    {"endswith", m_endswith},
+    {"replace", m_replace},
+    {"find", m_find},
+    {"rfind", m_rfind},
+    {"index", m_index},
+    {"rindex", m_rindex},
+    {"count", m_count},
+    {"join", m_join},
+    {"center", jinja_str_center},
+    {"ljust", m_ljust},
+    {"rjust", m_rjust},
+    {"zfill", m_zfill},
+    {"removeprefix", m_removeprefix},
+    {"removesuffix", m_removesuffix},
+    {"partition", m_partition},
+    {"rpartition", m_rpartition},
+    {"isdigit", m_isdigit},
+    {"isdecimal", m_isdigit},
+    {"isnumeric", m_isnumeric},
+    {"isalpha", m_isalpha},
+    {"isalnum", m_isalnum},
+    {"isspace", m_isspace},
+    {"isupper", m_isupper},
+    {"islower", m_islower},
+    {"format", m_format},
 };
 
 /* ==== dict and list methods ===================================================================== */
@@ -691,8 +806,8 @@ static const jinja_func_def DICT_METHODS[] = {
 };
 static const jinja_func_def LIST_METHODS[] = {{"index", l_index}, {"count", l_count}, {"copy", l_copy}};
 static const char *const DICT_MUTATORS[] = {"clear", "pop", "popitem", "setdefault", "update", NULL};
-static const char *const LIST_MUTATORS[] = {"append", "clear", "extend", "insert", "pop", "remove", "reverse",
-                                            "sort", NULL};
+static const char *const LIST_MUTATORS[] = {"append", "clear",   "extend", "insert", "pop",
+                                            "remove", "reverse", "sort",   NULL};
 
 /* ==== Attribute and item access ================================================================= */
 
@@ -710,12 +825,13 @@ static bool in_list(const char *const *names, const char *name, size_t n) {
 
 /* Python's methods of obj's type: a bound method, an "unsafe" undefined for mutators (and
  * dunder attributes), or false when the type has no such attribute. */
-static qvlm_status method_of(jinja_rt *rt, const jinja_value *obj, const char *name, size_t n, jinja_value *out,
-                             bool *found) {
+static qvlm_status method_of(jinja_rt *rt, const jinja_value *obj, const char *name, size_t n,
+                             jinja_value *out, bool *found) {
     const jinja_func_def *def = NULL;
     const char *const *mutators = NULL;
     *found = true;
-    if (jinja_is_str(obj)) def = find_def(STR_METHODS, sizeof(STR_METHODS) / sizeof(STR_METHODS[0]), name, n);
+    if (jinja_is_str(obj))
+        def = find_def(STR_METHODS, sizeof(STR_METHODS) / sizeof(STR_METHODS[0]), name, n);
     else if (jinja_is_mapping(obj)) {
         def = find_def(DICT_METHODS, sizeof(DICT_METHODS) / sizeof(DICT_METHODS[0]), name, n);
         mutators = DICT_MUTATORS;
@@ -727,13 +843,14 @@ static qvlm_status method_of(jinja_rt *rt, const jinja_value *obj, const char *n
     if (def) return jinja_func_new(rt, def, obj, out);
     bool dunder = n > 4 && name[0] == '_' && name[1] == '_' && name[n - 1] == '_' && name[n - 2] == '_';
     if (dunder || (mutators && in_list(mutators, name, n)))
-        return jinja_undef_new(rt, out, "access to attribute '%.*s' of '%s' object is unsafe.", (int)QVLM_MIN(n, 100),
-                               name, jinja_type_name(obj));
+        return jinja_undef_new(rt, out, "access to attribute '%.*s' of '%s' object is unsafe.",
+                               (int)QVLM_MIN(n, 100), name, jinja_type_name(obj));
     *found = false;
     return QVLM_OK;
 }
 
-qvlm_status jinja_getattr(jinja_rt *rt, const jinja_value *obj, const char *name, size_t n, jinja_value *out) {
+qvlm_status jinja_getattr(jinja_rt *rt, const jinja_value *obj, const char *name, size_t n,
+                          jinja_value *out) {
     if (jinja_is_undef(obj)) return jinja_undef_fail(rt, obj);
     if (obj->kind == JV_LOOP) return jinja_loop_getattr(rt, obj, name, n, out);
     bool found;
@@ -811,7 +928,8 @@ static qvlm_status g_range(jinja_rt *rt, const jinja_value *self, const jinja_ar
     if (a->n_kw) return jinja_fail(rt, QVLM_E_INVALID, "range() takes no keyword arguments");
     if (a->n_pos < 1 || a->n_pos > 3)
         return jinja_fail(rt, QVLM_E_INVALID, "range expected at most 3 arguments, got %zu", a->n_pos);
-    for (size_t i = 0; rc == QVLM_OK && i < a->n_pos; i++) rc = need_int(rt, &a->pos[i], &v[a->n_pos == 1 ? 1 : i]);
+    for (size_t i = 0; rc == QVLM_OK && i < a->n_pos; i++)
+        rc = need_int(rt, &a->pos[i], &v[a->n_pos == 1 ? 1 : i]);
     if (rc) return rc;
     if (v[2] == 0) return jinja_fail(rt, QVLM_E_INVALID, "range() arg 3 must not be zero");
     int64_t start = v[0], stop = v[1], step = v[2];
@@ -819,7 +937,8 @@ static qvlm_status g_range(jinja_rt *rt, const jinja_value *self, const jinja_ar
     if (step > 0 && start < stop) count = ((uint64_t)stop - (uint64_t)start - 1) / (uint64_t)step + 1;
     if (step < 0 && start > stop) count = ((uint64_t)start - (uint64_t)stop - 1) / (0 - (uint64_t)step) + 1;
     if (count > JINJA_MAX_RANGE)
-        return jinja_fail(rt, QVLM_E_LIMIT, "Range too big. The sandbox blocks ranges larger than MAX_RANGE (%d).",
+        return jinja_fail(rt, QVLM_E_LIMIT,
+                          "Range too big. The sandbox blocks ranges larger than MAX_RANGE (%d).",
                           JINJA_MAX_RANGE);
     rc = jinja_list_new(rt, count, false, out);
     for (size_t i = 0; rc == QVLM_OK && i < count; i++) {
@@ -831,8 +950,10 @@ static qvlm_status g_range(jinja_rt *rt, const jinja_value *self, const jinja_ar
 }
 
 /* dict(mapping_or_pairs?, **kwargs) into a new dict / namespace. */
-static qvlm_status build_dict(jinja_rt *rt, const char *fname, const jinja_args *a, jinja_otype type, jinja_value *out) {
-    if (a->n_pos > 1) return jinja_fail(rt, QVLM_E_INVALID, "%s expected at most 1 argument, got %zu", fname, a->n_pos);
+static qvlm_status build_dict(jinja_rt *rt, const char *fname, const jinja_args *a, jinja_otype type,
+                              jinja_value *out) {
+    if (a->n_pos > 1)
+        return jinja_fail(rt, QVLM_E_INVALID, "%s expected at most 1 argument, got %zu", fname, a->n_pos);
     qvlm_status rc = jinja_dict_new(rt, type, out);
     if (rc == QVLM_OK && a->n_pos == 1) {
         jinja_value items = JINJA_UNSET;
@@ -841,7 +962,8 @@ static qvlm_status build_dict(jinja_rt *rt, const char *fname, const jinja_args 
         for (size_t i = 0; rc == QVLM_OK && i < jinja_seq_len(&items); i++) {
             jinja_value kv = jinja_seq_at(&items, i);
             if (!jinja_is_seq(&kv) || jinja_seq_len(&kv) != 2) {
-                rc = jinja_fail(rt, QVLM_E_INVALID, "dictionary update sequence element #%zu has wrong length", i);
+                rc = jinja_fail(rt, QVLM_E_INVALID,
+                                "dictionary update sequence element #%zu has wrong length", i);
                 break;
             }
             jinja_value k = jinja_seq_at(&kv, 0), v = jinja_seq_at(&kv, 1);
@@ -879,7 +1001,8 @@ static qvlm_status g_raise(jinja_rt *rt, const jinja_value *self, const jinja_ar
     return rc;
 }
 
-static qvlm_status g_strftime_now(jinja_rt *rt, const jinja_value *self, const jinja_args *a, jinja_value *out) {
+static qvlm_status g_strftime_now(jinja_rt *rt, const jinja_value *self, const jinja_args *a,
+                                  jinja_value *out) {
     BIND("strftime_now", "format");
     if (rc == QVLM_OK) rc = need(rt, "strftime_now", arg[0], "format");
     if (rc == QVLM_OK) rc = need_str(rt, "format", arg[0]);
@@ -897,8 +1020,11 @@ static qvlm_status g_strftime_now(jinja_rt *rt, const jinja_value *self, const j
 }
 
 static const jinja_func_def GLOBALS[] = {
-    {"range", g_range}, {"dict", g_dict}, {"namespace", g_namespace},
-    {"raise_exception", g_raise}, {"strftime_now", g_strftime_now},
+    {"range", g_range},
+    {"dict", g_dict},
+    {"namespace", g_namespace},
+    {"raise_exception", g_raise},
+    {"strftime_now", g_strftime_now},
 };
 
 const jinja_func_def *jinja_global_find(const char *name, size_t n) {

@@ -87,44 +87,54 @@ static qvlm_status int_pow(jinja_rt *rt, int64_t base, int64_t exp, jinja_value 
     return QVLM_OK;
 }
 
-static qvlm_status num_op(jinja_rt *rt, jinja_op op, const jinja_value *a, const jinja_value *b, jinja_value *out) {
+static qvlm_status num_op(jinja_rt *rt, jinja_op op, const jinja_value *a, const jinja_value *b,
+                          jinja_value *out) {
     bool ints = a->kind != JV_FLOAT && b->kind != JV_FLOAT;
     int64_t x = jinja_as_int(a), y = jinja_as_int(b), r;
     double fx = jinja_as_float(a), fy = jinja_as_float(b), d, m;
     switch (op) {
-    case JO_ADD: case JO_SUB: case JO_MUL:
+    case JO_ADD:
+    case JO_SUB:
+    case JO_MUL:
         if (!ints) {
             *out = jinja_float(op == JO_ADD ? fx + fy : op == JO_SUB ? fx - fy : fx * fy);
             return QVLM_OK;
         }
-        if (op == JO_ADD ? __builtin_add_overflow(x, y, &r) : op == JO_SUB ? __builtin_sub_overflow(x, y, &r)
-                                                                           : __builtin_mul_overflow(x, y, &r))
+        if (op == JO_ADD   ? __builtin_add_overflow(x, y, &r)
+            : op == JO_SUB ? __builtin_sub_overflow(x, y, &r)
+                           : __builtin_mul_overflow(x, y, &r))
             return overflow(rt);
         *out = jinja_int(r);
         return QVLM_OK;
     case JO_DIV:
-        if (fy == 0.0) return jinja_fail(rt, QVLM_E_INVALID, ints ? "division by zero" : "float division by zero");
+        if (fy == 0.0)
+            return jinja_fail(rt, QVLM_E_INVALID, ints ? "division by zero" : "float division by zero");
         *out = jinja_float(fx / fy);
         return QVLM_OK;
-    case JO_FLOORDIV: case JO_MOD:
+    case JO_FLOORDIV:
+    case JO_MOD:
         if (ints) {
             if (y == 0)
-                return jinja_fail(rt, QVLM_E_INVALID, op == JO_MOD ? "integer modulo by zero"
-                                                                   : "integer division or modulo by zero");
+                return jinja_fail(rt, QVLM_E_INVALID,
+                                  op == JO_MOD ? "integer modulo by zero"
+                                               : "integer division or modulo by zero");
             if (x == INT64_MIN && y == -1) return overflow(rt);
             *out = jinja_int(op == JO_MOD ? mod_i(x, y) : floordiv_i(x, y));
             return QVLM_OK;
         }
         if (fy == 0.0)
-            return jinja_fail(rt, QVLM_E_INVALID, op == JO_MOD ? "float modulo" : "float floor division by zero");
+            return jinja_fail(rt, QVLM_E_INVALID,
+                              op == JO_MOD ? "float modulo" : "float floor division by zero");
         divmod_f(fx, fy, &d, &m);
         *out = jinja_float(op == JO_MOD ? m : d);
         return QVLM_OK;
     case JO_POW:
         if (ints) return int_pow(rt, x, y, out);
-        if (fx == 0.0 && fy < 0) return jinja_fail(rt, QVLM_E_INVALID, "0.0 cannot be raised to a negative power");
+        if (fx == 0.0 && fy < 0)
+            return jinja_fail(rt, QVLM_E_INVALID, "0.0 cannot be raised to a negative power");
         if (fx < 0 && fy != floor(fy))
-            return jinja_fail(rt, QVLM_E_UNSUPPORTED, "%s:%u: complex numbers are not supported", rt->tpl->name, rt->line);
+            return jinja_fail(rt, QVLM_E_UNSUPPORTED, "%s:%u: complex numbers are not supported",
+                              rt->tpl->name, rt->line);
         *out = jinja_float(pow(fx, fy));
         return QVLM_OK;
     default: return unsupported(rt, op, a, b);
@@ -168,7 +178,8 @@ static qvlm_status add(jinja_rt *rt, const jinja_value *a, const jinja_value *b,
     if (tuple(a) && tuple(b)) return seq_concat(rt, a, b, true, out);
     const char *kind = jinja_is_str(a) ? "str" : listlike(a) ? "list" : tuple(a) ? "tuple" : NULL;
     if (kind)
-        return jinja_fail(rt, QVLM_E_INVALID, "can only concatenate %s (not \"%s\") to %s", kind, jinja_type_name(b), kind);
+        return jinja_fail(rt, QVLM_E_INVALID, "can only concatenate %s (not \"%s\") to %s", kind,
+                          jinja_type_name(b), kind);
     return unsupported(rt, JO_ADD, a, b);
 }
 
@@ -178,14 +189,17 @@ static qvlm_status repeat(jinja_rt *rt, const jinja_value *seq, int64_t n, jinja
     if (jinja_is_str(seq)) {
         char *buf;
         if (qvlm_mul_overflow(seq->u.s.n, count, &total) || total > rt->lim.max_memory_bytes)
-            return jinja_fail(rt, QVLM_E_LIMIT, "%s:%u: repeated string exceeds the memory limit", rt->tpl->name, rt->line);
+            return jinja_fail(rt, QVLM_E_LIMIT, "%s:%u: repeated string exceeds the memory limit",
+                              rt->tpl->name, rt->line);
         qvlm_status rc = jinja_str_alloc(rt, total, &buf, out);
-        for (size_t i = 0; rc == QVLM_OK && i < count; i++) memcpy(buf + i * seq->u.s.n, seq->u.s.p, seq->u.s.n);
+        for (size_t i = 0; rc == QVLM_OK && i < count; i++)
+            memcpy(buf + i * seq->u.s.n, seq->u.s.p, seq->u.s.n);
         return rc;
     }
     size_t len = jinja_seq_len(seq);
     if (qvlm_mul_overflow(len, count, &total) || total > rt->lim.max_memory_bytes / sizeof(jinja_value))
-        return jinja_fail(rt, QVLM_E_LIMIT, "%s:%u: repeated list exceeds the memory limit", rt->tpl->name, rt->line);
+        return jinja_fail(rt, QVLM_E_LIMIT, "%s:%u: repeated list exceeds the memory limit", rt->tpl->name,
+                          rt->line);
     qvlm_status rc = jinja_list_new(rt, total, tuple(seq), out);
     for (size_t i = 0; rc == QVLM_OK && i < total; i++) {
         jinja_value x = jinja_seq_at(seq, i % len);
@@ -198,15 +212,19 @@ static qvlm_status repeat(jinja_rt *rt, const jinja_value *seq, int64_t n, jinja
 
 static qvlm_status mul(jinja_rt *rt, const jinja_value *a, const jinja_value *b, jinja_value *out) {
     const jinja_value *seq = NULL, *count = NULL;
-    if (jinja_is_str(a) || jinja_is_seq(a)) seq = a, count = b;
-    else if (jinja_is_str(b) || jinja_is_seq(b)) seq = b, count = a;
+    if (jinja_is_str(a) || jinja_is_seq(a))
+        seq = a, count = b;
+    else if (jinja_is_str(b) || jinja_is_seq(b))
+        seq = b, count = a;
     if (!seq || jinja_is_view(seq)) return unsupported(rt, JO_MUL, a, b);
     if (!jinja_is_int(count))
-        return jinja_fail(rt, QVLM_E_INVALID, "can't multiply sequence by non-int of type '%s'", jinja_type_name(count));
+        return jinja_fail(rt, QVLM_E_INVALID, "can't multiply sequence by non-int of type '%s'",
+                          jinja_type_name(count));
     return repeat(rt, seq, jinja_as_int(count), out);
 }
 
-qvlm_status jinja_binop(jinja_rt *rt, jinja_op op, const jinja_value *a, const jinja_value *b, jinja_value *out) {
+qvlm_status jinja_binop(jinja_rt *rt, jinja_op op, const jinja_value *a, const jinja_value *b,
+                        jinja_value *out) {
     /* Undefined's operators raise before Python tries the other operand. */
     if (jinja_is_undef(a)) return jinja_undef_fail(rt, a);
     if (jinja_is_undef(b)) return jinja_undef_fail(rt, b);
@@ -225,13 +243,20 @@ qvlm_status jinja_binop(jinja_rt *rt, jinja_op op, const jinja_value *a, const j
 
 /* PySlice_AdjustIndices: clamp start / stop to [0, len] (or [-1, len-1] going backwards) and
  * return how many items the slice selects. */
-static size_t adjust_slice(int64_t len, int64_t *start, int64_t *stop, int64_t step, bool has_start, bool has_stop) {
-    if (!has_start) *start = step < 0 ? len - 1 : 0;
-    else if (*start < 0) *start = *start + len < 0 ? (step < 0 ? -1 : 0) : *start + len;
-    else if (*start >= len) *start = step < 0 ? len - 1 : len;
-    if (!has_stop) *stop = step < 0 ? -1 : len;
-    else if (*stop < 0) *stop = *stop + len < 0 ? (step < 0 ? -1 : 0) : *stop + len;
-    else if (*stop >= len) *stop = step < 0 ? len - 1 : len;
+static size_t adjust_slice(int64_t len, int64_t *start, int64_t *stop, int64_t step, bool has_start,
+                           bool has_stop) {
+    if (!has_start)
+        *start = step < 0 ? len - 1 : 0;
+    else if (*start < 0)
+        *start = *start + len < 0 ? (step < 0 ? -1 : 0) : *start + len;
+    else if (*start >= len)
+        *start = step < 0 ? len - 1 : len;
+    if (!has_stop)
+        *stop = step < 0 ? -1 : len;
+    else if (*stop < 0)
+        *stop = *stop + len < 0 ? (step < 0 ? -1 : 0) : *stop + len;
+    else if (*stop >= len)
+        *stop = step < 0 ? len - 1 : len;
     if (step < 0) return *stop < *start ? (size_t)((*start - *stop - 1) / -step + 1) : 0;
     return *start < *stop ? (size_t)((*stop - *start - 1) / step + 1) : 0;
 }
@@ -288,14 +313,16 @@ qvlm_status jinja_slice(jinja_rt *rt, const jinja_value *obj, const jinja_value 
         return jinja_fail(rt, QVLM_E_INVALID, "'%s' object is not subscriptable", jinja_type_name(obj));
     for (int k = 0; k < 3; k++)
         if (parts[k].kind != JV_NONE && !jinja_is_int(&parts[k]))
-            return jinja_fail(rt, QVLM_E_INVALID, "slice indices must be integers or None or have an __index__ method");
+            return jinja_fail(rt, QVLM_E_INVALID,
+                              "slice indices must be integers or None or have an __index__ method");
     int64_t start = jinja_as_int(&parts[0]), stop = jinja_as_int(&parts[1]);
     int64_t step = parts[2].kind == JV_NONE ? 1 : jinja_as_int(&parts[2]);
     if (step == 0) return jinja_fail(rt, QVLM_E_INVALID, "slice step cannot be zero");
     if (step == INT64_MIN) step = -INT64_MAX;
     size_t len;
     jinja_len(obj, &len);
-    size_t count = adjust_slice((int64_t)len, &start, &stop, step, parts[0].kind != JV_NONE, parts[1].kind != JV_NONE);
+    size_t count =
+        adjust_slice((int64_t)len, &start, &stop, step, parts[0].kind != JV_NONE, parts[1].kind != JV_NONE);
     if (jinja_is_str(obj)) return slice_str(rt, obj, start, step, count, out);
     qvlm_status rc = jinja_list_new(rt, count, obj->kind == JV_LIST && jinja_list_of(obj)->is_tuple, out);
     for (size_t i = 0; rc == QVLM_OK && i < count; i++) {
@@ -317,7 +344,8 @@ typedef struct spec {
 
 /* Pad `text` (n bytes) to spec->width code points, left-justified with '-'. */
 static qvlm_status put_padded(jinja_rt *rt, jinja_buf *b, const spec *sp, const char *text, size_t n) {
-    size_t cps = jinja_utf8_count(text, n), pad = sp->width > 0 && (size_t)sp->width > cps ? (size_t)sp->width - cps : 0;
+    size_t cps = jinja_utf8_count(text, n),
+           pad = sp->width > 0 && (size_t)sp->width > cps ? (size_t)sp->width - cps : 0;
     bool left = strchr(sp->flags, '-') != NULL;
     qvlm_status rc = QVLM_OK;
     for (size_t i = 0; rc == QVLM_OK && !left && i < pad; i++) rc = jinja_buf_putc(rt, b, ' ');
@@ -347,7 +375,8 @@ static qvlm_status fmt_number(jinja_rt *rt, jinja_buf *b, const spec *sp, const 
         if (jinja_is_undef(v)) return jinja_undef_fail(rt, v);
         const char *need = strchr("xXoc", sp->conv) ? "an integer" : "a real number";
         if (sp->conv == 'c') return jinja_fail(rt, QVLM_E_INVALID, "%%c requires int or char");
-        return jinja_fail(rt, QVLM_E_INVALID, "%%%c format: %s is required, not %s", sp->conv, need, jinja_type_name(v));
+        return jinja_fail(rt, QVLM_E_INVALID, "%%%c format: %s is required, not %s", sp->conv, need,
+                          jinja_type_name(v));
     }
     if (sp->conv == 'c') {
         char enc[4];
@@ -364,7 +393,8 @@ static qvlm_status fmt_number(jinja_rt *rt, jinja_buf *b, const spec *sp, const 
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
     if (integral) {
         double f = jinja_as_float(v);
-        if (v->kind == JV_FLOAT && !(fabs(f) < 9.2e18)) return jinja_fail(rt, QVLM_E_UNSUPPORTED, "integer overflow");
+        if (v->kind == JV_FLOAT && !(fabs(f) < 9.2e18))
+            return jinja_fail(rt, QVLM_E_UNSUPPORTED, "integer overflow");
         long long x = v->kind == JV_FLOAT ? (long long)f : (long long)jinja_as_int(v);
         snprintf(cfmt + k, sizeof(cfmt) - (size_t)k, "ll%c", conv);
         if ((conv == 'x' || conv == 'X' || conv == 'o') && x < 0) { /* Python: sign, then magnitude */
@@ -391,25 +421,29 @@ static qvlm_status parse_spec(jinja_rt *rt, const char *f, size_t n, size_t *i, 
     size_t nf = 0;
     sp->width = sp->prec = -1;
     if (*i < n && f[*i] == '(')
-        return jinja_fail(rt, QVLM_E_UNSUPPORTED, "%s:%u: %%(name) formatting is not supported", rt->tpl->name, rt->line);
+        return jinja_fail(rt, QVLM_E_UNSUPPORTED, "%s:%u: %%(name) formatting is not supported",
+                          rt->tpl->name, rt->line);
     while (*i < n && strchr("-+ #0", f[*i]) && nf < sizeof(sp->flags) - 1) sp->flags[nf++] = f[(*i)++];
     sp->flags[nf] = '\0';
-    for (; *i < n && f[*i] >= '0' && f[*i] <= '9'; (*i)++) sp->width = (sp->width < 0 ? 0 : sp->width * 10 % 100000) + (f[*i] - '0');
+    for (; *i < n && f[*i] >= '0' && f[*i] <= '9'; (*i)++)
+        sp->width = (sp->width < 0 ? 0 : sp->width * 10 % 100000) + (f[*i] - '0');
     if (*i < n && f[*i] == '.') {
         sp->prec = 0;
-        for ((*i)++; *i < n && f[*i] >= '0' && f[*i] <= '9'; (*i)++) sp->prec = sp->prec * 10 % 100000 + (f[*i] - '0');
+        for ((*i)++; *i < n && f[*i] >= '0' && f[*i] <= '9'; (*i)++)
+            sp->prec = sp->prec * 10 % 100000 + (f[*i] - '0');
     }
     if (*i < n && (f[*i] == 'h' || f[*i] == 'l' || f[*i] == 'L')) (*i)++;
     if (*i >= n) return jinja_fail(rt, QVLM_E_INVALID, "incomplete format");
     sp->conv = f[(*i)++];
     if (!strchr("sradiuxXoeEfFgGc%", sp->conv) || (unsigned char)sp->conv >= 0x80)
-        return jinja_fail(rt, QVLM_E_INVALID, "unsupported format character '%c' (0x%x) at index %zu", sp->conv,
-                          (unsigned char)sp->conv, jinja_utf8_count(f, *i - 1));
+        return jinja_fail(rt, QVLM_E_INVALID, "unsupported format character '%c' (0x%x) at index %zu",
+                          sp->conv, (unsigned char)sp->conv, jinja_utf8_count(f, *i - 1));
     (void)start;
     return QVLM_OK;
 }
 
-qvlm_status jinja_percent_format(jinja_rt *rt, const jinja_value *fmt, const jinja_value *args, jinja_value *out) {
+qvlm_status jinja_percent_format(jinja_rt *rt, const jinja_value *fmt, const jinja_value *args,
+                                 jinja_value *out) {
     const char *f = fmt->u.s.p;
     size_t n = fmt->u.s.n, used = 0, n_args = tuple(args) ? jinja_seq_len(args) : 1;
     jinja_buf b = {0};

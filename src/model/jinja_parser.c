@@ -57,14 +57,16 @@ typedef struct parser {
     const char *name;
     qvlm_error *err;
     int depth;
-    bool soft;               /* in an if or a conditional expression: unknown filters wait */
-    int loop_depth;          /* break / continue are legal above zero */
-    jinja_macro_def *macro;  /* innermost macro being parsed */
+    bool soft;              /* in an if or a conditional expression: unknown filters wait */
+    int loop_depth;         /* break / continue are legal above zero */
+    jinja_macro_def *macro; /* innermost macro being parsed */
 } parser;
 
 static const jinja_token *cur(const parser *p) { return &p->t[p->i]; }
 static const jinja_token *look(const parser *p) { return &p->t[p->i + 1 < p->n ? p->i + 1 : p->i]; }
-static void next(parser *p) { if (p->i + 1 < p->n) p->i++; }
+static void next(parser *p) {
+    if (p->i + 1 < p->n) p->i++;
+}
 
 static bool is_name(const jinja_token *t, const char *s) {
     return t->type == JT_NAME && t->n == strlen(s) && memcmp(t->p, s, t->n) == 0;
@@ -87,11 +89,11 @@ static qvlm_status oom(parser *p) { return qvlm_errorf(p->err, QVLM_E_NOMEM, "%s
 /* jinja2.lexer.describe_token, for "unexpected X" messages. */
 static void describe(const jinja_token *t, char *buf, size_t n) {
     static const char *const op_text[] = {
-        [JO_ADD] = "+", [JO_SUB] = "-", [JO_MUL] = "*", [JO_DIV] = "/", [JO_FLOORDIV] = "//",
-        [JO_MOD] = "%", [JO_POW] = "**", [JO_TILDE] = "~", [JO_LBRACKET] = "[", [JO_RBRACKET] = "]",
-        [JO_LPAREN] = "(", [JO_RPAREN] = ")", [JO_LBRACE] = "{", [JO_RBRACE] = "}", [JO_EQ] = "==",
-        [JO_NE] = "!=", [JO_GT] = ">", [JO_GTEQ] = ">=", [JO_LT] = "<", [JO_LTEQ] = "<=",
-        [JO_ASSIGN] = "=", [JO_DOT] = ".", [JO_COLON] = ":", [JO_PIPE] = "|", [JO_COMMA] = ",",
+        [JO_ADD] = "+",       [JO_SUB] = "-",    [JO_MUL] = "*",    [JO_DIV] = "/",      [JO_FLOORDIV] = "//",
+        [JO_MOD] = "%",       [JO_POW] = "**",   [JO_TILDE] = "~",  [JO_LBRACKET] = "[", [JO_RBRACKET] = "]",
+        [JO_LPAREN] = "(",    [JO_RPAREN] = ")", [JO_LBRACE] = "{", [JO_RBRACE] = "}",   [JO_EQ] = "==",
+        [JO_NE] = "!=",       [JO_GT] = ">",     [JO_GTEQ] = ">=",  [JO_LT] = "<",       [JO_LTEQ] = "<=",
+        [JO_ASSIGN] = "=",    [JO_DOT] = ".",    [JO_COLON] = ":",  [JO_PIPE] = "|",     [JO_COMMA] = ",",
         [JO_SEMICOLON] = ";",
     };
     switch (t->type) {
@@ -140,7 +142,9 @@ static qvlm_status expect_name(parser *p, const char *kw) {
         next(p);
         return QVLM_OK;
     }
-    return expect_type(p, JT_EOF + 1, kw); /* never matches: reports what was found */
+    char d[80];
+    describe(cur(p), d, sizeof(d));
+    return pfail(p, QVLM_E_CORRUPT, cur(p)->line, "expected token '%s', got '%s'", kw, d);
 }
 
 static qvlm_status enter(parser *p) {
@@ -283,9 +287,9 @@ static qvlm_status parse_call_args(parser *p, jinja_callargs *args) {
 
 /* Filters that Jinja has but this interpreter does not: named so the error says so. */
 static bool jinja_has_filter(const char *name) {
-    static const char *const known[] = {"batch", "filesizeformat", "forceescape", "groupby", "pprint",
-                                        "random", "slice", "striptags", "truncate", "urlencode",
-                                        "urlize", "wordwrap", "xmlattr", NULL};
+    static const char *const known[] = {"batch",  "filesizeformat", "forceescape", "groupby",  "pprint",
+                                        "random", "slice",          "striptags",   "truncate", "urlencode",
+                                        "urlize", "wordwrap",       "xmlattr",     NULL};
     for (const char *const *k = known; *k; k++)
         if (strcmp(*k, name) == 0) return true;
     return false;
@@ -304,7 +308,8 @@ static qvlm_status parse_dotted_name(parser *p, char **out) {
     char *nm = dup_name(p, cur(p));
     next(p);
     if (!nm) return oom(p);
-    if (is_op(cur(p), JO_DOT)) return pfail(p, QVLM_E_UNSUPPORTED, cur(p)->line, "dotted filter / test names are not supported");
+    if (is_op(cur(p), JO_DOT))
+        return pfail(p, QVLM_E_UNSUPPORTED, cur(p)->line, "dotted filter / test names are not supported");
     *out = nm;
     return QVLM_OK;
 }
@@ -346,7 +351,8 @@ static qvlm_status parse_test(parser *p, jinja_expr **node) {
     } else if ((t->type == JT_NAME || t->type == JT_STRING || t->type == JT_INT || t->type == JT_FLOAT ||
                 is_op(t, JO_LBRACKET) || is_op(t, JO_LBRACE)) &&
                !is_name(t, "else") && !is_name(t, "or") && !is_name(t, "and")) {
-        if (is_name(t, "is")) return pfail(p, QVLM_E_CORRUPT, t->line, "You cannot chain multiple tests with is");
+        if (is_name(t, "is"))
+            return pfail(p, QVLM_E_CORRUPT, t->line, "You cannot chain multiple tests with is");
         jinja_expr *arg;
         rc = parse_primary(p, &arg);
         if (rc == QVLM_OK) rc = parse_postfix(p, &arg);
@@ -400,7 +406,8 @@ static qvlm_status parse_subscribed(parser *p, jinja_expr *obj, jinja_expr **out
         rc = parse_expression(p, true, &parts[1]);
     if (rc == QVLM_OK && is_op(cur(p), JO_COLON)) {
         next(p);
-        if (!is_op(cur(p), JO_RBRACKET) && !is_op(cur(p), JO_COMMA)) rc = parse_expression(p, true, &parts[2]);
+        if (!is_op(cur(p), JO_RBRACKET) && !is_op(cur(p), JO_COMMA))
+            rc = parse_expression(p, true, &parts[2]);
     }
     if (rc) return rc;
     jinja_expr *e = new_expr(p, JE_SLICE, line);
@@ -451,9 +458,12 @@ static qvlm_status parse_subscript(parser *p, jinja_expr **node) {
 static qvlm_status parse_postfix(parser *p, jinja_expr **node) {
     qvlm_status rc = QVLM_OK;
     while (rc == QVLM_OK) {
-        if (is_op(cur(p), JO_DOT) || is_op(cur(p), JO_LBRACKET)) rc = parse_subscript(p, node);
-        else if (is_op(cur(p), JO_LPAREN)) rc = parse_call(p, node);
-        else break;
+        if (is_op(cur(p), JO_DOT) || is_op(cur(p), JO_LBRACKET))
+            rc = parse_subscript(p, node);
+        else if (is_op(cur(p), JO_LPAREN))
+            rc = parse_call(p, node);
+        else
+            break;
     }
     return rc;
 }
@@ -461,10 +471,14 @@ static qvlm_status parse_postfix(parser *p, jinja_expr **node) {
 static qvlm_status parse_filter_expr(parser *p, jinja_expr **node) {
     qvlm_status rc = QVLM_OK;
     while (rc == QVLM_OK) {
-        if (is_op(cur(p), JO_PIPE)) rc = parse_filter(p, node, false);
-        else if (is_name(cur(p), "is")) rc = parse_test(p, node);
-        else if (is_op(cur(p), JO_LPAREN)) rc = parse_call(p, node);
-        else break;
+        if (is_op(cur(p), JO_PIPE))
+            rc = parse_filter(p, node, false);
+        else if (is_name(cur(p), "is"))
+            rc = parse_test(p, node);
+        else if (is_op(cur(p), JO_LPAREN))
+            rc = parse_call(p, node);
+        else
+            break;
     }
     return rc;
 }
@@ -472,9 +486,12 @@ static qvlm_status parse_filter_expr(parser *p, jinja_expr **node) {
 /* Mark the innermost macro when its body reads one of Jinja's special names. */
 static void note_special_name(parser *p, const jinja_token *t) {
     if (!p->macro) return;
-    if (is_name(t, "varargs")) p->macro->catch_varargs = true;
-    else if (is_name(t, "kwargs")) p->macro->catch_kwargs = true;
-    else if (is_name(t, "caller")) p->macro->takes_caller = true;
+    if (is_name(t, "varargs"))
+        p->macro->catch_varargs = true;
+    else if (is_name(t, "kwargs"))
+        p->macro->catch_kwargs = true;
+    else if (is_name(t, "caller"))
+        p->macro->takes_caller = true;
 }
 
 static qvlm_status parse_seq_literal(parser *p, jinja_ekind kind, jinja_op close, const char *close_s,
@@ -537,10 +554,14 @@ static qvlm_status parse_primary(parser *p, jinja_expr **out) {
     if (rc) return rc;
     if (t->type == JT_NAME) {
         jinja_expr *e = new_expr(p, JE_CONST, t->line);
-        if (!e) rc = oom(p);
-        else if (is_name(t, "true") || is_name(t, "True")) e->u.cst = jinja_bool(true);
-        else if (is_name(t, "false") || is_name(t, "False")) e->u.cst = jinja_bool(false);
-        else if (is_name(t, "none") || is_name(t, "None")) e->u.cst = jinja_none();
+        if (!e)
+            rc = oom(p);
+        else if (is_name(t, "true") || is_name(t, "True"))
+            e->u.cst = jinja_bool(true);
+        else if (is_name(t, "false") || is_name(t, "False"))
+            e->u.cst = jinja_bool(false);
+        else if (is_name(t, "none") || is_name(t, "None"))
+            e->u.cst = jinja_none();
         else {
             e->kind = JE_NAME;
             e->u.name.p = t->p;
@@ -553,8 +574,10 @@ static qvlm_status parse_primary(parser *p, jinja_expr **out) {
         rc = parse_string_const(p, out);
     } else if (t->type == JT_INT || t->type == JT_FLOAT) {
         jinja_expr *e = new_expr(p, JE_CONST, t->line);
-        if (!e) rc = oom(p);
-        else e->u.cst = t->type == JT_INT ? jinja_int(t->i) : jinja_float(t->f);
+        if (!e)
+            rc = oom(p);
+        else
+            e->u.cst = t->type == JT_INT ? jinja_int(t->i) : jinja_float(t->f);
         next(p);
         *out = e;
     } else if (is_op(t, JO_LPAREN)) {
@@ -615,8 +638,9 @@ static qvlm_status parse_pow(parser *p, jinja_expr **out) {
 
 static qvlm_status parse_math2(parser *p, jinja_expr **out) {
     qvlm_status rc = parse_pow(p, out);
-    while (rc == QVLM_OK && cur(p)->type == JT_OP &&
-           (cur(p)->op == JO_MUL || cur(p)->op == JO_DIV || cur(p)->op == JO_FLOORDIV || cur(p)->op == JO_MOD)) {
+    while (
+        rc == QVLM_OK && cur(p)->type == JT_OP &&
+        (cur(p)->op == JO_MUL || cur(p)->op == JO_DIV || cur(p)->op == JO_FLOORDIV || cur(p)->op == JO_MOD)) {
         jinja_op op = cur(p)->op;
         uint32_t line = cur(p)->line;
         jinja_expr *r;
@@ -935,7 +959,8 @@ static qvlm_status parse_if(parser *p, jinja_stmt *s) {
     s->u.if_.conds = (jinja_expr **)vec_finish(p, &conds);
     s->u.if_.bodies = jinja_arena_alloc(p->a, (bodies.n ? bodies.n : 1) * sizeof(jinja_body));
     if (rc == QVLM_OK && (!s->u.if_.conds || !s->u.if_.bodies)) rc = oom(p);
-    for (size_t k = 0; rc == QVLM_OK && k < bodies.n; k++) s->u.if_.bodies[k] = *(jinja_body *)bodies.items[k];
+    for (size_t k = 0; rc == QVLM_OK && k < bodies.n; k++)
+        s->u.if_.bodies[k] = *(jinja_body *)bodies.items[k];
     free(bodies.items);
     return rc;
 }
@@ -991,7 +1016,8 @@ static qvlm_status parse_signature(parser *p, jinja_macro_def *m) {
     return rc;
 }
 
-static qvlm_status parse_macro_body(parser *p, jinja_macro_def *m, const char *const *ends, const char *block) {
+static qvlm_status parse_macro_body(parser *p, jinja_macro_def *m, const char *const *ends,
+                                    const char *block) {
     jinja_macro_def *outer = p->macro;
     int loops = p->loop_depth, end;
     p->macro = m;
@@ -1018,7 +1044,8 @@ static qvlm_status parse_call_block(parser *p, jinja_stmt *s) {
     jinja_macro_def *m = &s->u.call_block.caller;
     m->name = "caller";
     qvlm_status rc = QVLM_OK;
-    if (is_op(cur(p), JO_LPAREN)) rc = parse_signature(p, m);
+    if (is_op(cur(p), JO_LPAREN))
+        rc = parse_signature(p, m);
     else if (!(m->params = jinja_arena_alloc(p->a, sizeof(char *))) ||
              !(m->defaults = jinja_arena_alloc(p->a, sizeof(jinja_expr *))))
         rc = oom(p);
@@ -1054,7 +1081,8 @@ static qvlm_status parse_with(parser *p, jinja_stmt *s) {
     s->u.with.n = targets.n;
     s->u.with.targets = jinja_arena_alloc(p->a, (targets.n ? targets.n : 1) * sizeof(jinja_target));
     if (rc == QVLM_OK && !s->u.with.targets) rc = oom(p);
-    for (size_t k = 0; rc == QVLM_OK && k < targets.n; k++) s->u.with.targets[k] = *(jinja_target *)targets.items[k];
+    for (size_t k = 0; rc == QVLM_OK && k < targets.n; k++)
+        s->u.with.targets[k] = *(jinja_target *)targets.items[k];
     free(targets.items);
     s->u.with.values = (jinja_expr **)vec_finish(p, &values);
     if (rc == QVLM_OK && !s->u.with.values) rc = oom(p);
@@ -1077,16 +1105,20 @@ static const struct {
     jinja_skind kind;
     qvlm_status (*parse)(parser *p, jinja_stmt *s);
 } STATEMENTS[] = {
-    {"for", JS_FOR, parse_for},          {"if", JS_IF, parse_if},
-    {"set", JS_SET, parse_set},          {"macro", JS_MACRO, parse_macro},
-    {"call", JS_CALL_BLOCK, parse_call_block}, {"filter", JS_FILTER_BLOCK, parse_filter_block},
-    {"with", JS_WITH, parse_with},       {"generation", JS_GENERATION, parse_generation},
+    {"for", JS_FOR, parse_for},
+    {"if", JS_IF, parse_if},
+    {"set", JS_SET, parse_set},
+    {"macro", JS_MACRO, parse_macro},
+    {"call", JS_CALL_BLOCK, parse_call_block},
+    {"filter", JS_FILTER_BLOCK, parse_filter_block},
+    {"with", JS_WITH, parse_with},
+    {"generation", JS_GENERATION, parse_generation},
 };
 
 static qvlm_status parse_statement(parser *p, jinja_stmt **out) {
     const jinja_token *t = cur(p);
-    static const char *const unsupported[] = {"block", "extends", "include", "import", "from",
-                                              "autoescape", "trans", "do", "print", NULL};
+    static const char *const unsupported[] = {"block",      "extends", "include", "import", "from",
+                                              "autoescape", "trans",   "do",      "print",  NULL};
     if (t->type != JT_NAME) return pfail(p, QVLM_E_CORRUPT, t->line, "tag name expected");
     if (is_name(t, "break") || is_name(t, "continue")) {
         if (p->loop_depth == 0)
@@ -1107,12 +1139,14 @@ static qvlm_status parse_statement(parser *p, jinja_stmt **out) {
         return rc;
     }
     for (const char *const *u = unsupported; *u; u++)
-        if (is_name(t, *u))
-            return pfail(p, QVLM_E_UNSUPPORTED, t->line, "tag '%s' is not supported", *u);
-    return pfail(p, QVLM_E_CORRUPT, t->line, "Encountered unknown tag '%.*s'.", (int)QVLM_MIN(t->n, 64), t->p);
+        if (is_name(t, *u)) return pfail(p, QVLM_E_UNSUPPORTED, t->line, "tag '%s' is not supported", *u);
+    return pfail(p, QVLM_E_CORRUPT, t->line, "Encountered unknown tag '%.*s'.", (int)QVLM_MIN(t->n, 64),
+                 t->p);
 }
 
-static qvlm_status push_stmt(parser *p, ptrvec *v, jinja_stmt *s) { return vec_push(v, s) ? QVLM_OK : oom(p); }
+static qvlm_status push_stmt(parser *p, ptrvec *v, jinja_stmt *s) {
+    return vec_push(v, s) ? QVLM_OK : oom(p);
+}
 
 /* Statements until one of `ends` opens a block (left current, *end_idx its index) or the end
  * of the template (*end_idx = -1). */

@@ -27,10 +27,14 @@ int32_t jinja_utf8_next(const char *p, size_t n, size_t *i) {
         *i += 1;
         return c;
     }
-    if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
-    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
-    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
-    else len = 0, cp = 0;
+    if ((c & 0xE0) == 0xC0)
+        len = 2, cp = c & 0x1F;
+    else if ((c & 0xF0) == 0xE0)
+        len = 3, cp = c & 0x0F;
+    else if ((c & 0xF8) == 0xF0)
+        len = 4, cp = c & 0x07;
+    else
+        len = 0, cp = 0;
     if (len == 0 || len > left) {
         *i += 1;
         return 0xFFFD;
@@ -61,7 +65,8 @@ bool jinja_utf8_valid(const char *p, size_t n) {
     size_t i = 0;
     while (i < n) {
         utf8proc_int32_t cp;
-        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)p + i, (utf8proc_ssize_t)(n - i), &cp);
+        utf8proc_ssize_t k =
+            utf8proc_iterate((const utf8proc_uint8_t *)p + i, (utf8proc_ssize_t)(n - i), &cp);
         if (k <= 0) return false;
         i += (size_t)k;
     }
@@ -84,11 +89,15 @@ size_t jinja_utf8_offset(const char *p, size_t n, size_t cp_idx) {
 bool jinja_py_isspace(int32_t cp) {
     if (cp < 0x80) return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20);
     switch (cp) {
-    case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F:
-    case 0x3000:
-        return true;
-    default:
-        return cp >= 0x2000 && cp <= 0x200A;
+    case 0x85:
+    case 0xA0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202F:
+    case 0x205F:
+    case 0x3000: return true;
+    default: return cp >= 0x2000 && cp <= 0x200A;
     }
 }
 
@@ -97,12 +106,15 @@ bool jinja_py_isspace(int32_t cp) {
 bool jinja_py_isprintable(int32_t cp) {
     if (cp == ' ') return true;
     switch (utf8proc_category(cp)) {
-    case UTF8PROC_CATEGORY_CC: case UTF8PROC_CATEGORY_CF: case UTF8PROC_CATEGORY_CS:
-    case UTF8PROC_CATEGORY_CO: case UTF8PROC_CATEGORY_CN: case UTF8PROC_CATEGORY_ZL:
-    case UTF8PROC_CATEGORY_ZP: case UTF8PROC_CATEGORY_ZS:
-        return false;
-    default:
-        return true;
+    case UTF8PROC_CATEGORY_CC:
+    case UTF8PROC_CATEGORY_CF:
+    case UTF8PROC_CATEGORY_CS:
+    case UTF8PROC_CATEGORY_CO:
+    case UTF8PROC_CATEGORY_CN:
+    case UTF8PROC_CATEGORY_ZL:
+    case UTF8PROC_CATEGORY_ZP:
+    case UTF8PROC_CATEGORY_ZS: return false;
+    default: return true;
     }
 }
 
@@ -136,7 +148,10 @@ void jinja_fmt_float(double d, char *buf, size_t n) {
     while (nd > 1 && digits[nd - 1] == '0') nd--;
     digits[nd] = '\0';
     char *o = buf, *end = buf + n - 1;
-#define PUT(c) do { if (o < end) *o++ = (c); } while (0)
+#define PUT(c)                                                                                               \
+    do {                                                                                                     \
+        if (o < end) *o++ = (c);                                                                             \
+    } while (0)
     if (neg) PUT('-');
     if (exp10 >= -4 && exp10 < 16) {
         if (exp10 < 0) {
@@ -175,15 +190,24 @@ qvlm_status jinja_repr_str(jinja_rt *rt, const char *p, size_t n, jinja_buf *b) 
         size_t start = i;
         int32_t cp = jinja_utf8_next(p, n, &i);
         char esc[16];
-        if (cp == quote || cp == '\\') snprintf(esc, sizeof(esc), "\\%c", (char)cp);
-        else if (cp == '\t') snprintf(esc, sizeof(esc), "\\t");
-        else if (cp == '\n') snprintf(esc, sizeof(esc), "\\n");
-        else if (cp == '\r') snprintf(esc, sizeof(esc), "\\r");
-        else if (cp < 0x20 || cp == 0x7F) snprintf(esc, sizeof(esc), "\\x%02x", (unsigned)cp);
-        else if (cp < 0x7F || jinja_py_isprintable(cp)) esc[0] = '\0';
-        else if (cp <= 0xFF) snprintf(esc, sizeof(esc), "\\x%02x", (unsigned)cp);
-        else if (cp <= 0xFFFF) snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)cp);
-        else snprintf(esc, sizeof(esc), "\\U%08x", (unsigned)cp);
+        if (cp == quote || cp == '\\')
+            snprintf(esc, sizeof(esc), "\\%c", (char)cp);
+        else if (cp == '\t')
+            snprintf(esc, sizeof(esc), "\\t");
+        else if (cp == '\n')
+            snprintf(esc, sizeof(esc), "\\n");
+        else if (cp == '\r')
+            snprintf(esc, sizeof(esc), "\\r");
+        else if (cp < 0x20 || cp == 0x7F)
+            snprintf(esc, sizeof(esc), "\\x%02x", (unsigned)cp);
+        else if (cp < 0x7F || jinja_py_isprintable(cp))
+            esc[0] = '\0';
+        else if (cp <= 0xFF)
+            snprintf(esc, sizeof(esc), "\\x%02x", (unsigned)cp);
+        else if (cp <= 0xFFFF)
+            snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)cp);
+        else
+            snprintf(esc, sizeof(esc), "\\U%08x", (unsigned)cp);
         rc = esc[0] ? jinja_buf_put(rt, b, esc, strlen(esc)) : jinja_buf_put(rt, b, p + start, i - start);
     }
     if (rc == QVLM_OK) rc = jinja_buf_putc(rt, b, quote);
@@ -267,9 +291,9 @@ static bool drop_underscores(const char *p, size_t n, char *out, size_t cap) {
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         if (p[i] == '_') {
-            bool ok = i > 0 && i + 1 < n && ((p[i - 1] >= '0' && p[i - 1] <= '9') ||
-                                             (p[i - 1] >= 'a' && p[i - 1] <= 'z') ||
-                                             (p[i - 1] >= 'A' && p[i - 1] <= 'Z')) &&
+            bool ok = i > 0 && i + 1 < n &&
+                      ((p[i - 1] >= '0' && p[i - 1] <= '9') || (p[i - 1] >= 'a' && p[i - 1] <= 'z') ||
+                       (p[i - 1] >= 'A' && p[i - 1] <= 'Z')) &&
                       p[i + 1] != '_';
             if (!ok) return false;
             continue;
@@ -316,11 +340,16 @@ bool jinja_parse_int(const char *p, size_t n, int base, int64_t *out) {
     if (*s == '+' || *s == '-') neg = *s++ == '-';
     if (base == 0 || base == 16 || base == 8 || base == 2) {
         int pb = 0;
-        if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) pb = 16;
-        else if (s[0] == '0' && (s[1] == 'o' || s[1] == 'O')) pb = 8;
-        else if (s[0] == '0' && (s[1] == 'b' || s[1] == 'B')) pb = 2;
-        if (pb && (base == 0 || base == pb)) s += 2, base = pb;
-        else if (base == 0) base = 10;
+        if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
+            pb = 16;
+        else if (s[0] == '0' && (s[1] == 'o' || s[1] == 'O'))
+            pb = 8;
+        else if (s[0] == '0' && (s[1] == 'b' || s[1] == 'B'))
+            pb = 2;
+        if (pb && (base == 0 || base == pb))
+            s += 2, base = pb;
+        else if (base == 0)
+            base = 10;
     }
     if (base < 2 || base > 36 || *s == '\0' || *s == '+' || *s == '-' || jinja_py_isspace(*s)) return false;
     char *end;

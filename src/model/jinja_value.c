@@ -32,8 +32,8 @@ qvlm_status jinja_fail(jinja_rt *rt, qvlm_status code, const char *fmt, ...) {
 qvlm_status jinja_step(jinja_rt *rt, uint64_t n) {
     rt->steps += n;
     if (rt->steps > rt->lim.max_steps)
-        return jinja_fail(rt, QVLM_E_LIMIT, "%s:%u: template evaluation exceeds %llu steps",
-                          rt->tpl->name, rt->line, (unsigned long long)rt->lim.max_steps);
+        return jinja_fail(rt, QVLM_E_LIMIT, "%s:%u: template evaluation exceeds %llu steps", rt->tpl->name,
+                          rt->line, (unsigned long long)rt->lim.max_steps);
     return QVLM_OK;
 }
 
@@ -80,8 +80,13 @@ qvlm_status jinja_obj_new(jinja_rt *rt, jinja_otype type, size_t n_bytes, void *
 static jinja_obj *value_obj(const jinja_value *v) {
     switch (v->kind) {
     case JV_STR: return v->u.s.owner;
-    case JV_UNDEF: case JV_LIST: case JV_DICT: case JV_NS: case JV_MACRO: case JV_FUNC: case JV_LOOP:
-        return v->u.o;
+    case JV_UNDEF:
+    case JV_LIST:
+    case JV_DICT:
+    case JV_NS:
+    case JV_MACRO:
+    case JV_FUNC:
+    case JV_LOOP: return v->u.o;
     default: return NULL;
     }
 }
@@ -122,7 +127,8 @@ static void clear_contents(jinja_rt *rt, jinja_obj *o, jinja_obj **work) {
         l->n = l->cap = 0;
         break;
     }
-    case JO_DICT: case JO_NS: {
+    case JO_DICT:
+    case JO_NS: {
         jinja_dict *d = (jinja_dict *)o;
         for (size_t i = 0; i < d->n; i++) {
             drop_child(&d->keys[i], work);
@@ -160,7 +166,8 @@ static void clear_contents(jinja_rt *rt, jinja_obj *o, jinja_obj **work) {
         s->n = s->cap = 0;
         break;
     }
-    case JO_STR: case JO_UNDEF: break;
+    case JO_STR:
+    case JO_UNDEF: break;
     }
 }
 
@@ -270,17 +277,20 @@ static const char *object_type_repr(const jinja_value *v) {
     case JV_FLOAT: return "float object";
     case JV_STR: return "str object";
     case JV_LIST: {
-        static const char *const views[] = {"list object", "dict_keys object", "dict_values object", "dict_items object"};
+        static const char *const views[] = {"list object", "dict_keys object", "dict_values object",
+                                            "dict_items object"};
         return jinja_list_of(v)->is_tuple ? "tuple object" : views[jinja_list_of(v)->view];
     }
     case JV_JARR: return "list object";
-    case JV_DICT: case JV_JOBJ: return "dict object";
+    case JV_DICT:
+    case JV_JOBJ: return "dict object";
     case JV_FUNC: return "builtin_function_or_method object";
     }
     return "object";
 }
 
-qvlm_status jinja_undef_no_element(jinja_rt *rt, const jinja_value *obj, const char *name_repr, jinja_value *out) {
+qvlm_status jinja_undef_no_element(jinja_rt *rt, const jinja_value *obj, const char *name_repr,
+                                   jinja_value *out) {
     return jinja_undef_new(rt, out, "%s has no element %s", object_type_repr(obj), name_repr);
 }
 
@@ -308,7 +318,8 @@ qvlm_status jinja_list_new(jinja_rt *rt, size_t cap, bool is_tuple, jinja_value 
     out->u.o = &l->h;
     if (cap == 0) return QVLM_OK;
     size_t n_bytes;
-    if (qvlm_mul_overflow(cap, sizeof(jinja_value), &n_bytes)) rc = jinja_fail(rt, QVLM_E_LIMIT, "list too long");
+    if (qvlm_mul_overflow(cap, sizeof(jinja_value), &n_bytes))
+        rc = jinja_fail(rt, QVLM_E_LIMIT, "list too long");
     if (rc == QVLM_OK) rc = jinja_mem_take(rt, n_bytes);
     if (rc == QVLM_OK) {
         l->items = malloc(n_bytes);
@@ -366,12 +377,14 @@ qvlm_status jinja_dict_new(jinja_rt *rt, jinja_otype type, jinja_value *out) {
 /* Key equality for dict lookups: hashable keys only (scalars, strings, tuples of those). */
 static bool key_eq(const jinja_value *a, const jinja_value *b, int depth) {
     if (depth > JINJA_MAX_NESTING) return false;
-    if (jinja_is_num(a) && jinja_is_num(b)) return jinja_as_float(a) == jinja_as_float(b) &&
-        (a->kind == JV_FLOAT || b->kind == JV_FLOAT || jinja_as_int(a) == jinja_as_int(b));
+    if (jinja_is_num(a) && jinja_is_num(b))
+        return jinja_as_float(a) == jinja_as_float(b) &&
+               (a->kind == JV_FLOAT || b->kind == JV_FLOAT || jinja_as_int(a) == jinja_as_int(b));
     if (a->kind != b->kind) return false;
     switch (a->kind) {
     case JV_STR: return a->u.s.n == b->u.s.n && memcmp(a->u.s.p, b->u.s.p, a->u.s.n) == 0;
-    case JV_NONE: case JV_UNDEF: return true;
+    case JV_NONE:
+    case JV_UNDEF: return true;
     case JV_LIST: {
         jinja_list *x = jinja_list_of(a), *y = jinja_list_of(b);
         if (x->n != y->n || !x->is_tuple || !y->is_tuple) return x == y;
@@ -458,8 +471,14 @@ jinja_value jinja_from_json(const json_t *j) {
     case JSON_REAL: return jinja_float(json_real_value(j));
     case JSON_TRUE: return jinja_bool(true);
     case JSON_FALSE: return jinja_bool(false);
-    case JSON_ARRAY: { jinja_value v = {.kind = JV_JARR, .u.j = j}; return v; }
-    case JSON_OBJECT: { jinja_value v = {.kind = JV_JOBJ, .u.j = j}; return v; }
+    case JSON_ARRAY: {
+        jinja_value v = {.kind = JV_JARR, .u.j = j};
+        return v;
+    }
+    case JSON_OBJECT: {
+        jinja_value v = {.kind = JV_JOBJ, .u.j = j};
+        return v;
+    }
     default: return jinja_none();
     }
 }
@@ -468,7 +487,8 @@ jinja_value jinja_from_json(const json_t *j) {
 
 bool jinja_truthy(const jinja_value *v) {
     switch (v->kind) {
-    case JV_UNDEF: case JV_NONE: return false;
+    case JV_UNDEF:
+    case JV_NONE: return false;
     case JV_BOOL: return v->u.b;
     case JV_INT: return v->u.i != 0;
     case JV_FLOAT: return v->u.f != 0.0;
@@ -494,7 +514,8 @@ const char *jinja_type_name(const jinja_value *v) {
         return jinja_list_of(v)->is_tuple ? "tuple" : views[jinja_list_of(v)->view];
     }
     case JV_JARR: return "list";
-    case JV_DICT: case JV_JOBJ: return "dict";
+    case JV_DICT:
+    case JV_JOBJ: return "dict";
     case JV_NS: return "Namespace";
     case JV_MACRO: return "Macro";
     case JV_FUNC: return "builtin_function_or_method";
@@ -519,8 +540,10 @@ bool jinja_len(const jinja_value *v, size_t *n) {
     switch (v->kind) {
     case JV_UNDEF: *n = 0; return true;
     case JV_STR: *n = jinja_utf8_count(v->u.s.p, v->u.s.n); return true;
-    case JV_LIST: case JV_JARR: *n = jinja_seq_len(v); return true;
-    case JV_DICT: case JV_JOBJ: *n = jinja_map_len(v); return true;
+    case JV_LIST:
+    case JV_JARR: *n = jinja_seq_len(v); return true;
+    case JV_DICT:
+    case JV_JOBJ: *n = jinja_map_len(v); return true;
     case JV_LOOP: *n = jinja_seq_len(&((jinja_loop *)v->u.o)->items); return true;
     default: return false;
     }
@@ -541,12 +564,13 @@ static qvlm_status str_chars(jinja_rt *rt, const jinja_value *s, jinja_value *ou
 
 qvlm_status jinja_iterate(jinja_rt *rt, const jinja_value *v, jinja_value *out) {
     switch (v->kind) {
-    case JV_LIST: case JV_JARR: *out = jinja_ref(v); return QVLM_OK;
+    case JV_LIST:
+    case JV_JARR: *out = jinja_ref(v); return QVLM_OK;
     case JV_UNDEF: return jinja_list_new(rt, 0, false, out);
     case JV_STR: return str_chars(rt, v, out);
-    case JV_DICT: case JV_JOBJ: return jinja_map_keys(rt, v, out);
-    default:
-        return jinja_fail(rt, QVLM_E_INVALID, "'%s' object is not iterable", jinja_type_name(v));
+    case JV_DICT:
+    case JV_JOBJ: return jinja_map_keys(rt, v, out);
+    default: return jinja_fail(rt, QVLM_E_INVALID, "'%s' object is not iterable", jinja_type_name(v));
     }
 }
 
@@ -580,8 +604,10 @@ static qvlm_status map_entry(jinja_rt *rt, jinja_value *k, jinja_value *v, map_p
     if (rc) return rc;
     jinja_value kr = jinja_ref(k), vr = jinja_ref(v);
     rc = jinja_list_push(rt, out, &kr);
-    if (rc == QVLM_OK) rc = jinja_list_push(rt, out, &vr);
-    else jinja_release(rt, &vr);
+    if (rc == QVLM_OK)
+        rc = jinja_list_push(rt, out, &vr);
+    else
+        jinja_release(rt, &vr);
     if (rc) jinja_release(rt, out);
     return rc;
 }
@@ -622,8 +648,8 @@ qvlm_status jinja_map_items(jinja_rt *rt, const jinja_value *m, jinja_value *out
 /* ==== Comparison ================================================================================ */
 
 static qvlm_status too_deep(jinja_rt *rt) {
-    return jinja_fail(rt, QVLM_E_LIMIT, "%s:%u: values nested deeper than %d levels", rt->tpl->name,
-                      rt->line, JINJA_MAX_NESTING);
+    return jinja_fail(rt, QVLM_E_LIMIT, "%s:%u: values nested deeper than %d levels", rt->tpl->name, rt->line,
+                      JINJA_MAX_NESTING);
 }
 
 /* Python compares int and float exactly, not through a rounded double. */
@@ -672,7 +698,8 @@ static qvlm_status map_eq(jinja_rt *rt, const jinja_value *a, const jinja_value 
         bool fa, fb;
         rc = jinja_map_get(rt, a, &k, &va, &fa);
         if (rc == QVLM_OK) rc = jinja_map_get(rt, b, &k, &vb, &fb);
-        if (rc == QVLM_OK && !fb) *eq = false;
+        if (rc == QVLM_OK && !fb)
+            *eq = false;
         else if (rc == QVLM_OK) {
             rc = eq_rec(rt, &va, &vb, depth + 1, eq);
             jinja_release(rt, &vb);
@@ -696,7 +723,8 @@ static qvlm_status eq_rec(jinja_rt *rt, const jinja_value *a, const jinja_value 
     if (jinja_is_mapping(a) && jinja_is_mapping(b)) return map_eq(rt, a, b, depth, eq);
     if (a->kind != b->kind) return QVLM_OK;
     switch (a->kind) {
-    case JV_UNDEF: case JV_NONE: *eq = true; break;
+    case JV_UNDEF:
+    case JV_NONE: *eq = true; break;
     case JV_STR:
         *eq = a->u.s.n == b->u.s.n && memcmp(a->u.s.p, b->u.s.p, a->u.s.n) == 0;
         return jinja_step(rt, a->u.s.n / 64);
@@ -755,14 +783,16 @@ qvlm_status jinja_contains(jinja_rt *rt, const jinja_value *hay, const jinja_val
         }
         *in = needle->u.s.n == 0 || memmem(hay->u.s.p, hay->u.s.n, needle->u.s.p, needle->u.s.n) != NULL;
         return jinja_step(rt, hay->u.s.n / 64); /* a scan of the whole text */
-    case JV_LIST: case JV_JARR:
+    case JV_LIST:
+    case JV_JARR:
         for (size_t i = 0; i < jinja_seq_len(hay) && !*in; i++) {
             jinja_value x = jinja_seq_at(hay, i);
             qvlm_status rc = jinja_eq(rt, &x, needle, in);
             if (rc) return rc;
         }
         return jinja_step(rt, jinja_seq_len(hay) / 16);
-    case JV_DICT: case JV_JOBJ: {
+    case JV_DICT:
+    case JV_JOBJ: {
         if (!hashable(needle))
             return jinja_fail(rt, QVLM_E_INVALID, "unhashable type: '%s'", jinja_type_name(needle));
         jinja_value v = JINJA_UNSET;
@@ -866,10 +896,8 @@ static qvlm_status str_other(jinja_rt *rt, const jinja_value *v, jinja_buf *b, i
         if (rc == QVLM_OK) rc = repr_map(rt, &as_dict, b, depth);
         return rc ? rc : jinja_buf_putc(rt, b, '>');
     }
-    case JV_MACRO:
-        return jinja_buf_printf(rt, b, "<Macro '%s'>", ((jinja_macro *)v->u.o)->def->name);
-    case JV_FUNC:
-        return jinja_buf_printf(rt, b, "<built-in method %s>", ((jinja_func *)v->u.o)->def->name);
+    case JV_MACRO: return jinja_buf_printf(rt, b, "<Macro '%s'>", ((jinja_macro *)v->u.o)->def->name);
+    case JV_FUNC: return jinja_buf_printf(rt, b, "<built-in method %s>", ((jinja_func *)v->u.o)->def->name);
     case JV_LOOP: {
         jinja_loop *l = (jinja_loop *)v->u.o;
         return jinja_buf_printf(rt, b, "<LoopContext %zu/%zu>", l->index0 + 1, jinja_seq_len(&l->items));
@@ -883,9 +911,14 @@ qvlm_status jinja_repr(jinja_rt *rt, const jinja_value *v, jinja_buf *b, int dep
     switch (v->kind) {
     case JV_UNDEF: return jinja_buf_put(rt, b, "Undefined", 9);
     case JV_STR: return jinja_repr_str(rt, v->u.s.p, v->u.s.n, b);
-    case JV_LIST: case JV_JARR: return repr_seq(rt, v, b, depth);
-    case JV_DICT: case JV_JOBJ: return repr_map(rt, v, b, depth);
-    case JV_NS: case JV_MACRO: case JV_FUNC: case JV_LOOP: return str_other(rt, v, b, depth);
+    case JV_LIST:
+    case JV_JARR: return repr_seq(rt, v, b, depth);
+    case JV_DICT:
+    case JV_JOBJ: return repr_map(rt, v, b, depth);
+    case JV_NS:
+    case JV_MACRO:
+    case JV_FUNC:
+    case JV_LOOP: return str_other(rt, v, b, depth);
     default: return jinja_str(rt, v, b);
     }
 }
@@ -897,11 +930,12 @@ qvlm_status jinja_str(jinja_rt *rt, const jinja_value *v, jinja_buf *b) {
     case JV_NONE: return jinja_buf_put(rt, b, "None", 4);
     case JV_BOOL: return v->u.b ? jinja_buf_put(rt, b, "True", 4) : jinja_buf_put(rt, b, "False", 5);
     case JV_INT: return jinja_buf_printf(rt, b, "%lld", (long long)v->u.i);
-    case JV_FLOAT:
-        jinja_fmt_float(v->u.f, num, sizeof(num));
-        return jinja_buf_put(rt, b, num, strlen(num));
+    case JV_FLOAT: jinja_fmt_float(v->u.f, num, sizeof(num)); return jinja_buf_put(rt, b, num, strlen(num));
     case JV_STR: return jinja_buf_put(rt, b, v->u.s.p, v->u.s.n);
-    case JV_LIST: case JV_JARR: case JV_DICT: case JV_JOBJ: return jinja_repr(rt, v, b, 0);
+    case JV_LIST:
+    case JV_JARR:
+    case JV_DICT:
+    case JV_JOBJ: return jinja_repr(rt, v, b, 0);
     default: return str_other(rt, v, b, 0);
     }
 }
@@ -974,11 +1008,15 @@ static qvlm_status json_key(jinja_rt *rt, const jinja_value *k, const jinja_json
     if (jinja_is_str(k)) return json_str_out(rt, k->u.s.p, k->u.s.n, o->ensure_ascii, b);
     jinja_buf tmp = {0};
     qvlm_status rc;
-    if (k->kind == JV_BOOL) rc = jinja_buf_put(rt, &tmp, k->u.b ? "true" : "false", k->u.b ? 4 : 5);
-    else if (k->kind == JV_NONE) rc = jinja_buf_put(rt, &tmp, "null", 4);
-    else if (k->kind == JV_INT || k->kind == JV_FLOAT) rc = jinja_tojson(rt, k, o, &tmp, 0);
-    else rc = jinja_fail(rt, QVLM_E_INVALID, "keys must be str, int, float, bool or None, not %s",
-                         jinja_type_name(k));
+    if (k->kind == JV_BOOL)
+        rc = jinja_buf_put(rt, &tmp, k->u.b ? "true" : "false", k->u.b ? 4 : 5);
+    else if (k->kind == JV_NONE)
+        rc = jinja_buf_put(rt, &tmp, "null", 4);
+    else if (k->kind == JV_INT || k->kind == JV_FLOAT)
+        rc = jinja_tojson(rt, k, o, &tmp, 0);
+    else
+        rc = jinja_fail(rt, QVLM_E_INVALID, "keys must be str, int, float, bool or None, not %s",
+                        jinja_type_name(k));
     if (rc == QVLM_OK) rc = json_str_out(rt, tmp.p, tmp.n, false, b);
     jinja_buf_free(rt, &tmp);
     return rc;
@@ -1035,14 +1073,17 @@ qvlm_status jinja_tojson(jinja_rt *rt, const jinja_value *v, const jinja_json_op
     case JV_INT: return jinja_str(rt, v, b);
     case JV_FLOAT:
         if (isnan(v->u.f)) return jinja_buf_put(rt, b, "NaN", 3);
-        if (isinf(v->u.f)) return v->u.f > 0 ? jinja_buf_put(rt, b, "Infinity", 8)
-                                            : jinja_buf_put(rt, b, "-Infinity", 9);
+        if (isinf(v->u.f))
+            return v->u.f > 0 ? jinja_buf_put(rt, b, "Infinity", 8) : jinja_buf_put(rt, b, "-Infinity", 9);
         return jinja_str(rt, v, b);
     case JV_STR: return json_str_out(rt, v->u.s.p, v->u.s.n, o->ensure_ascii, b);
-    case JV_LIST: case JV_JARR:
-        if (v->kind == JV_LIST && jinja_list_of(v)->view != JVIEW_NONE) break; /* views are not serializable */
+    case JV_LIST:
+    case JV_JARR:
+        if (v->kind == JV_LIST && jinja_list_of(v)->view != JVIEW_NONE)
+            break; /* views are not serializable */
         return json_seq(rt, v, o, b, depth);
-    case JV_DICT: case JV_JOBJ: return json_map(rt, v, o, b, depth);
+    case JV_DICT:
+    case JV_JOBJ: return json_map(rt, v, o, b, depth);
     default: break;
     }
     return jinja_fail(rt, QVLM_E_INVALID, "Object of type %s is not JSON serializable", jinja_type_name(v));

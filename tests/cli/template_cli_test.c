@@ -40,20 +40,25 @@ static int run_case(const char *qvlm, const char *model, const char *work, const
     int wrote = json_dump_file(request, req, JSON_INDENT(1));
     json_decref(request);
     if (wrote != 0) return fprintf(stderr, "%s: cannot write %s\n", name, req), 1;
-    snprintf(cmd, sizeof(cmd), "'%s' template --model '%s' < '%s' > '%s' 2> '%s'", qvlm, model, req, out_path, err_path);
+    snprintf(cmd, sizeof(cmd), "'%s' template --model '%s' < '%s' > '%s' 2> '%s'", qvlm, model, req, out_path,
+             err_path);
     int status = system(cmd), rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     size_t n_out, n_err;
     char *out = slurp(out_path, &n_out), *err = slurp(err_path, &n_err);
     const json_t *want = json_object_get(c, "rendered"), *want_err = json_object_get(c, "error");
     int bad;
     if (want) {
-        bad = rc != 0 || n_out != json_string_length(want) || memcmp(out, json_string_value(want), n_out) != 0;
-        if (bad) fprintf(stderr, "%s: exit %d (%s), stdout differs from the reference (see %s)\n", name, rc, err, out_path);
+        bad =
+            rc != 0 || n_out != json_string_length(want) || memcmp(out, json_string_value(want), n_out) != 0;
+        if (bad)
+            fprintf(stderr, "%s: exit %d (%s), stdout differs from the reference (see %s)\n", name, rc, err,
+                    out_path);
     } else {
         char expect[2048];
         snprintf(expect, sizeof(expect), "qvlm template: %s\n", json_string_value(want_err));
         bad = rc != 1 || n_out != 0 || strcmp(err, expect) != 0;
-        if (bad) fprintf(stderr, "%s: exit %d, stderr [%s], expected exit 1 and [%s]\n", name, rc, err, expect);
+        if (bad)
+            fprintf(stderr, "%s: exit %d, stderr [%s], expected exit 1 and [%s]\n", name, rc, err, expect);
     }
     free(out);
     free(err);

@@ -10,20 +10,23 @@
 
 static const char CONTEXT[] =
     "{\"messages\": [{\"role\": \"system\", \"content\": \"Be terse.\"},"
-    " {\"role\": \"user\", \"content\": [{\"type\": \"image\"}, {\"type\": \"text\", \"text\": \"What is \\u00e9?\"}]},"
+    " {\"role\": \"user\", \"content\": [{\"type\": \"image\"}, {\"type\": \"text\", \"text\": \"What is "
+    "\\u00e9?\"}]},"
     " {\"role\": \"assistant\", \"content\": \"<think>\\nhm\\n</think>\\n\\nA cat.\","
     "  \"tool_calls\": [{\"function\": {\"name\": \"f\", \"arguments\": {\"a\": [1, 2.5, null, true]}}}]},"
     " {\"role\": \"tool\", \"content\": \"42\"}],"
-    " \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": {\"type\": \"object\"}}}],"
-    " \"add_generation_prompt\": true, \"enable_thinking\": false, \"add_vision_id\": true, \"bos_token\": \"<s>\"}";
+    " \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": {\"type\": "
+    "\"object\"}}}],"
+    " \"add_generation_prompt\": true, \"enable_thinking\": false, \"add_vision_id\": true, \"bos_token\": "
+    "\"<s>\"}";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     qvlm_chat_template *t = NULL;
     qvlm_error err = {0};
     qvlm_status rc = qvlm_chat_template_parse((const char *)data, size, "fuzz", &t, &err);
     if (rc == QVLM_OK) {
-        qvlm_chat_template_limits lim = {.max_output_bytes = 1 << 20, .max_memory_bytes = 32 << 20,
-                                         .max_steps = 200000, .max_depth = 200};
+        qvlm_chat_template_limits lim = {
+            .max_output_bytes = 1 << 20, .max_memory_bytes = 32 << 20, .max_steps = 200000, .max_depth = 200};
         qvlm_chat_template_set_limits(t, &lim);
         json_t *ctx = json_loads(CONTEXT, 0, NULL);
         char *out = NULL;
@@ -32,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         err.msg[0] = '\0';
         rc = qvlm_chat_template_render(t, ctx, &out, &n, &err);
         if (rc == QVLM_OK && (!out || out[n] != '\0')) __builtin_trap(); /* output must be terminated */
-        if (rc != QVLM_OK && out) __builtin_trap();                     /* failures leave no output */
+        if (rc != QVLM_OK && out) __builtin_trap();                      /* failures leave no output */
         free(out);
         json_decref(ctx);
         qvlm_chat_template_destroy(t);
