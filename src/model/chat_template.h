@@ -34,7 +34,8 @@ typedef struct qvlm_chat_template_limits {
     size_t max_memory_bytes; /* live strings / lists / dicts built while rendering; default 256 MiB */
     uint64_t max_steps;      /* work: expressions, statements, loop iterations, bytes copied / 64;
                                 default 50 million (about a second) */
-    uint32_t max_depth;      /* nesting of evaluation incl. macro recursion; default 400 */
+    uint32_t max_depth;      /* nesting of evaluation incl. macro recursion; default 400, which
+                                needs under 256 KiB of C stack (about 1 MiB under ASan) */
 } qvlm_chat_template_limits;
 
 #define QVLM_CHAT_TEMPLATE_MAX_SOURCE_BYTES (4u << 20) /* template files larger than this are refused */

@@ -709,8 +709,7 @@ qvlm_status jinja_apply_filter(jinja_rt *rt, const char *name, size_t n, const j
 typedef struct jinja_macro {
     jinja_obj h;
     const jinja_macro_def *def;
-    jinja_scope *closure; /* referenced */
-    jinja_value caller;   /* call blocks: the `caller` macro passed in */
+    jinja_scope *closure; /* referenced: the scope the macro was defined in */
 } jinja_macro;
 
 typedef struct jinja_loop {

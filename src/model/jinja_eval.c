@@ -238,8 +238,6 @@ static qvlm_status bind_macro_args(jinja_rt *rt, const jinja_macro *m, const jin
         jinja_value v = JINJA_UNSET;
         if (k >= 0)
             used[k] = true, v = jinja_ref(&a->kw[k]);
-        else if (m->caller.kind != JV_UNDEF)
-            v = jinja_ref(&m->caller);
         else
             rc = jinja_undef_new(rt, &v, "No caller defined");
         if (rc == QVLM_OK) rc = scope_set(rt, s, "caller", 6, &v);
@@ -314,7 +312,6 @@ static qvlm_status macro_new(jinja_rt *rt, const jinja_macro_def *d, jinja_scope
     m->def = d;
     m->closure = closure;
     closure->h.refs++;
-    m->caller = jinja_undefined();
     out->kind = JV_MACRO;
     out->u.o = &m->h;
     return QVLM_OK;

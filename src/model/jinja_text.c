@@ -5,6 +5,8 @@
  * answers in Python's terms (str.isspace(), repr(), float.__repr__) so that rendered text and
  * error messages match transformers byte for byte. Case mapping is utf8proc's simple
  * (one-to-one) mapping: Python's full mappings such as "ß".upper() == "SS" are not reproduced.
+ * Number formatting and parsing go through printf / strtod, so they assume the C numeric
+ * locale (qvlm never calls setlocale).
  */
 #include <errno.h>
 #include <math.h>

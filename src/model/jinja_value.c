@@ -145,7 +145,6 @@ static void clear_contents(jinja_rt *rt, jinja_obj *o, jinja_obj **work) {
         jinja_macro *m = (jinja_macro *)o;
         drop_child_obj(&m->closure->h, work);
         m->closure = NULL;
-        drop_child(&m->caller, work);
         break;
     }
     case JO_FUNC: drop_child(&((jinja_func *)o)->self, work); break;
