@@ -762,9 +762,9 @@ static qvlm_status f_abs(jinja_rt *rt, const jinja_value *v, const jinja_args *a
         *out = jinja_float(fabs(v->u.f));
     else if (jinja_is_int(v) && jinja_as_int(v) != INT64_MIN)
         *out = jinja_int(llabs(jinja_as_int(v)));
-    else if (jinja_is_undef(v))
-        return jinja_undef_fail(rt, v);
-    else
+    else if (jinja_is_int(v))
+        return jinja_fail(rt, QVLM_E_UNSUPPORTED, "integer overflow (Python would use a big integer)");
+    else /* Undefined has no __abs__ either */
         return jinja_fail(rt, QVLM_E_INVALID, "bad operand type for abs(): '%s'", jinja_type_name(v));
     return QVLM_OK;
 }
@@ -775,6 +775,7 @@ static qvlm_status f_int(jinja_rt *rt, const jinja_value *v, const jinja_args *a
     double d;
     if (rc == QVLM_OK && arg[1]) rc = need_int_arg(rt, arg[1], "base", &base);
     if (rc == QVLM_OK && jinja_is_str(v)) rc = jinja_step(rt, v->u.s.n / 2); /* whitespace is stripped */
+    if (rc == QVLM_OK && jinja_is_undef(v)) rc = jinja_undef_fail(rt, v); /* int(Undefined) raises */
     if (rc) return rc;
     if (jinja_is_int(v)) return *out = jinja_int(jinja_as_int(v)), QVLM_OK;
     if (v->kind == JV_FLOAT && fabs(v->u.f) < 9.2e18) return *out = jinja_int((int64_t)v->u.f), QVLM_OK;
@@ -791,6 +792,7 @@ static qvlm_status f_float(jinja_rt *rt, const jinja_value *v, const jinja_args 
     BIND("float", "default");
     double d;
     if (rc == QVLM_OK && jinja_is_str(v)) rc = jinja_step(rt, v->u.s.n / 2); /* whitespace is stripped */
+    if (rc == QVLM_OK && jinja_is_undef(v)) rc = jinja_undef_fail(rt, v); /* float(Undefined) raises */
     if (rc) return rc;
     if (jinja_is_num(v))
         *out = jinja_float(jinja_as_float(v));
