@@ -5,7 +5,8 @@
  * `a + b is string` is `a + (b is string)`). Filters and tests are resolved here; an unknown
  * one is a parse error, except inside an `if` (its test and bodies) or a conditional
  * expression, where Jinja defers the error until the filter is actually applied.
- * Every node lives in the template's arena. Nesting is bounded by JINJA_MAX_PARSE_DEPTH.
+ * Every node lives in the template's arena (jinja_arena.c). Nesting is bounded by
+ * JINJA_MAX_PARSE_DEPTH.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,40 +14,6 @@
 #include <string.h>
 
 #include "model/jinja.h"
-
-/* ==== Arena ===================================================================================== */
-
-struct jinja_arena_block {
-    jinja_arena_block *next;
-    size_t used, cap;
-    _Alignas(16) unsigned char data[];
-};
-
-void *jinja_arena_alloc(jinja_arena *a, size_t n_bytes) {
-    n_bytes = (n_bytes + 15) & ~(size_t)15;
-    jinja_arena_block *b = a->head;
-    if (!b || b->cap - b->used < n_bytes) {
-        size_t cap = n_bytes > 65536 ? n_bytes : 65536;
-        b = malloc(sizeof(*b) + cap);
-        if (!b) return NULL;
-        b->used = 0;
-        b->cap = cap;
-        b->next = a->head;
-        a->head = b;
-    }
-    void *p = b->data + b->used;
-    b->used += n_bytes;
-    memset(p, 0, n_bytes);
-    return p;
-}
-
-void jinja_arena_free(jinja_arena *a) {
-    for (jinja_arena_block *b = a->head, *next; b; b = next) {
-        next = b->next;
-        free(b);
-    }
-    a->head = NULL;
-}
 
 /* ==== Parser state ============================================================================== */
 
