@@ -48,6 +48,163 @@ typedef struct qvlm_error {
 const char *qvlm_status_name(qvlm_status code); /* "E_CORRUPT" */
 const char *qvlm_status_text(qvlm_status code); /* "corrupt or malformed input" */
 
+/* ==== Models ================================================================================ */
+
+typedef struct qvlm_model qvlm_model;     /* a loaded checkpoint; immutable, shared by sessions */
+typedef struct qvlm_session qvlm_session; /* one conversation's state; one thread at a time */
+
+typedef enum qvlm_device { QVLM_DEVICE_CPU = 0, QVLM_DEVICE_CUDA = 1 } qvlm_device;
+typedef enum qvlm_precision_mode {
+    QVLM_PRECISION_F32 = 0, /* f32 activations: matches transformers' float32 run */
+    QVLM_PRECISION_BF16 = 1 /* bf16 activations into the matrix products, f32 sums: fast */
+} qvlm_precision_mode;
+
+typedef struct qvlm_model_params {
+    qvlm_device device;
+    int n_threads;                 /* CPU threads; 0 = all online CPUs */
+    qvlm_precision_mode precision;
+} qvlm_model_params;
+
+/* Defaults: CPU, all cores, f32. */
+void qvlm_model_params_default(qvlm_model_params *p);
+
+/* Load the Hub checkpoint directory `dir` (config.json, *.safetensors[.index.json],
+ * generation_config.json). Errors: QVLM_E_IO (a file cannot be read), QVLM_E_CORRUPT (a file
+ * is malformed or disagrees with config.json; the message names the file and tensor/field),
+ * QVLM_E_UNSUPPORTED (unknown model_type, dtype, ...), QVLM_E_NOMEM. On failure *out is NULL. */
+qvlm_status qvlm_model_load(const char *dir, const qvlm_model_params *p, qvlm_model **out, qvlm_error *err);
+void qvlm_model_destroy(qvlm_model *m); /* every session of m must be destroyed first */
+int32_t qvlm_model_vocab_size(const qvlm_model *m);
+/* End-of-sequence ids (generation_config.json first, then config.json); returns their count. */
+int qvlm_model_eos_ids(const qvlm_model *m, const int32_t **ids);
+
+/* ==== The cross-turn cache ================================================================== */
+
+/* One cache serves every session of a model: exact checkpoints of the sequence state found by
+ * token ids and image content hashes, and the vision features of every image seen, under one
+ * memory budget; optionally persisted in a directory (bound to the model's fingerprint). */
+typedef struct qvlm_cache qvlm_cache;
+
+typedef struct qvlm_cache_config {
+    size_t budget_bytes;      /* memory for checkpoints, shared KV blocks and image features */
+    const char *dir;          /* disk tier directory, or NULL */
+    size_t disk_budget_bytes; /* 0 = 4 x budget_bytes */
+} qvlm_cache_config;
+
+/* Create a cache for `m` (kept; it must outlive the cache). */
+qvlm_status qvlm_model_cache_create(qvlm_model *m, const qvlm_cache_config *cfg, qvlm_cache **out, qvlm_error *err);
+void qvlm_cache_destroy(qvlm_cache *c); /* all sessions using it must be destroyed first */
+/* Write everything not yet on disk (disk tier only). */
+qvlm_status qvlm_cache_flush(qvlm_cache *c, qvlm_error *err);
+
+/* ==== Sessions ============================================================================== */
+
+typedef struct qvlm_session_params {
+    int64_t max_batch;        /* tokens per forward call of a prefill (a multiple of 64); 0 = 512 */
+    int64_t max_image_pixels; /* images with more pixels are refused before decoding; 0 = 8192^2 */
+    qvlm_cache *cache;        /* shared cache (kept), or NULL for none */
+    uint64_t cache_salt;      /* isolation key: sessions only share cache entries with equal salts */
+    int64_t checkpoint_interval; /* also checkpoint long prefills every this many tokens; 0 = 1024 */
+} qvlm_session_params;
+
+/* Create a session on `m` (kept; it must outlive the session). */
+qvlm_status qvlm_session_create(qvlm_model *m, const qvlm_session_params *p, qvlm_session **out, qvlm_error *err);
+void qvlm_session_destroy(qvlm_session *s);
+/* Forget everything fed so far. */
+void qvlm_session_reset(qvlm_session *s);
+/* Append text tokens (prefill). Each gets the next text position on all three M-RoPE axes.
+ * Errors: QVLM_E_INVALID (an id outside the vocabulary: nothing is fed), QVLM_E_NOMEM.
+ * On failure the session is unchanged. */
+qvlm_status qvlm_session_feed_tokens(qvlm_session *s, const int32_t *ids, size_t n, qvlm_error *err);
+/* An image for a prompt: encoded bytes in memory (PNG, JPEG or WebP), a file, or decoded
+ * pixels (8-bit RGB, row-major, 3 bytes a pixel). The first that is set is used: data, rgb,
+ * path. Borrowed for the call. */
+typedef struct qvlm_image_input {
+    const char *path;
+    const uint8_t *data; /* encoded bytes */
+    size_t n_bytes;
+    const uint8_t *rgb;  /* [height][width][3] */
+    int32_t width, height;
+} qvlm_image_input;
+
+/* Append a multimodal prompt piece: `ids` with one placeholder per image, in order (a single
+ * image-pad token, as chat templates write it, or a pad run already as long as the image
+ * needs). Images are decoded, preprocessed, run through the vision tower, and their features
+ * replace the pad rows; positions continue the session's M-RoPE positions.
+ * Errors: QVLM_E_MISMATCH (placeholders and images disagree), QVLM_E_CORRUPT / QVLM_E_LIMIT /
+ * QVLM_E_UNSUPPORTED (an image cannot be used; the message says which and why),
+ * QVLM_E_INVALID, QVLM_E_NOMEM. On failure the session is unchanged. */
+qvlm_status qvlm_session_feed(qvlm_session *s, const int32_t *ids, size_t n, const qvlm_image_input *images,
+                              size_t n_images, qvlm_error *err);
+
+/* Set the session to a whole prompt (in a chat: the entire conversation so far, as clients
+ * resend it), with its images in order (placeholders as for qvlm_session_feed). The longest
+ * prefix the session or the cache already holds is reused exactly: a checkpoint restores the
+ * recurrent state and shares the KV blocks, images inside it are not touched, later images are
+ * looked up in the vision-feature cache, and only the rest is prefilled. The result (logits,
+ * state) equals prefilling the whole prompt from scratch. Checkpoints are taken after every
+ * image, near the prompt's end and along long prefills.
+ * Errors as qvlm_session_feed. On failure the session is empty (reset). */
+qvlm_status qvlm_session_prompt(qvlm_session *s, const int32_t *ids, size_t n, const qvlm_image_input *images,
+                                size_t n_images, qvlm_error *err);
+
+/* What the last qvlm_session_prompt did. */
+typedef struct qvlm_prompt_stats {
+    int64_t prompt_tokens;   /* after placeholder expansion */
+    int64_t reused_tokens;   /* not recomputed: restored from the session or the cache */
+    int64_t prefilled_tokens;
+    int images_total;        /* images in the prompt */
+    int images_in_prefix;    /* inside the reused prefix: not touched at all */
+    int images_from_feature_cache; /* after it, but their features were cached */
+    int images_encoded;      /* run through the vision tower */
+    int checkpoints_made;
+    double vision_ms, prefill_ms, total_ms;
+} qvlm_prompt_stats;
+void qvlm_session_prompt_stats(const qvlm_session *s, qvlm_prompt_stats *out);
+
+/* An image's place in the last prompt: tokens [start, end) from <|vision_start|> to just past
+ * <|vision_end|>, its patch grid and its content hash. */
+typedef struct qvlm_image_span_info {
+    int64_t start, end;
+    int32_t grid_t, grid_h, grid_w;
+    uint64_t hash_lo, hash_hi;
+} qvlm_image_span_info;
+/* The spans of the last prompt; returns their count, *spans valid until the next prompt. */
+int64_t qvlm_session_image_spans(const qvlm_session *s, const qvlm_image_span_info **spans);
+
+/* Cache statistics. */
+typedef struct qvlm_cache_counters {
+    uint64_t lookups, hits, reused_tokens, snapshots, evictions, vision_hits, vision_misses;
+    uint64_t disk_hits, disk_writes, disk_skipped;
+    size_t bytes, budget_bytes, disk_bytes;
+    int64_t checkpoints, images;
+} qvlm_cache_counters;
+void qvlm_cache_counters_get(qvlm_cache *c, qvlm_cache_counters *out);
+
+/* Logits [vocab] after the last token fed, or NULL before any; valid until the next call. */
+const float *qvlm_session_logits(const qvlm_session *s);
+/* Tokens in the session's state. */
+int64_t qvlm_session_n_tokens(const qvlm_session *s);
+
+/* ==== Generation ============================================================================ */
+
+typedef struct qvlm_sampling {
+    float temperature; /* <= 0: greedy */
+    int32_t top_k;     /* 0: off */
+    float top_p;       /* 1: off */
+    float min_p;       /* 0: off */
+    uint64_t seed;
+} qvlm_sampling;
+
+/* Called with every generated token; return nonzero to stop after it. */
+typedef int (*qvlm_token_fn)(void *user, int32_t token);
+
+/* Generate up to max_tokens tokens after what was fed, feeding each one back. Stops at an
+ * end-of-sequence id of the model (the id is reported and fed), at max_tokens, or when `on_token`
+ * asks. Errors: QVLM_E_INVALID (no logits yet, bad sampling values), QVLM_E_NOMEM. */
+qvlm_status qvlm_session_generate(qvlm_session *s, const qvlm_sampling *p, int max_tokens, qvlm_token_fn on_token,
+                                  void *user, qvlm_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -14,10 +14,22 @@ static const struct {
 #undef X
 };
 
+/* Command names are C identifiers; users type '-' where the name has '_'. */
+static int name_is(const char *name, const char *arg) {
+    for (; *name && *arg; name++, arg++)
+        if (*name != *arg && !(*name == '_' && *arg == '-')) return 0;
+    return *name == *arg;
+}
+
 static void usage(FILE *f) {
     fprintf(f, "usage: qvlm <command> [options]\n\ncommands:\n");
-    for (size_t i = 0; i < sizeof(COMMANDS) / sizeof(COMMANDS[0]); i++)
-        fprintf(f, "  %-12s %s\n", COMMANDS[i].name, COMMANDS[i].help);
+    for (size_t i = 0; i < sizeof(COMMANDS) / sizeof(COMMANDS[0]); i++) {
+        char shown[64];
+        snprintf(shown, sizeof(shown), "%s", COMMANDS[i].name);
+        for (char *c = shown; *c; c++)
+            if (*c == '_') *c = '-';
+        fprintf(f, "  %-16s %s\n", shown, COMMANDS[i].help);
+    }
     fprintf(f, "\n`qvlm <command> --help` describes a command's options.\n");
 }
 
@@ -27,7 +39,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     for (size_t i = 0; i < sizeof(COMMANDS) / sizeof(COMMANDS[0]); i++)
-        if (strcmp(argv[1], COMMANDS[i].name) == 0) return COMMANDS[i].fn(argc - 1, argv + 1);
+        if (name_is(COMMANDS[i].name, argv[1])) return COMMANDS[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "qvlm: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

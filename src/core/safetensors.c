@@ -355,3 +355,48 @@ const qvlm_st_tensor *qvlm_st_set_find(const qvlm_st_set *s, const char *name) {
 const char *qvlm_st_set_path(const qvlm_st_set *s, const qvlm_st_tensor *t) {
     return (t && (size_t)t->file_idx < s->n_files) ? s->files[t->file_idx].path : s->dir;
 }
+
+/* ---- writing ------------------------------------------------------------------------------- */
+
+qvlm_status qvlm_st_write(const char *path, const qvlm_st_out *ts, size_t n, qvlm_error *err) {
+    json_t *hdr = json_object();
+    size_t off = 0;
+    qvlm_status rc = hdr ? QVLM_OK : qvlm_errorf(err, QVLM_E_NOMEM, "%s: out of memory", path);
+    for (size_t i = 0; i < n && !rc; i++) {
+        size_t bytes = qvlm_dtype_size(ts[i].dtype);
+        json_t *shape = json_array();
+        for (int d = 0; d < ts[i].n_dims; d++) {
+            bytes *= (size_t)ts[i].shape[d];
+            json_array_append_new(shape, json_integer(ts[i].shape[d]));
+        }
+        json_t *e = json_pack("{s:s, s:o, s:[I, I]}", "dtype", qvlm_dtype_name(ts[i].dtype), "shape", shape,
+                              "data_offsets", (json_int_t)off, (json_int_t)(off + bytes));
+        if (!e || json_object_set_new(hdr, ts[i].name, e) != 0) rc = qvlm_errorf(err, QVLM_E_NOMEM, "%s: out of memory", path);
+        off += bytes;
+    }
+    char *text = rc ? NULL : json_dumps(hdr, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(hdr);
+    if (!rc && !text) rc = qvlm_errorf(err, QVLM_E_NOMEM, "%s: out of memory", path);
+    if (rc) return rc;
+    /* Pad the header with spaces so the data region starts 8-byte aligned. */
+    size_t hl = strlen(text), padded = (hl + 7) & ~(size_t)7, total = 8 + padded + off;
+    uint8_t *buf = malloc(total);
+    if (!buf) {
+        free(text);
+        return qvlm_errorf(err, QVLM_E_NOMEM, "%s: out of memory", path);
+    }
+    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)((uint64_t)padded >> (8 * i));
+    memcpy(buf + 8, text, hl);
+    memset(buf + 8 + hl, ' ', padded - hl);
+    free(text);
+    size_t p = 8 + padded;
+    for (size_t i = 0; i < n; i++) {
+        size_t bytes = qvlm_dtype_size(ts[i].dtype);
+        for (int d = 0; d < ts[i].n_dims; d++) bytes *= (size_t)ts[i].shape[d];
+        if (bytes) memcpy(buf + p, ts[i].data, bytes);
+        p += bytes;
+    }
+    rc = qvlm_file_write_atomic(path, buf, total, err);
+    free(buf);
+    return rc;
+}

@@ -72,4 +72,18 @@ const qvlm_st_tensor *qvlm_st_set_find(const qvlm_st_set *s, const char *name);
 /* Path of the file that holds t (for messages). */
 const char *qvlm_st_set_path(const qvlm_st_set *s, const qvlm_st_tensor *t);
 
+
+
+/* ---- writing ------------------------------------------------------------------------------- */
+
+typedef struct qvlm_st_out {
+    const char *name;
+    qvlm_dtype dtype;
+    int n_dims;
+    int64_t shape[QVLM_ST_MAX_DIMS];
+    const void *data; /* [product(shape)] elements, host memory */
+} qvlm_st_out;
+
+/* Write tensors[0..n) as one safetensors file (atomically: temp file, fsync, rename). */
+qvlm_status qvlm_st_write(const char *path, const qvlm_st_out *tensors, size_t n, qvlm_error *err);
 #endif /* QVLM_CORE_SAFETENSORS_H */

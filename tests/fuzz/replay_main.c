@@ -1,7 +1,9 @@
 /* replay_main.c - run a fuzz target over files, without libFuzzer.
- *   fuzz_replay_X DIR_OR_FILE... [--prefix P]
- * Directories are walked one level deep; with --prefix only names starting with P are used
- * (regress/ holds the regressions of every target). Any crash, sanitizer report or leak fails. */
+ *   fuzz_replay_X CORPUS_DIR [DIR_OR_FILE...] [--prefix P]
+ * Directories are walked one level deep. The first path is the target's own corpus and is
+ * replayed whole; in the directories after it, with --prefix, only names starting with P are
+ * used (regress/ holds the regressions of every target). Any crash, sanitizer report or leak
+ * fails, and so does replaying nothing (a replay that runs no input cannot fail). */
 #include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,11 +36,13 @@ int main(int argc, char **argv) {
     int n_files = 0;
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--prefix") == 0 && i + 1 < argc) prefix = argv[++i];
+    int n_paths = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--prefix") == 0) {
             i++;
             continue;
         }
+        const char *filter = n_paths++ == 0 ? NULL : prefix;
         struct stat st;
         if (stat(argv[i], &st) != 0) continue;
         if (!S_ISDIR(st.st_mode)) {
@@ -49,7 +53,7 @@ int main(int argc, char **argv) {
         struct dirent *e;
         while (d && (e = readdir(d))) {
             if (e->d_name[0] == '.') continue;
-            if (prefix && strncmp(e->d_name, prefix, strlen(prefix)) != 0) continue;
+            if (filter && strncmp(e->d_name, filter, strlen(filter)) != 0) continue;
             char path[4096];
             snprintf(path, sizeof(path), "%s/%s", argv[i], e->d_name);
             n_files += run_file(path);
@@ -57,5 +61,5 @@ int main(int argc, char **argv) {
         if (d) closedir(d);
     }
     printf("replayed %d inputs\n", n_files);
-    return 0;
+    return n_files > 0 ? 0 : 1;
 }

@@ -1,0 +1,529 @@
+/* disk_cache.c - content-addressed cache files (format in disk_cache.h). */
+#include "engine/disk_cache.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "core/fileio.h"
+#include "model/text.h"
+
+#define MAGIC "QVLMCACH"
+#define VERSION 1u
+#define HDR 64
+#define CK_FIXED 56
+#define KIND_CK 1u
+#define KIND_KV 2u
+#define KIND_IM 3u
+#define MAX_FILE ((size_t)16 << 30)
+
+typedef struct ckfile {
+    uint64_t id;
+    char name[48];
+} ckfile;
+
+struct qvlm_disk_cache {
+    char *dir;
+    uint64_t fp[2];
+    size_t budget, bytes;
+    pthread_mutex_t mu;
+    ckfile *cks;
+    int64_t n_cks, cap_cks;
+    uint64_t next_id, skipped;
+};
+
+/* ---- little helpers ----------------------------------------------------------------------------- */
+
+static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); } /* little-endian hosts only (checked at open) */
+static uint64_t get_u64(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static void hex128(char *out, uint64_t lo, uint64_t hi) { snprintf(out, 33, "%016llx%016llx", (unsigned long long)hi, (unsigned long long)lo); }
+
+static void file_name(char *out, size_t n, const char *prefix, uint64_t lo, uint64_t hi, const char *ext) {
+    char h[33];
+    hex128(h, lo, hi);
+    snprintf(out, n, "%s%s%s", prefix, h, ext);
+}
+
+static void warn_skip(qvlm_disk_cache *d, const char *name, const char *why) {
+    fprintf(stderr, "qvlm: cache: skipping %s/%s: %s\n", d->dir, name, why);
+    d->skipped++;
+}
+
+/* Header for a payload. */
+static void make_header(uint8_t *h, uint32_t kind, const uint64_t fp[2], const uint8_t *payload, size_t n) {
+    memset(h, 0, HDR);
+    memcpy(h, MAGIC, 8);
+    uint32_t v = VERSION;
+    memcpy(h + 8, &v, 4);
+    memcpy(h + 12, &kind, 4);
+    put_u64(h + 16, fp[0]);
+    put_u64(h + 24, fp[1]);
+    put_u64(h + 32, (uint64_t)n);
+    XXH128_hash_t c = XXH3_128bits(payload, n);
+    put_u64(h + 40, c.low64);
+    put_u64(h + 48, c.high64);
+}
+
+qvlm_status qvlm_disk_check_file(const uint8_t *data, size_t n, uint32_t kind, const uint64_t fp[2], const char *name,
+                                 qvlm_error *err) {
+    uint32_t v, k;
+    if (n < HDR || memcmp(data, MAGIC, 8) != 0) return qvlm_errorf(err, QVLM_E_CORRUPT, "%s: not a qvlm cache file", name);
+    memcpy(&v, data + 8, 4);
+    memcpy(&k, data + 12, 4);
+    if (v != VERSION) return qvlm_errorf(err, QVLM_E_UNSUPPORTED, "%s: format version %u (this qvlm reads %u)", name, v, VERSION);
+    if (k != kind) return qvlm_errorf(err, QVLM_E_CORRUPT, "%s: kind %u, expected %u", name, k, kind);
+    if (get_u64(data + 16) != fp[0] || get_u64(data + 24) != fp[1])
+        return qvlm_errorf(err, QVLM_E_MISMATCH, "%s: made for another model or precision", name);
+    uint64_t len = get_u64(data + 32);
+    if (len != n - HDR) return qvlm_errorf(err, QVLM_E_CORRUPT, "%s: payload is %zu bytes, header says %llu (truncated?)", name, n - HDR, (unsigned long long)len);
+    XXH128_hash_t c = XXH3_128bits(data + HDR, (size_t)len);
+    if (c.low64 != get_u64(data + 40) || c.high64 != get_u64(data + 48))
+        return qvlm_errorf(err, QVLM_E_CORRUPT, "%s: checksum mismatch", name);
+    return QVLM_OK;
+}
+
+static char *path_of(qvlm_disk_cache *d, const char *name) { return qvlm_path_join(d->dir, name); }
+
+/* Write header + payload atomically; accounts the bytes. Existing files are left alone (their
+ * name is their content). */
+static qvlm_status write_file(qvlm_disk_cache *d, const char *name, uint32_t kind, uint8_t *buf, size_t payload,
+                              qvlm_error *err) {
+    char *p = path_of(d, name);
+    if (!p) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+    qvlm_status rc = QVLM_OK;
+    if (!qvlm_path_exists(p)) {
+        make_header(buf, kind, d->fp, buf + HDR, payload);
+        rc = qvlm_file_write_atomic(p, buf, HDR + payload, err);
+        if (!rc) {
+            pthread_mutex_lock(&d->mu);
+            d->bytes += HDR + payload;
+            pthread_mutex_unlock(&d->mu);
+        }
+    }
+    free(p);
+    return rc;
+}
+
+static qvlm_status read_file(qvlm_disk_cache *d, const char *name, uint32_t kind, char **buf, size_t *n,
+                             qvlm_error *err) {
+    char *p = path_of(d, name);
+    if (!p) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+    qvlm_status rc = qvlm_file_read(p, MAX_FILE, buf, n, err);
+    if (!rc) rc = qvlm_disk_check_file((const uint8_t *)*buf, *n, kind, d->fp, name, err);
+    if (!rc) {
+        /* Recently used: garbage collection goes by modification time. */
+        (void)utimensat(AT_FDCWD, p, NULL, 0);
+    } else if (rc != QVLM_E_IO) {
+        warn_skip(d, name, err->msg);
+        unlink(p);
+        free(*buf);
+        *buf = NULL;
+    }
+    free(p);
+    return rc;
+}
+
+/* ---- fingerprint --------------------------------------------------------------------------------- */
+
+static qvlm_status fingerprint(const qvlm_model *m, uint64_t fp[2], qvlm_error *err) {
+    char *cp = qvlm_path_join(m->dir, "config.json"), *cfg = NULL;
+    size_t n = 0;
+    qvlm_status rc = cp ? qvlm_file_read(cp, (size_t)16 << 20, &cfg, &n, err) : qvlm_errorf(err, QVLM_E_NOMEM, "oom");
+    free(cp);
+    if (rc) return rc;
+    XXH3_state_t *st = XXH3_createState();
+    if (!st) {
+        free(cfg);
+        return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+    }
+    XXH3_128bits_reset(st);
+    XXH3_128bits_update(st, "qvlm-cache-v1", 13);
+    XXH3_128bits_update(st, cfg, n);
+    for (size_t i = 0; i < m->st.n_index; i++) {
+        const qvlm_st_tensor *t = m->st.index[i];
+        XXH3_128bits_update(st, t->name, strlen(t->name) + 1);
+        XXH3_128bits_update(st, &t->dtype, sizeof(t->dtype));
+        XXH3_128bits_update(st, t->shape, sizeof(int64_t) * (size_t)t->n_dims);
+        XXH3_128bits_update(st, &t->n_bytes, sizeof(t->n_bytes));
+    }
+    /* Numerics that change the state: the compute precision and the RoPE frequency rounding. */
+    int opts[3] = {(int)qvlm_backend_kind_of(m->be), (int)qvlm_backend_precision(m->be), m->opts.rope_freq_bf16};
+    XXH3_128bits_update(st, opts, sizeof(opts));
+    XXH128_hash_t h = XXH3_128bits_digest(st);
+    XXH3_freeState(st);
+    free(cfg);
+    fp[0] = h.low64, fp[1] = h.high64;
+    return QVLM_OK;
+}
+
+/* ---- open / scan / gc ------------------------------------------------------------------------------- */
+
+static qvlm_status add_ck(qvlm_disk_cache *d, const char *name, uint64_t *id) {
+    if (d->n_cks == d->cap_cks) {
+        int64_t cap = d->cap_cks ? 2 * d->cap_cks : 64;
+        ckfile *n = realloc(d->cks, (size_t)cap * sizeof(*n));
+        if (!n) return QVLM_E_NOMEM;
+        d->cks = n;
+        d->cap_cks = cap;
+    }
+    ckfile *c = &d->cks[d->n_cks++];
+    c->id = ++d->next_id;
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    if (id) *id = c->id;
+    return QVLM_OK;
+}
+
+static bool has_suffix(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+static void scan(qvlm_disk_cache *d) {
+    DIR *dir = opendir(d->dir);
+    struct dirent *e;
+    while (dir && (e = readdir(dir))) {
+        if (e->d_name[0] == '.') continue;
+        char *p = path_of(d, e->d_name);
+        struct stat st;
+        if (p && stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
+            if (strstr(e->d_name, ".tmp.")) {
+                /* A crash between write and rename leaves these; an hour is plenty for a live one. */
+                if (st.st_mtime + 3600 < time(NULL)) unlink(p);
+            } else {
+                d->bytes += (size_t)st.st_size;
+                if (strncmp(e->d_name, "ck-", 3) == 0 && has_suffix(e->d_name, ".qvc") && strlen(e->d_name) < 48)
+                    add_ck(d, e->d_name, NULL);
+            }
+        }
+        free(p);
+    }
+    if (dir) closedir(dir);
+}
+
+typedef struct gcfile {
+    char name[64];
+    time_t mtime;
+    size_t size;
+} gcfile;
+
+static int cmp_mtime(const void *a, const void *b) {
+    const gcfile *x = a, *y = b;
+    return (x->mtime > y->mtime) - (x->mtime < y->mtime);
+}
+
+/* Delete least recently used files until the directory fits its budget. */
+static void gc(qvlm_disk_cache *d) {
+    if (d->bytes <= d->budget) return;
+    DIR *dir = opendir(d->dir);
+    gcfile *f = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while (dir && (e = readdir(dir))) {
+        if (e->d_name[0] == '.' || strstr(e->d_name, ".tmp.") || strlen(e->d_name) >= 64) continue;
+        char *p = path_of(d, e->d_name);
+        struct stat st;
+        if (p && stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
+            if (n == cap) {
+                cap = cap ? 2 * cap : 256;
+                gcfile *g = realloc(f, cap * sizeof(*g));
+                if (!g) {
+                    free(p);
+                    break;
+                }
+                f = g;
+            }
+            snprintf(f[n].name, sizeof(f[n].name), "%s", e->d_name);
+            f[n].mtime = st.st_mtime;
+            f[n++].size = (size_t)st.st_size;
+        }
+        free(p);
+    }
+    if (dir) closedir(dir);
+    qsort(f, n, sizeof(*f), cmp_mtime);
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) total += f[i].size;
+    for (size_t i = 0; i < n && total > d->budget; i++) {
+        char *p = path_of(d, f[i].name);
+        if (p && unlink(p) == 0) total -= f[i].size;
+        free(p);
+        for (int64_t k = 0; k < d->n_cks; k++)
+            if (strcmp(d->cks[k].name, f[i].name) == 0) d->cks[k] = d->cks[--d->n_cks];
+    }
+    d->bytes = total;
+    free(f);
+}
+
+qvlm_status qvlm_disk_cache_open(const qvlm_model *m, const char *dir, size_t budget_bytes, qvlm_disk_cache **out,
+                                 qvlm_error *err) {
+    *out = NULL;
+    const uint32_t one = 1;
+    if (*(const uint8_t *)&one != 1) return qvlm_errorf(err, QVLM_E_UNSUPPORTED, "the disk cache needs a little-endian host");
+    qvlm_disk_cache *d = calloc(1, sizeof(*d));
+    if (!d) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+    pthread_mutex_init(&d->mu, NULL);
+    d->budget = budget_bytes;
+    qvlm_status rc = fingerprint(m, d->fp, err);
+    char sub[40];
+    hex128(sub, d->fp[0], d->fp[1]);
+    if (!rc && mkdir(dir, 0755) != 0 && errno != EEXIST)
+        rc = qvlm_errorf(err, QVLM_E_IO, "%s: cannot create: %s", dir, strerror(errno));
+    if (!rc) {
+        d->dir = qvlm_path_join(dir, sub);
+        if (!d->dir) rc = qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+        else if (mkdir(d->dir, 0755) != 0 && errno != EEXIST)
+            rc = qvlm_errorf(err, QVLM_E_IO, "%s: cannot create: %s", d->dir, strerror(errno));
+    }
+    if (rc) {
+        qvlm_disk_cache_close(d);
+        return rc;
+    }
+    scan(d);
+    gc(d);
+    *out = d;
+    return QVLM_OK;
+}
+
+void qvlm_disk_cache_close(qvlm_disk_cache *d) {
+    if (!d) return;
+    pthread_mutex_destroy(&d->mu);
+    free(d->cks);
+    free(d->dir);
+    free(d);
+}
+
+size_t qvlm_disk_cache_bytes(qvlm_disk_cache *d) {
+    pthread_mutex_lock(&d->mu);
+    size_t b = d->bytes;
+    pthread_mutex_unlock(&d->mu);
+    return b;
+}
+
+uint64_t qvlm_disk_skipped(qvlm_disk_cache *d) { return d->skipped; }
+
+/* ---- checkpoints ------------------------------------------------------------------------------------ */
+
+/* Hash of (salt, keys[0..n)); the content address of a prefix. */
+static XXH128_hash_t prefix_hash(uint64_t salt, const uint64_t *keys, int64_t n) {
+    /* XXH3 of salt || keys, via the seed (the salt) to stay on the one-shot API. */
+    return XXH3_128bits_withSeed(keys, (size_t)n * 16, salt);
+}
+
+qvlm_status qvlm_disk_put_checkpoint(qvlm_disk_cache *d, const qvlm_disk_ck *ck, uint64_t *id, qvlm_error *err) {
+    const int64_t bt = ck->block_tokens, full = ck->pos / bt, partial = ck->pos % bt != 0;
+    qvlm_status rc = QVLM_OK;
+    uint8_t *kv = malloc(HDR + ck->block_bytes);
+    if (!kv) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+    uint64_t *bh = malloc((size_t)(full ? full : 1) * 16);
+    for (int64_t b = 0; !rc && bh && b < full; b++) {
+        XXH128_hash_t h = prefix_hash(ck->salt, ck->keys, (b + 1) * bt);
+        bh[2 * b] = h.low64, bh[2 * b + 1] = h.high64;
+        char name[64];
+        file_name(name, sizeof(name), "kv-", h.low64, h.high64, ".qvk");
+        memcpy(kv + HDR, ck->blocks[b], ck->block_bytes);
+        rc = write_file(d, name, KIND_KV, kv, ck->block_bytes, err);
+    }
+    free(kv);
+    if (!bh) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+    size_t lb = ck->vocab ? (size_t)ck->vocab * sizeof(float) : 0;
+    size_t payload = CK_FIXED + (size_t)ck->pos * 16 + (size_t)full * 16 + (partial ? ck->block_bytes : 0) +
+                     ck->recurrent_bytes + lb;
+    uint8_t *buf = rc ? NULL : malloc(HDR + payload);
+    if (!rc && !buf) rc = qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+    if (!rc) {
+        uint8_t *p = buf + HDR;
+        put_u64(p, ck->salt), put_u64(p + 8, (uint64_t)ck->pos), put_u64(p + 16, (uint64_t)ck->next_pos);
+        put_u64(p + 24, (uint64_t)bt), put_u64(p + 32, ck->block_bytes), put_u64(p + 40, ck->recurrent_bytes);
+        put_u64(p + 48, (uint64_t)ck->vocab);
+        p += CK_FIXED;
+        memcpy(p, ck->keys, (size_t)ck->pos * 16), p += ck->pos * 16;
+        memcpy(p, bh, (size_t)full * 16), p += full * 16;
+        if (partial) memcpy(p, ck->blocks[full], ck->block_bytes), p += ck->block_bytes;
+        memcpy(p, ck->recurrent, ck->recurrent_bytes), p += ck->recurrent_bytes;
+        if (lb) memcpy(p, ck->logits, lb);
+        XXH128_hash_t h = prefix_hash(ck->salt, ck->keys, ck->pos);
+        char name[64];
+        file_name(name, sizeof(name), "ck-", h.low64, h.high64, ".qvc");
+        uint64_t had = 0;
+        pthread_mutex_lock(&d->mu);
+        for (int64_t i = 0; i < d->n_cks && !had; i++)
+            if (strcmp(d->cks[i].name, name) == 0) had = d->cks[i].id;
+        pthread_mutex_unlock(&d->mu);
+        rc = write_file(d, name, KIND_CK, buf, payload, err);
+        pthread_mutex_lock(&d->mu);
+        if (!rc && !had && add_ck(d, name, &had) != QVLM_OK) rc = qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+        if (!rc && id) *id = had;
+        gc(d);
+        pthread_mutex_unlock(&d->mu);
+    }
+    free(buf);
+    free(bh);
+    return rc;
+}
+
+static const ckfile *find_ck(qvlm_disk_cache *d, uint64_t id) {
+    for (int64_t i = 0; i < d->n_cks; i++)
+        if (d->cks[i].id == id) return &d->cks[i];
+    return NULL;
+}
+
+void qvlm_disk_list_checkpoints(qvlm_disk_cache *d, qvlm_disk_ck_fn fn, void *user) {
+    pthread_mutex_lock(&d->mu);
+    int64_t n = d->n_cks;
+    ckfile *copy = malloc((size_t)(n ? n : 1) * sizeof(*copy));
+    if (copy) memcpy(copy, d->cks, (size_t)n * sizeof(*copy));
+    pthread_mutex_unlock(&d->mu);
+    for (int64_t i = 0; copy && i < n; i++) {
+        /* Only the keys are needed here; the checksum is verified when the checkpoint is loaded. */
+        char *buf = NULL, *p = path_of(d, copy[i].name);
+        size_t len = 0;
+        qvlm_error err;
+        if (p && qvlm_file_read(p, MAX_FILE, &buf, &len, &err) == QVLM_OK) {
+            bool sized = len >= HDR + CK_FIXED;
+            const uint8_t *q = (const uint8_t *)buf + HDR;
+            uint64_t salt = sized ? get_u64(q) : 0, pos = sized ? get_u64(q + 8) : 0;
+            uint64_t next_pos = sized ? get_u64(q + 16) : 0, vocab = sized ? get_u64(q + 48) : 0;
+            qvlm_status rc = sized && pos > 0 && pos < ((uint64_t)1 << 32) && HDR + CK_FIXED + pos * 16 <= len
+                                 ? qvlm_disk_check_file((const uint8_t *)buf, len, KIND_CK, d->fp, copy[i].name, &err)
+                                 : qvlm_errorf(&err, QVLM_E_CORRUPT, "impossible position count");
+            if (rc == QVLM_OK)
+                fn(user, salt, (const uint64_t *)(q + CK_FIXED), (int64_t)pos, (int64_t)next_pos, vocab != 0, copy[i].id);
+            else
+                warn_skip(d, copy[i].name, err.msg), qvlm_disk_drop_checkpoint(d, copy[i].id);
+        }
+        free(buf);
+        free(p);
+    }
+    free(copy);
+}
+
+void qvlm_disk_drop_checkpoint(qvlm_disk_cache *d, uint64_t id) {
+    pthread_mutex_lock(&d->mu);
+    for (int64_t i = 0; i < d->n_cks; i++)
+        if (d->cks[i].id == id) {
+            char *p = path_of(d, d->cks[i].name);
+            if (p) unlink(p);
+            free(p);
+            d->cks[i] = d->cks[--d->n_cks];
+            break;
+        }
+    pthread_mutex_unlock(&d->mu);
+}
+
+qvlm_status qvlm_disk_load_checkpoint(qvlm_disk_cache *d, uint64_t id, const qvlm_disk_loader *l, qvlm_error *err) {
+    char name[48];
+    pthread_mutex_lock(&d->mu);
+    const ckfile *f = find_ck(d, id);
+    if (f) snprintf(name, sizeof(name), "%s", f->name);
+    pthread_mutex_unlock(&d->mu);
+    if (!f) return qvlm_errorf(err, QVLM_E_NOT_FOUND, "cache: checkpoint %llu is gone", (unsigned long long)id);
+    char *buf = NULL;
+    size_t n = 0;
+    qvlm_status rc = read_file(d, name, KIND_CK, &buf, &n, err);
+    if (rc) return rc;
+    const uint8_t *p = (const uint8_t *)buf + HDR, *end = (const uint8_t *)buf + n;
+    uint64_t salt = get_u64(p), pos = get_u64(p + 8), next_pos = get_u64(p + 16), bt = get_u64(p + 24);
+    uint64_t bb = get_u64(p + 32), rb = get_u64(p + 40), vocab = get_u64(p + 48);
+    uint64_t full = bt ? pos / bt : 0, partial = bt && pos % bt != 0;
+    /* Every size is checked against the file's length before anything is read. */
+    size_t need = CK_FIXED;
+    bool ok = bt > 0 && pos > 0 && pos < ((uint64_t)1 << 32) && bb < ((uint64_t)1 << 32) && rb < ((uint64_t)1 << 36) &&
+              vocab < ((uint64_t)1 << 26);
+    if (ok) need += pos * 16 + full * 16 + (partial ? bb : 0) + rb + vocab * 4;
+    if (!ok || need != (size_t)(end - p)) {
+        warn_skip(d, name, "inconsistent sizes");
+        free(buf);
+        qvlm_disk_drop_checkpoint(d, id);
+        return qvlm_errorf(err, QVLM_E_CORRUPT, "%s: inconsistent sizes", name);
+    }
+    XXH128_hash_t h = prefix_hash(salt, (const uint64_t *)(p + CK_FIXED), (int64_t)pos);
+    char expect[64];
+    file_name(expect, sizeof(expect), "ck-", h.low64, h.high64, ".qvc");
+    rc = strcmp(expect, name) == 0 ? QVLM_OK : qvlm_errorf(err, QVLM_E_CORRUPT, "%s: contents do not match its name", name);
+    if (!rc) rc = l->header(l->user, (int64_t)pos, (int64_t)next_pos, vocab != 0, err);
+    const uint8_t *q = p + CK_FIXED + pos * 16;
+    for (uint64_t b = 0; !rc && b < full; b++) {
+        char kname[64], *kbuf = NULL;
+        size_t kn = 0;
+        file_name(kname, sizeof(kname), "kv-", get_u64(q + 16 * b), get_u64(q + 16 * b + 8), ".qvk");
+        rc = read_file(d, kname, KIND_KV, &kbuf, &kn, err);
+        if (!rc && kn != HDR + bb) rc = qvlm_errorf(err, QVLM_E_CORRUPT, "%s: wrong block size", kname);
+        if (!rc) rc = l->block(l->user, (int64_t)b, kbuf + HDR, err);
+        free(kbuf);
+    }
+    q += full * 16;
+    if (!rc && partial) rc = l->block(l->user, (int64_t)full, q, err);
+    q += partial ? bb : 0;
+    if (!rc) rc = l->recurrent(l->user, q, err);
+    q += rb;
+    if (!rc && vocab) rc = l->logits(l->user, (const float *)q, err);
+    free(buf);
+    if (rc && rc != QVLM_E_NOMEM) qvlm_disk_drop_checkpoint(d, id);
+    return rc;
+}
+
+/* ---- vision features ----------------------------------------------------------------------------------- */
+
+qvlm_status qvlm_disk_put_vision(qvlm_disk_cache *d, qvlm_hash128 h, const float *rows, int64_t n_rows, int64_t hidden,
+                                 qvlm_error *err) {
+    char name[64];
+    file_name(name, sizeof(name), "im-", h.lo, h.hi, ".qvv");
+    size_t payload = 16 + (size_t)(n_rows * hidden) * sizeof(float);
+    uint8_t *buf = malloc(HDR + payload);
+    if (!buf) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+    put_u64(buf + HDR, (uint64_t)n_rows);
+    put_u64(buf + HDR + 8, (uint64_t)hidden);
+    memcpy(buf + HDR + 16, rows, payload - 16);
+    qvlm_status rc = write_file(d, name, KIND_IM, buf, payload, err);
+    free(buf);
+    pthread_mutex_lock(&d->mu);
+    gc(d);
+    pthread_mutex_unlock(&d->mu);
+    return rc;
+}
+
+bool qvlm_disk_has_vision(qvlm_disk_cache *d, qvlm_hash128 h) {
+    char name[64];
+    file_name(name, sizeof(name), "im-", h.lo, h.hi, ".qvv");
+    char *p = path_of(d, name);
+    bool r = p && qvlm_path_exists(p);
+    free(p);
+    return r;
+}
+
+qvlm_status qvlm_disk_get_vision(qvlm_disk_cache *d, qvlm_hash128 h, int64_t hidden, float **rows, int64_t *n_rows,
+                                 qvlm_error *err) {
+    char name[64], *buf = NULL;
+    size_t n = 0;
+    file_name(name, sizeof(name), "im-", h.lo, h.hi, ".qvv");
+    *rows = NULL;
+    if (!qvlm_disk_has_vision(d, h)) return qvlm_errorf(err, QVLM_E_NOT_FOUND, "%s: not cached", name);
+    qvlm_status rc = read_file(d, name, KIND_IM, &buf, &n, err);
+    if (rc) return rc;
+    uint64_t r = get_u64((const uint8_t *)buf + HDR), hd = get_u64((const uint8_t *)buf + HDR + 8);
+    if ((int64_t)hd != hidden || r == 0 || r > ((uint64_t)1 << 28) || n != HDR + 16 + r * hd * sizeof(float)) {
+        warn_skip(d, name, "wrong shape");
+        free(buf);
+        return qvlm_errorf(err, QVLM_E_CORRUPT, "%s: wrong shape", name);
+    }
+    *rows = malloc(n - HDR - 16);
+    if (!*rows) {
+        free(buf);
+        return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+    }
+    memcpy(*rows, buf + HDR + 16, n - HDR - 16);
+    *n_rows = (int64_t)r;
+    free(buf);
+    return QVLM_OK;
+}

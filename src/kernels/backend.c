@@ -1,0 +1,146 @@
+/* backend.c - the qvlm_op_* entry points: forward each op to the stream's backend. */
+#include "kernels/backend_impl.h"
+
+#include <stdlib.h>
+
+qvlm_status qvlm_backend_create(const qvlm_backend_params *p, qvlm_backend **out, qvlm_error *err) {
+    *out = NULL;
+    switch (p->kind) {
+    case QVLM_BACKEND_CPU: return qvlm_backend_cpu_create(p, out, err);
+    case QVLM_BACKEND_CUDA: break;
+    }
+    return qvlm_errorf(err, QVLM_E_UNSUPPORTED, "backend: this build has no CUDA support");
+}
+
+void qvlm_backend_destroy(qvlm_backend *be) {
+    if (be) be->ops->destroy(be);
+}
+struct qvlm_pool *qvlm_backend_host_pool(qvlm_backend *be) { return be->ops->host_pool ? be->ops->host_pool(be) : NULL; }
+const char *qvlm_backend_name(const qvlm_backend *be) { return be->ops->name(be); }
+qvlm_backend_kind qvlm_backend_kind_of(const qvlm_backend *be) { return be->kind; }
+qvlm_compute_precision qvlm_backend_precision(const qvlm_backend *be) { return be->precision; }
+void *qvlm_backend_alloc(qvlm_backend *be, size_t n_bytes) { return be->ops->alloc(be, n_bytes); }
+void qvlm_backend_free(qvlm_backend *be, void *p) {
+    if (p) be->ops->free(be, p);
+}
+void qvlm_backend_mem_stats(qvlm_backend *be, size_t *current_bytes, size_t *peak_bytes) {
+    be->ops->mem_stats(be, current_bytes, peak_bytes);
+}
+void qvlm_backend_mem_reset_peak(qvlm_backend *be) { be->ops->mem_reset_peak(be); }
+qvlm_status qvlm_backend_weight(qvlm_backend *be, const void *host, qvlm_dtype dtype, int n_dims,
+                                const int64_t *ne, qvlm_tensor *out, qvlm_error *err) {
+    return be->ops->weight(be, host, dtype, n_dims, ne, out, err);
+}
+void qvlm_backend_weight_free(qvlm_backend *be, qvlm_tensor *t) {
+    if (t && t->data) be->ops->weight_free(be, t);
+}
+qvlm_status qvlm_stream_create(qvlm_backend *be, qvlm_stream **out, qvlm_error *err) {
+    return be->ops->stream_create(be, out, err);
+}
+void qvlm_stream_destroy(qvlm_stream *s) {
+    if (s) s->be->ops->stream_destroy(s);
+}
+qvlm_backend *qvlm_stream_backend(qvlm_stream *s) { return s->be; }
+qvlm_status qvlm_stream_reserve_matmul(qvlm_stream *s, int64_t n_rows, int64_t k, qvlm_error *err) {
+    return s->be->ops->reserve_matmul(s, n_rows, k, err);
+}
+void qvlm_stream_sync(qvlm_stream *s) {
+    if (s->be->ops->sync) s->be->ops->sync(s);
+}
+
+void qvlm_op_upload(qvlm_stream *s, void *dst, const void *src, size_t n) {
+    s->be->ops->upload(s, dst, src, n);
+}
+
+void qvlm_op_download(qvlm_stream *s, void *dst, const void *src, size_t n) {
+    s->be->ops->download(s, dst, src, n);
+}
+
+void qvlm_op_copy(qvlm_stream *s, void *dst, const void *src, size_t n) {
+    s->be->ops->copy(s, dst, src, n);
+}
+
+void qvlm_op_zero(qvlm_stream *s, void *dst, size_t n) {
+    s->be->ops->zero(s, dst, n);
+}
+
+void qvlm_op_get_rows(qvlm_stream *s, float *y, const qvlm_tensor *table, const int32_t *ids, int64_t n) {
+    s->be->ops->get_rows(s, y, table, ids, n);
+}
+
+void qvlm_op_matmul(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w, const qvlm_tensor *bias, int64_t n) {
+    s->be->ops->matmul(s, y, ldy, x, ldx, w, bias, n);
+}
+
+void qvlm_op_rms_norm(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w, float w_offset, float eps, int64_t n_rows, int64_t dim) {
+    s->be->ops->rms_norm(s, y, ldy, x, ldx, w, w_offset, eps, n_rows, dim);
+}
+
+void qvlm_op_layer_norm(qvlm_stream *s, float *y, const float *x, const qvlm_tensor *w, const qvlm_tensor *b, float eps, int64_t n_rows, int64_t dim) {
+    s->be->ops->layer_norm(s, y, x, w, b, eps, n_rows, dim);
+}
+
+void qvlm_op_add(qvlm_stream *s, float *y, const float *a, const float *b, int64_t n) {
+    s->be->ops->add(s, y, a, b, n);
+}
+
+void qvlm_op_silu_mul(qvlm_stream *s, float *y, int64_t ldy, const float *gate, int64_t ldg, const float *up, int64_t ldu, int64_t n_rows, int64_t dim) {
+    s->be->ops->silu_mul(s, y, ldy, gate, ldg, up, ldu, n_rows, dim);
+}
+
+void qvlm_op_gelu(qvlm_stream *s, float *x, int64_t n, bool tanh_approx) {
+    s->be->ops->gelu(s, x, n, tanh_approx);
+}
+
+void qvlm_op_sigmoid_mul(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const float *gate, int64_t ldg, int64_t gate_cols, int64_t n_rows, int64_t dim) {
+    s->be->ops->sigmoid_mul(s, y, ldy, x, ldx, gate, ldg, gate_cols, n_rows, dim);
+}
+
+void qvlm_op_conv1d_silu(qvlm_stream *s, float *y, const float *x, int64_t ldx, float *state, const qvlm_tensor *w, int64_t T, int64_t C, int64_t K) {
+    s->be->ops->conv1d_silu(s, y, x, ldx, state, w, T, C, K);
+}
+
+void qvlm_op_gated_delta(qvlm_stream *s, float *out, const float *qkv, int64_t ldqkv, const float *a, const float *b, int64_t ldab, const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S, const qvlm_gdn_dims *d, int64_t T, bool chunked) {
+    s->be->ops->gated_delta(s, out, qkv, ldqkv, a, b, ldab, A_log, dt_bias, S, d, T, chunked);
+}
+
+void qvlm_op_gated_rms_norm(qvlm_stream *s, float *y, const float *x, const float *z, const qvlm_tensor *w, float eps, int64_t n_rows, int64_t dim) {
+    s->be->ops->gated_rms_norm(s, y, x, z, w, eps, n_rows, dim);
+}
+
+void qvlm_op_rope_multimodal(qvlm_stream *s, float *x, int64_t ldx, int64_t n_heads, int64_t head_stride, const int32_t *pos, int64_t T, const qvlm_rope_params *p) {
+    s->be->ops->rope_multimodal(s, x, ldx, n_heads, head_stride, pos, T, p);
+}
+
+void qvlm_op_rope_vision(qvlm_stream *s, float *x, int64_t ldx, int64_t n_heads, int64_t head_stride, int64_t head_dim, const int32_t *rc, int64_t N, double theta, bool freq_bf16) {
+    s->be->ops->rope_vision(s, x, ldx, n_heads, head_stride, head_dim, rc, N, theta, freq_bf16);
+}
+
+void qvlm_op_kv_store(qvlm_stream *s, const qvlm_kv_view *kv, const float *k, int64_t ldk, const float *v, int64_t ldv, int64_t pos0, int64_t T, int64_t n_kv_heads, int64_t head_dim) {
+    s->be->ops->kv_store(s, kv, k, ldk, v, ldv, pos0, T, n_kv_heads, head_dim);
+}
+
+void qvlm_op_attention(qvlm_stream *s, float *out, const float *q, int64_t ldq, const qvlm_kv_view *kv, int64_t pos0, int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, float scale) {
+    s->be->ops->attention(s, out, q, ldq, kv, pos0, T, n_heads, n_kv_heads, head_dim, scale);
+}
+
+void qvlm_op_attention_segments(qvlm_stream *s, float *out, const float *qkv, const int64_t *seg, int64_t n_seg, int64_t n_heads, int64_t head_dim, float scale) {
+    s->be->ops->attention_segments(s, out, qkv, seg, n_seg, n_heads, head_dim, scale);
+}
+
+void qvlm_op_moe_route(qvlm_stream *s, int32_t *idx, float *weight, const float *logits, int64_t n_rows, int64_t n_experts, int64_t k) {
+    s->be->ops->moe_route(s, idx, weight, logits, n_rows, n_experts, k);
+}
+
+void qvlm_op_gather_rows(qvlm_stream *s, float *y, const float *x, const int32_t *rows, int64_t n, int64_t dim) {
+    s->be->ops->gather_rows(s, y, x, rows, n, dim);
+}
+
+void qvlm_op_scatter_add_rows(qvlm_stream *s, float *y, const float *x, const int32_t *rows, const float *scale, int64_t n, int64_t dim) {
+    s->be->ops->scatter_add_rows(s, y, x, rows, scale, n, dim);
+}
+
+void qvlm_op_add_weighted_rows(qvlm_stream *s, float *y, const qvlm_tensor *table, const int32_t *idx, const float *w,
+                               int64_t n, int64_t taps) {
+    s->be->ops->add_weighted_rows(s, y, table, idx, w, n, taps);
+}

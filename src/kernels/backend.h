@@ -1,0 +1,211 @@
+/* backend.h - the ops the model needs, independent of where they run (CPU now, CUDA later).
+ *
+ * Model code (src/model) calls only what this header declares and never includes a
+ * backend's own header: the split follows ggml's. A backend is a device (CPU thread pool, a
+ * GPU); a stream is one in-order sequence of ops on it with its own scratch memory; every
+ * session owns one stream, so two sessions never share scratch.
+ *
+ * Tensors are dense and row-major; shapes are written outermost first like PyTorch. Ops take
+ * the output first. Small integer inputs (token ids, positions, segment lengths, expert
+ * choices) are passed as host arrays; a device backend copies them itself.
+ * Activations are F32 on the CPU backend. Weights keep their stored dtype.
+ */
+#ifndef QVLM_KERNELS_BACKEND_H
+#define QVLM_KERNELS_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/dtype.h"
+#include "core/status.h"
+
+typedef struct qvlm_backend qvlm_backend;
+typedef struct qvlm_stream qvlm_stream;
+
+typedef enum qvlm_backend_kind { QVLM_BACKEND_CPU = 0, QVLM_BACKEND_CUDA } qvlm_backend_kind;
+
+/* Same values as qvlm_precision in kernels/cpu/cpu.h. */
+typedef enum qvlm_compute_precision { QVLM_COMPUTE_F32 = 0, QVLM_COMPUTE_BF16 = 1 } qvlm_compute_precision;
+
+typedef struct qvlm_backend_params {
+    qvlm_backend_kind kind;
+    int n_threads;                      /* CPU: 0 = all online CPUs */
+    qvlm_compute_precision precision;   /* how activations meet weights in matmuls */
+} qvlm_backend_params;
+
+/* A tensor in a backend's memory. ne[] are element counts, outermost first; unused trailing
+ * dims are absent (n_dims says how many). */
+typedef struct qvlm_tensor {
+    qvlm_dtype dtype;
+    int n_dims;
+    int64_t ne[4];
+    void *data;
+} qvlm_tensor;
+
+static inline int64_t qvlm_tensor_rows(const qvlm_tensor *t) {
+    int64_t r = 1;
+    for (int i = 0; i + 1 < t->n_dims; i++) r *= t->ne[i];
+    return r;
+}
+static inline int64_t qvlm_tensor_cols(const qvlm_tensor *t) { return t->n_dims ? t->ne[t->n_dims - 1] : 1; }
+
+/* ---- devices, streams, memory ---------------------------------------------------------- */
+
+qvlm_status qvlm_backend_create(const qvlm_backend_params *p, qvlm_backend **out, qvlm_error *err);
+void qvlm_backend_destroy(qvlm_backend *be);
+const char *qvlm_backend_name(const qvlm_backend *be); /* "cpu (avx512bf16, 2 threads, f32)" */
+qvlm_backend_kind qvlm_backend_kind_of(const qvlm_backend *be);
+qvlm_compute_precision qvlm_backend_precision(const qvlm_backend *be);
+
+/* The backend's host thread pool for CPU-side work such as image preprocessing (may be NULL). */
+struct qvlm_pool *qvlm_backend_host_pool(qvlm_backend *be);
+
+/* Memory in the backend. alloc returns NULL on failure; the memory is 64-byte aligned and
+ * uninitialised. */
+void *qvlm_backend_alloc(qvlm_backend *be, size_t n_bytes);
+void qvlm_backend_free(qvlm_backend *be, void *p);
+/* Bytes of backend memory currently allocated through qvlm_backend_alloc, and the most
+ * there has been since the last reset (weights used in place are not counted). */
+void qvlm_backend_mem_stats(qvlm_backend *be, size_t *current_bytes, size_t *peak_bytes);
+void qvlm_backend_mem_reset_peak(qvlm_backend *be);
+/* Make a weight usable by this backend. CPU: points at the (mmapped) host bytes, no copy.
+ * A GPU backend uploads. `host` must outlive the model. */
+qvlm_status qvlm_backend_weight(qvlm_backend *be, const void *host, qvlm_dtype dtype, int n_dims,
+                                const int64_t *ne, qvlm_tensor *out, qvlm_error *err);
+void qvlm_backend_weight_free(qvlm_backend *be, qvlm_tensor *t);
+
+/* A stream owns scratch sized for the largest op it will run; reserve it once (per-session
+ * set-up), never on the hot path. */
+qvlm_status qvlm_stream_create(qvlm_backend *be, qvlm_stream **out, qvlm_error *err);
+void qvlm_stream_destroy(qvlm_stream *s);
+qvlm_backend *qvlm_stream_backend(qvlm_stream *s);
+/* Ensure matmul scratch for products of up to n_rows rows of k columns. */
+qvlm_status qvlm_stream_reserve_matmul(qvlm_stream *s, int64_t n_rows, int64_t k, qvlm_error *err);
+/* Wait until all queued ops have finished (no-op on the CPU). */
+void qvlm_stream_sync(qvlm_stream *s);
+
+/* Copies between host and backend memory, and within the backend. */
+void qvlm_op_upload(qvlm_stream *s, void *dst, const void *host_src, size_t n_bytes);
+void qvlm_op_download(qvlm_stream *s, void *host_dst, const void *src, size_t n_bytes);
+void qvlm_op_copy(qvlm_stream *s, void *dst, const void *src, size_t n_bytes);
+void qvlm_op_zero(qvlm_stream *s, void *dst, size_t n_bytes);
+
+/* ---- the ops ----------------------------------------------------------------------------- */
+
+/* y[t][:] = f32(table[ids[t]][:]) for t < n. ids must be < table rows (caller checks). */
+void qvlm_op_get_rows(qvlm_stream *s, float *y, const qvlm_tensor *table, const int32_t *ids, int64_t n);
+
+/* y[i][:] += sum_j w[i][j] * f32(table[idx[i][j]][:]) for j < taps (the weighted taps are summed
+ * first, then added): bilinear resampling of a learned position table. idx/w host [n][taps]. */
+void qvlm_op_add_weighted_rows(qvlm_stream *s, float *y, const qvlm_tensor *table, const int32_t *idx, const float *w,
+                               int64_t n, int64_t taps);
+
+/* y[t][j] = sum_i x[t][i] W[j][i] (+ bias[j]); W [d][k]; x rows at stride ldx, y rows at ldy.
+ * Each output element is bitwise independent of n (see kernels/cpu/cpu.h). */
+void qvlm_op_matmul(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w,
+                    const qvlm_tensor *bias, int64_t n);
+
+/* RMSNorm per row: y = x * rsqrt(mean(x^2) + eps) * (w_offset + w). w_offset = 1 for the
+ * zero-centred norms of the text tower (qwen35-arch §3.2), 0 for ordinary ones. */
+void qvlm_op_rms_norm(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w,
+                      float w_offset, float eps, int64_t n_rows, int64_t dim);
+/* LayerNorm per row with weight and bias (biased variance). */
+void qvlm_op_layer_norm(qvlm_stream *s, float *y, const float *x, const qvlm_tensor *w, const qvlm_tensor *b,
+                        float eps, int64_t n_rows, int64_t dim);
+/* y = a + b, n elements (y may alias a or b). */
+void qvlm_op_add(qvlm_stream *s, float *y, const float *a, const float *b, int64_t n);
+/* y[r][c] = silu(gate[r][c]) * up[r][c]. */
+void qvlm_op_silu_mul(qvlm_stream *s, float *y, int64_t ldy, const float *gate, int64_t ldg, const float *up,
+                      int64_t ldu, int64_t n_rows, int64_t dim);
+/* In place, n elements: GELU with the tanh approximation, or the exact erf form. */
+void qvlm_op_gelu(qvlm_stream *s, float *x, int64_t n, bool tanh_approx);
+/* y[r][c] = x[r][c] * sigmoid(gate[r][c]) (gate_cols == dim), or * sigmoid(gate[r][0]) when
+ * gate_cols == 1 (the MoE shared-expert gate). y may alias x. */
+void qvlm_op_sigmoid_mul(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const float *gate,
+                         int64_t ldg, int64_t gate_cols, int64_t n_rows, int64_t dim);
+
+/* Causal depthwise conv1d over time, then SiLU (qwen35-arch §3.3 step 2).
+ * x [T][C] are this call's inputs, state [K-1][C] the inputs of the K-1 tokens before them
+ * (zeros at the start of a sequence); w [C][K] (HF [C,1,K]), tap K-1 multiplies the current
+ * token. Writes y [T][C] and replaces state with the last K-1 inputs. */
+void qvlm_op_conv1d_silu(qvlm_stream *s, float *y, const float *x, int64_t ldx, float *state, const qvlm_tensor *w,
+                         int64_t T, int64_t C, int64_t K);
+
+/* Gated DeltaNet core (qwen35-arch §3.3 steps 3-7) for T tokens of one sequence.
+ * qkv [T][2*Hk*dk + Hv*dv] (after conv+SiLU, row stride ldqkv), a/b [T][Hv] (raw projections,
+ * row stride ldab), A_log/dt_bias [Hv]. State S [Hv][dk][dv] f32 is read and updated.
+ * out [T][Hv][dv]. chunked = the chunk-parallel form (chunk 64, used for prefill);
+ * otherwise the token-by-token recurrence (decode). Both compute the same function. */
+typedef struct qvlm_gdn_dims {
+    int64_t n_k_heads, n_v_heads, k_dim, v_dim;
+} qvlm_gdn_dims;
+void qvlm_op_gated_delta(qvlm_stream *s, float *out, const float *qkv, int64_t ldqkv, const float *a,
+                         const float *b, int64_t ldab, const qvlm_tensor *A_log, const qvlm_tensor *dt_bias,
+                         float *S, const qvlm_gdn_dims *d, int64_t T, bool chunked);
+
+/* Gated RMSNorm per row of dim: y = (w * (x * rsqrt(mean(x^2)+eps))) * silu(z). */
+void qvlm_op_gated_rms_norm(qvlm_stream *s, float *y, const float *x, const float *z, const qvlm_tensor *w,
+                            float eps, int64_t n_rows, int64_t dim);
+
+/* Interleaved multimodal RoPE on the first rot_dim dims of each head, in place (§3.4 step 3).
+ * x: T rows at stride ldx, each with n_heads heads at stride head_stride. pos [3][T] (t, h, w).
+ * Frequency i uses axis H if i%3==1 && i<3*section[1], W if i%3==2 && i<3*section[2], else T. */
+typedef struct qvlm_rope_params {
+    int64_t rot_dim;
+    double theta;
+    int section[3];
+    /* Round the inverse frequencies to bf16, as a model converted with .to(bfloat16) and back
+     * does (its non-persistent inv_freq buffers are rounded). Not what from_pretrained
+     * computes, but what the test fixtures' generator did (see `qvlm verify --rope-freq`). */
+    bool freq_bf16;
+} qvlm_rope_params;
+void qvlm_op_rope_multimodal(qvlm_stream *s, float *x, int64_t ldx, int64_t n_heads, int64_t head_stride,
+                             const int32_t *pos, int64_t T, const qvlm_rope_params *p);
+
+/* 2D rotary of the vision tower over the whole head (qwen35-arch §5 step 3), in place.
+ * x: N rows at stride ldx, n_heads heads of head_dim at stride head_stride; rc [N][2] (row, col). */
+void qvlm_op_rope_vision(qvlm_stream *s, float *x, int64_t ldx, int64_t n_heads, int64_t head_stride,
+                         int64_t head_dim, const int32_t *rc, int64_t N, double theta, bool freq_bf16);
+
+/* Paged attention KV: a sequence's keys and values live in fixed-size blocks. Block b holds
+ * tokens [b*block_tokens, (b+1)*block_tokens); inside a block, for this layer,
+ * K at blocks[b] + k_offset: [n_kv_heads][block_tokens][head_dim] f32, V likewise at v_offset. */
+typedef struct qvlm_kv_view {
+    void *const *blocks; /* [n_blocks] backend pointers */
+    int64_t n_blocks;
+    int64_t block_tokens;
+    size_t k_offset, v_offset; /* bytes from a block's start to this layer's K / V */
+} qvlm_kv_view;
+
+/* Write k/v of T tokens (rows at stride ldk / ldv, n_kv_heads*head_dim values each) at
+ * sequence positions pos0 .. pos0+T-1. */
+void qvlm_op_kv_store(qvlm_stream *s, const qvlm_kv_view *kv, const float *k, int64_t ldk, const float *v,
+                      int64_t ldv, int64_t pos0, int64_t T, int64_t n_kv_heads, int64_t head_dim);
+
+/* Causal GQA attention of T queries at sequence positions pos0.. over the keys 0..pos0+t.
+ * q: rows at stride ldq, n_heads heads at stride head_dim. out [T][n_heads][head_dim].
+ * Query head h reads KV head h / (n_heads / n_kv_heads). Softmax in f32, online over blocks
+ * in a fixed order, so a query's result does not depend on T. */
+void qvlm_op_attention(qvlm_stream *s, float *out, const float *q, int64_t ldq, const qvlm_kv_view *kv,
+                       int64_t pos0, int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                       float scale);
+
+/* Bidirectional attention inside segments (the vision tower): seg [n_seg + 1] holds cumulative
+ * row offsets, and rows [seg[i], seg[i+1]) attend only to each other. qkv [N][3][n_heads][head_dim] (one row per patch); out [N][n_heads*head_dim].
+ * Tiled with an online softmax: memory does not grow with the segment length squared. */
+void qvlm_op_attention_segments(qvlm_stream *s, float *out, const float *qkv, const int64_t *seg, int64_t n_seg,
+                                int64_t n_heads, int64_t head_dim, float scale);
+
+/* Mixture of experts (qwen35-arch §3.6). */
+/* probs = softmax over E of logits (f32), then the top k per row, renormalised. idx/weight are
+ * host arrays [n_rows][k]. Ties break toward the lower expert index. */
+void qvlm_op_moe_route(qvlm_stream *s, int32_t *idx, float *weight, const float *logits, int64_t n_rows,
+                       int64_t n_experts, int64_t k);
+/* y[i][:] = x[rows[i]][:] for i < n (row length dim). */
+void qvlm_op_gather_rows(qvlm_stream *s, float *y, const float *x, const int32_t *rows, int64_t n, int64_t dim);
+/* y[rows[i]][:] += scale[i] * x[i][:] for i < n, applied in order of i. */
+void qvlm_op_scatter_add_rows(qvlm_stream *s, float *y, const float *x, const int32_t *rows, const float *scale,
+                              int64_t n, int64_t dim);
+
+#endif /* QVLM_KERNELS_BACKEND_H */

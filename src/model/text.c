@@ -1,0 +1,287 @@
+/* text.c - the Qwen3.5 text decoder (qwen35-arch §3), written against kernels/backend.h.
+ *
+ *   h = embed(ids)  (image-pad rows replaced by vision features)
+ *   for each layer:  h += mixer(rms1p(h))   mixer = Gated DeltaNet or gated attention
+ *                    h += mlp(rms1p(h))     mlp = SwiGLU or mixture of experts
+ *   logits = lm_head(rms1p(h))
+ */
+#include "model/text.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct qvlm_text_ctx {
+    const qvlm_model *m;
+    qvlm_stream *s;
+    int64_t max_tokens;
+    int64_t width; /* columns of the scratch matrices a..d */
+    /* activations, all [max_tokens][...] backend memory */
+    float *x;       /* [T][hidden] residual stream */
+    float *xn;      /* [T][hidden] normed input of a sub-layer */
+    float *out;     /* [T][hidden] sub-layer output */
+    float *acc;     /* [T][hidden] MoE routed-expert sum */
+    float *a, *b, *c, *d; /* [T][width] projections and intermediates */
+    float *gates;   /* [T][2*Hv] GDN a | b projections */
+    float *logits;  /* [n][vocab], grows on demand (verify asks for every position) */
+    int64_t logits_rows;
+    /* host-side MoE routing */
+    float *router_host; /* [T][E] router logits */
+    int32_t *route_idx; /* [T][k] */
+    float *route_w;     /* [T][k] */
+    int32_t *rows;      /* [T*k] token rows of one expert */
+    float *row_w;       /* [T*k] their routing weights */
+};
+
+/* ---- sizes --------------------------------------------------------------------------------- */
+
+static int64_t n_gdn_layers(const qvlm_text_config *t) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < t->num_hidden_layers; i++) n += !t->layer_is_full[i];
+    return n;
+}
+
+static size_t conv_state_bytes(const qvlm_text_config *t) {
+    return (size_t)(t->linear_conv_kernel_dim - 1) * (size_t)qvlm_gdn_conv_dim(t) * sizeof(float);
+}
+
+static size_t rec_state_bytes(const qvlm_text_config *t) {
+    return (size_t)(t->linear_num_value_heads * t->linear_key_head_dim * t->linear_value_head_dim) * sizeof(float);
+}
+
+size_t qvlm_text_recurrent_bytes(const qvlm_config *cfg) {
+    const qvlm_text_config *t = &cfg->text;
+    return (size_t)n_gdn_layers(t) * (conv_state_bytes(t) + rec_state_bytes(t));
+}
+
+static size_t kv_layer_bytes(const qvlm_text_config *t, int64_t block_tokens) {
+    return (size_t)(t->num_key_value_heads * block_tokens * t->head_dim) * sizeof(float);
+}
+
+size_t qvlm_text_kv_block_bytes(const qvlm_config *cfg, int64_t block_tokens) {
+    const qvlm_text_config *t = &cfg->text;
+    return (size_t)(t->num_hidden_layers - n_gdn_layers(t)) * 2 * kv_layer_bytes(t, block_tokens);
+}
+
+void qvlm_text_state_reset(qvlm_stream *s, const qvlm_config *cfg, void *recurrent) {
+    qvlm_op_zero(s, recurrent, qvlm_text_recurrent_bytes(cfg));
+}
+
+/* ---- scratch ------------------------------------------------------------------------------- */
+
+static int64_t scratch_width(const qvlm_text_config *t) {
+    int64_t w = qvlm_gdn_conv_dim(t);
+    w = QVLM_MAX(w, 2 * t->num_attention_heads * t->head_dim);
+    w = QVLM_MAX(w, t->intermediate_size);
+    w = QVLM_MAX(w, t->moe_intermediate_size);
+    w = QVLM_MAX(w, t->shared_expert_intermediate_size);
+    w = QVLM_MAX(w, t->num_experts);
+    w = QVLM_MAX(w, t->hidden_size);
+    return w;
+}
+
+void qvlm_text_ctx_destroy(qvlm_text_ctx *c) {
+    if (!c) return;
+    qvlm_backend *be = qvlm_stream_backend(c->s);
+    float *bufs[] = {c->x, c->xn, c->out, c->acc, c->a, c->b, c->c, c->d, c->gates, c->logits};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) qvlm_backend_free(be, bufs[i]);
+    free(c->router_host);
+    free(c->route_idx);
+    free(c->route_w);
+    free(c->rows);
+    free(c->row_w);
+    free(c);
+}
+
+qvlm_status qvlm_text_ctx_create(const qvlm_model *m, qvlm_stream *s, int64_t max_tokens, qvlm_text_ctx **out,
+                                 qvlm_error *err) {
+    *out = NULL;
+    const qvlm_text_config *t = &m->cfg.text;
+    qvlm_text_ctx *c = calloc(1, sizeof(*c));
+    if (!c) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+    c->m = m;
+    c->s = s;
+    c->max_tokens = max_tokens;
+    c->width = scratch_width(t);
+    qvlm_backend *be = qvlm_stream_backend(s);
+    const size_t T = (size_t)max_tokens, H = (size_t)t->hidden_size, W = (size_t)c->width;
+    float **hid[] = {&c->x, &c->xn, &c->out, &c->acc};
+    float **wide[] = {&c->a, &c->b, &c->c, &c->d};
+    bool ok = true;
+    for (int i = 0; i < 4; i++) ok &= (*hid[i] = qvlm_backend_alloc(be, T * H * sizeof(float))) != NULL;
+    for (int i = 0; i < 4; i++) ok &= (*wide[i] = qvlm_backend_alloc(be, T * W * sizeof(float))) != NULL;
+    ok &= (c->gates = qvlm_backend_alloc(be, T * 2 * (size_t)t->linear_num_value_heads * sizeof(float))) != NULL;
+    const size_t k = (size_t)QVLM_MAX(t->num_experts_per_tok, 1);
+    ok &= (c->router_host = malloc(T * (size_t)QVLM_MAX(t->num_experts, 1) * sizeof(float))) != NULL;
+    ok &= (c->route_idx = malloc(T * k * sizeof(int32_t))) != NULL;
+    ok &= (c->route_w = malloc(T * k * sizeof(float))) != NULL;
+    ok &= (c->rows = malloc(T * k * sizeof(int32_t))) != NULL;
+    ok &= (c->row_w = malloc(T * k * sizeof(float))) != NULL;
+    qvlm_status rc = ok ? qvlm_stream_reserve_matmul(s, max_tokens, QVLM_MAX((int64_t)W, (int64_t)H), err)
+                        : qvlm_errorf(err, QVLM_E_NOMEM, "text scratch for %lld tokens: out of memory", (long long)max_tokens);
+    if (rc) {
+        qvlm_text_ctx_destroy(c);
+        return rc;
+    }
+    *out = c;
+    return QVLM_OK;
+}
+
+int64_t qvlm_text_ctx_max_tokens(const qvlm_text_ctx *c) { return c->max_tokens; }
+
+/* ---- Gated DeltaNet layer (§3.3) -------------------------------------------------------------- */
+
+static void gdn_layer(qvlm_text_ctx *c, const qvlm_gdn_weights *w, void *state, int64_t T) {
+    const qvlm_text_config *t = &c->m->cfg.text;
+    const int64_t cd = qvlm_gdn_conv_dim(t), vd = qvlm_gdn_value_dim(t), Hv = t->linear_num_value_heads;
+    const int64_t H = t->hidden_size, K = t->linear_conv_kernel_dim;
+    float *conv_state = state;
+    float *S = (float *)((uint8_t *)state + conv_state_bytes(t));
+    float *qkv = c->a, *z = c->b, *conv = c->c, *core = c->d, *normed = c->a;
+    qvlm_op_matmul(c->s, qkv, cd, c->xn, H, &w->in_proj_qkv, NULL, T);
+    qvlm_op_matmul(c->s, z, vd, c->xn, H, &w->in_proj_z, NULL, T);
+    qvlm_op_matmul(c->s, c->gates, 2 * Hv, c->xn, H, &w->in_proj_a, NULL, T);
+    qvlm_op_matmul(c->s, c->gates + Hv, 2 * Hv, c->xn, H, &w->in_proj_b, NULL, T);
+    qvlm_op_conv1d_silu(c->s, conv, qkv, cd, conv_state, &w->conv1d, T, cd, K);
+    qvlm_gdn_dims d = {t->linear_num_key_heads, Hv, t->linear_key_head_dim, t->linear_value_head_dim};
+    /* transformers runs the chunked form for every multi-token call and the recurrence for
+     * single-token decode; the two agree to rounding (tests/unit/deltanet_test.c). */
+    qvlm_op_gated_delta(c->s, core, conv, cd, c->gates, c->gates + Hv, 2 * Hv, &w->A_log, &w->dt_bias, S, &d, T,
+                        T > 1);
+    qvlm_op_gated_rms_norm(c->s, normed, core, z, &w->norm, t->rms_norm_eps, T * Hv, t->linear_value_head_dim);
+    qvlm_op_matmul(c->s, c->out, H, normed, vd, &w->out_proj, NULL, T);
+}
+
+/* ---- gated full attention (§3.4) ----------------------------------------------------------- */
+
+static void attn_layer(qvlm_text_ctx *c, const qvlm_attn_weights *w, const qvlm_kv_view *kv, int64_t pos0,
+                       const int32_t *pos, int64_t T) {
+    const qvlm_text_config *t = &c->m->cfg.text;
+    const int64_t D = t->head_dim, Hq = t->num_attention_heads, Hkv = t->num_key_value_heads, H = t->hidden_size;
+    float *qg = c->a, *k = c->b, *v = c->c, *q = c->d, *o = c->c;
+    qvlm_op_matmul(c->s, qg, 2 * Hq * D, c->xn, H, &w->q_proj, NULL, T);
+    qvlm_op_matmul(c->s, k, Hkv * D, c->xn, H, &w->k_proj, NULL, T);
+    qvlm_op_matmul(c->s, v, Hkv * D, c->xn, H, &w->v_proj, NULL, T);
+    /* Per head, the first D values of q_proj are the query and the last D the gate. */
+    qvlm_op_rms_norm(c->s, q, D, qg, 2 * D, &w->q_norm, 1.0f, t->rms_norm_eps, T * Hq, D);
+    qvlm_op_rms_norm(c->s, k, D, k, D, &w->k_norm, 1.0f, t->rms_norm_eps, T * Hkv, D);
+    qvlm_rope_params rp = {t->rotary_dim, t->rope_theta, {t->mrope_section[0], t->mrope_section[1], t->mrope_section[2]},
+                           c->m->opts.rope_freq_bf16};
+    qvlm_op_rope_multimodal(c->s, q, Hq * D, Hq, D, pos, T, &rp);
+    qvlm_op_rope_multimodal(c->s, k, Hkv * D, Hkv, D, pos, T, &rp);
+    qvlm_op_kv_store(c->s, kv, k, Hkv * D, v, Hkv * D, pos0, T, Hkv, D);
+    qvlm_op_attention(c->s, o, q, Hq * D, kv, pos0, T, Hq, Hkv, D, 1.0f / sqrtf((float)D));
+    qvlm_op_sigmoid_mul(c->s, o, D, o, D, qg + D, 2 * D, D, T * Hq, D);
+    qvlm_op_matmul(c->s, c->out, H, o, Hq * D, &w->o_proj, NULL, T);
+}
+
+/* ---- MLPs (§3.5, §3.6) ------------------------------------------------------------------------ */
+
+/* out[n][H] = down(silu(gate x) * up x) for x [n][H] at row stride H. */
+static void swiglu(qvlm_text_ctx *c, const qvlm_mlp_weights *w, float *out, const float *x, int64_t n) {
+    const int64_t H = c->m->cfg.text.hidden_size, I = w->gate_proj.ne[0];
+    qvlm_op_matmul(c->s, c->a, I, x, H, &w->gate_proj, NULL, n);
+    qvlm_op_matmul(c->s, c->b, I, x, H, &w->up_proj, NULL, n);
+    qvlm_op_silu_mul(c->s, c->a, I, c->a, I, c->b, I, n, I);
+    qvlm_op_matmul(c->s, out, H, c->a, I, &w->down_proj, NULL, n);
+}
+
+static void moe_layer(qvlm_text_ctx *c, const qvlm_moe_weights *w, int64_t T) {
+    const qvlm_text_config *t = &c->m->cfg.text;
+    const int64_t H = t->hidden_size, E = t->num_experts, k = t->num_experts_per_tok;
+    /* Shared expert, gated by sigmoid(x W_sg). */
+    swiglu(c, &w->shared, c->out, c->xn, T);
+    qvlm_op_matmul(c->s, c->d, 1, c->xn, H, &w->shared_gate, NULL, T);
+    qvlm_op_sigmoid_mul(c->s, c->out, H, c->out, H, c->d, 1, 1, T, H);
+    /* Routed experts: softmax over all experts, top-k renormalised; each expert's tokens are
+     * gathered, run, weighted and added back in expert order (transformers' index_add_ order). */
+    qvlm_op_matmul(c->s, c->c, E, c->xn, H, &w->router, NULL, T);
+    qvlm_op_download(c->s, c->router_host, c->c, (size_t)(T * E) * sizeof(float));
+    qvlm_op_moe_route(c->s, c->route_idx, c->route_w, c->router_host, T, E, k);
+    qvlm_op_zero(c->s, c->acc, (size_t)(T * H) * sizeof(float));
+    for (int64_t e = 0; e < E; e++) {
+        int64_t n = 0;
+        for (int64_t r = 0; r < T; r++)
+            for (int64_t j = 0; j < k; j++)
+                if (c->route_idx[r * k + j] == e) {
+                    c->rows[n] = (int32_t)r;
+                    c->row_w[n++] = c->route_w[r * k + j];
+                }
+        if (n == 0) continue;
+        qvlm_op_gather_rows(c->s, c->d, c->xn, c->rows, n, H);
+        swiglu(c, &w->expert[e], c->c, c->d, n);
+        qvlm_op_scatter_add_rows(c->s, c->acc, c->c, c->rows, c->row_w, n, H);
+    }
+    qvlm_op_add(c->s, c->out, c->acc, c->out, T * H);
+}
+
+/* ---- the whole decoder ------------------------------------------------------------------------ */
+
+static qvlm_status ensure_logits(qvlm_text_ctx *c, int64_t n, qvlm_error *err) {
+    if (n <= c->logits_rows) return QVLM_OK;
+    qvlm_backend *be = qvlm_stream_backend(c->s);
+    qvlm_backend_free(be, c->logits);
+    c->logits = qvlm_backend_alloc(be, (size_t)n * (size_t)c->m->cfg.text.vocab_size * sizeof(float));
+    c->logits_rows = c->logits ? n : 0;
+    return c->logits ? QVLM_OK : qvlm_errorf(err, QVLM_E_NOMEM, "logits for %lld positions: out of memory", (long long)n);
+}
+
+qvlm_status qvlm_text_forward(qvlm_text_ctx *c, qvlm_seq_state *st, const qvlm_text_batch *b, qvlm_error *err) {
+    const qvlm_model *m = c->m;
+    const qvlm_text_config *t = &m->cfg.text;
+    const int64_t T = b->T, H = t->hidden_size, pos0 = st->n_past;
+    if (T < 1 || T > c->max_tokens)
+        return qvlm_errorf(err, QVLM_E_INVALID, "batch of %lld tokens (1..%lld)", (long long)T, (long long)c->max_tokens);
+    if (b->n_logits < 0 || b->n_logits > T)
+        return qvlm_errorf(err, QVLM_E_INVALID, "n_logits %lld for %lld tokens", (long long)b->n_logits, (long long)T);
+    if ((pos0 + T + st->kv_block_tokens - 1) / st->kv_block_tokens > st->n_kv_blocks &&
+        qvlm_text_kv_block_bytes(&m->cfg, 1) > 0)
+        return qvlm_errorf(err, QVLM_E_INVALID, "KV blocks cover %lld tokens, %lld needed",
+                           (long long)(st->n_kv_blocks * st->kv_block_tokens), (long long)(pos0 + T));
+    for (int64_t i = 0; i < T; i++)
+        if (b->ids[i] < 0 || b->ids[i] >= t->vocab_size)
+            return qvlm_errorf(err, QVLM_E_INVALID, "token id %d at index %lld is outside the vocabulary (0..%lld)",
+                               b->ids[i], (long long)i, (long long)(t->vocab_size - 1));
+    qvlm_status rc = b->n_logits ? ensure_logits(c, b->n_logits, err) : QVLM_OK;
+    if (rc) return rc;
+
+    qvlm_op_get_rows(c->s, c->x, &m->embed_tokens, b->ids, T);
+    if (b->embed_rows)
+        for (int64_t i = 0; i < T; i++)
+            if (b->embed_rows[i]) qvlm_op_copy(c->s, c->x + i * H, b->embed_rows[i], (size_t)H * sizeof(float));
+    if (b->trace) b->trace(b->trace_user, 0, c->x, T, H);
+
+    const size_t per_gdn = conv_state_bytes(t) + rec_state_bytes(t), kvl = kv_layer_bytes(t, st->kv_block_tokens);
+    int64_t g = 0, a = 0;
+    for (int64_t i = 0; i < t->num_hidden_layers; i++) {
+        const qvlm_layer *l = &m->layers[i];
+        qvlm_op_rms_norm(c->s, c->xn, H, c->x, H, &l->input_layernorm, 1.0f, t->rms_norm_eps, T, H);
+        if (l->is_full) {
+            qvlm_kv_view kv = {st->kv_blocks, st->n_kv_blocks, st->kv_block_tokens, (size_t)(2 * a) * kvl,
+                               (size_t)(2 * a + 1) * kvl};
+            attn_layer(c, &l->attn, &kv, pos0, b->pos, T);
+            a++;
+        } else {
+            gdn_layer(c, &l->gdn, (uint8_t *)st->recurrent + (size_t)g * per_gdn, T);
+            g++;
+        }
+        qvlm_op_add(c->s, c->x, c->x, c->out, T * H);
+        qvlm_op_rms_norm(c->s, c->xn, H, c->x, H, &l->post_attention_layernorm, 1.0f, t->rms_norm_eps, T, H);
+        if (m->cfg.model_type == QVLM_MODEL_QWEN3_5_MOE) moe_layer(c, &l->moe, T);
+        else swiglu(c, &l->mlp, c->out, c->xn, T);
+        qvlm_op_add(c->s, c->x, c->x, c->out, T * H);
+        if (b->trace && i + 1 < t->num_hidden_layers) b->trace(b->trace_user, i + 1, c->x, T, H);
+    }
+    if (b->trace) { /* transformers reports the last hidden state after the final norm */
+        qvlm_op_rms_norm(c->s, c->xn, H, c->x, H, &m->norm, 1.0f, t->rms_norm_eps, T, H);
+        b->trace(b->trace_user, t->num_hidden_layers, c->xn, T, H);
+    }
+    st->n_past += T;
+    if (b->n_logits) {
+        const int64_t n = b->n_logits, r0 = T - n, V = t->vocab_size;
+        qvlm_op_rms_norm(c->s, c->xn, H, c->x + r0 * H, H, &m->norm, 1.0f, t->rms_norm_eps, n, H);
+        qvlm_op_matmul(c->s, c->logits, V, c->xn, H, &m->lm_head, NULL, n);
+        qvlm_op_download(c->s, b->logits, c->logits, (size_t)(n * V) * sizeof(float));
+    }
+    return QVLM_OK;
+}
