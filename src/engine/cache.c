@@ -132,7 +132,7 @@ static root *find_root(qvlm_cache *c, uint64_t salt, bool create) {
         int cap = c->cap_roots ? 2 * c->cap_roots : 4;
         root *n = calloc((size_t)cap, sizeof(*n));
         if (!n) return NULL;
-        memcpy(n, c->roots, (size_t)c->n_roots * sizeof(*n));
+        if (c->n_roots) memcpy(n, c->roots, (size_t)c->n_roots * sizeof(*n));
         for (int i = 0; i < c->n_roots; i++)
             for (int k = 0; k < n[i].n.n_kids; k++) n[i].n.kids[k]->parent = &n[i].n;
         free(c->roots);

@@ -74,14 +74,14 @@ static qvlm_status set_splits(qvlm_session *s, const int64_t *keep, int64_t n_ke
     if (n > s->cap_splits) {
         int64_t *ns = malloc((size_t)n * sizeof(*ns));
         if (!ns) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
-        memcpy(ns, keep, (size_t)n_keep * sizeof(*ns));
+        if (n_keep) memcpy(ns, keep, (size_t)n_keep * sizeof(*ns));
         free(s->splits);
         s->splits = ns;
         s->cap_splits = n;
     } else {
-        memmove(s->splits, keep, (size_t)n_keep * sizeof(*keep));
+        if (n_keep) memmove(s->splits, keep, (size_t)n_keep * sizeof(*keep));
     }
-    memcpy(s->splits + n_keep, add, (size_t)n_add * sizeof(*add));
+    if (n_add) memcpy(s->splits + n_keep, add, (size_t)n_add * sizeof(*add));
     s->n_splits = n;
     return QVLM_OK;
 }
@@ -313,7 +313,7 @@ qvlm_status qvlm_session_prompt(qvlm_session *s, const int32_t *ids, size_t n, c
         while (keep < s->n_splits && s->splits[keep] <= same) keep++;
         int64_t floor = keep ? s->splits[keep - 1] : 0;
         int64_t *fresh = t.splits + keep;
-        memcpy(t.splits, s->splits, (size_t)keep * sizeof(int64_t));
+        if (keep) memcpy(t.splits, s->splits, (size_t)keep * sizeof(int64_t));
         int64_t n_new = N > floor ? new_splits(&t.pr, floor, N, s->checkpoint_interval, fresh) : 0;
         n_splits = keep + n_new;
         rc = set_splits(s, t.splits, keep, fresh, n_new, err);

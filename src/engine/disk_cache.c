@@ -382,7 +382,7 @@ void qvlm_disk_list_checkpoints(qvlm_disk_cache *d, qvlm_disk_ck_fn fn, void *us
     pthread_mutex_lock(&d->mu);
     int64_t n = d->n_cks;
     ckfile *copy = malloc((size_t)(n ? n : 1) * sizeof(*copy));
-    if (copy) memcpy(copy, d->cks, (size_t)n * sizeof(*copy));
+    if (copy && n) memcpy(copy, d->cks, (size_t)n * sizeof(*copy));
     pthread_mutex_unlock(&d->mu);
     for (int64_t i = 0; copy && i < n; i++) {
         /* Only the keys are needed here; the checksum is verified when the checkpoint is loaded. */

@@ -118,7 +118,7 @@ qvlm_status session_push_keys(qvlm_session *s, const qvlm_key *k, int64_t n, qvl
         s->keys = nk;
         s->cap_keys = cap;
     }
-    memcpy(s->keys + s->n_keys, k, (size_t)n * sizeof(*k));
+    if (n) memcpy(s->keys + s->n_keys, k, (size_t)n * sizeof(*k));
     s->n_keys += n;
     return QVLM_OK;
 }
