@@ -14,7 +14,8 @@
     X(version, "print the version") \
     X(tokenize, "text on stdin -> token ids (JSON)") \
     X(detokenize, "token ids (JSON) on stdin -> text") \
-    X(bench_tokenizer, "tokenizer load time and encode MB/s")
+    X(bench_tokenizer, "tokenizer load time and encode MB/s") \
+    X(template, "render the model's chat template for a JSON request on stdin")
 
 #define X(name, help) int qvlm_cmd_##name(int argc, char **argv);
 QVLM_COMMANDS(X)
