@@ -19,6 +19,7 @@
 #include "core/fileio.h"
 #include "core/json.h"
 #include "model/chat_template.h"
+#include "model/tokenizer.h"
 #include "qtest.h"
 
 #define CHAT QVLM_FIXTURES "/chat/"
@@ -71,6 +72,8 @@ static json_t *reference_context(const json_t *c) {
     return ctx;
 }
 
+static qvlm_tokenizer *ref_tokenizer;
+
 /* 0 when case `c` renders as the reference says; prints what differs otherwise. */
 static int check_reference_case(const qvlm_chat_template *t, const json_t *c) {
     const char *name = json_string_value(json_object_get(c, "name"));
@@ -92,8 +95,22 @@ static int check_reference_case(const qvlm_chat_template *t, const json_t *c) {
                 json_string_value(want_err));
         bad = 1;
     }
-    /* TODO(tokenizer): once src/model/tokenizer lands, tokenize `out` and compare with the
-     * case's "ids" (the lead wires this up; ids come from the same gen_chat.py run). */
+    /* The rendered prompt tokenizes to the reference ids (gen_chat.py tokenized it with the
+     * fixtures' tokenizer, the one in tiny-dense/model). */
+    const json_t *want_ids = json_object_get(c, "ids");
+    if (want_ids && out) {
+        int32_t *ids = NULL;
+        size_t n_ids = 0;
+        qvlm_error terr = {0};
+        qvlm_status trc = ref_tokenizer ? qvlm_tokenizer_encode(ref_tokenizer, out, n, &ids, &n_ids, &terr) : QVLM_E_IO;
+        bool same = trc == QVLM_OK && n_ids == json_array_size(want_ids);
+        for (size_t k = 0; same && k < n_ids; k++) same = ids[k] == json_integer_value(json_array_get(want_ids, k));
+        if (!same) {
+            fprintf(stderr, "  case %s: tokenization differs from the reference ids (%s)\n", name, terr.msg);
+            bad = 1;
+        }
+        free(ids);
+    }
     free(out);
     json_decref(ctx);
     return bad;
@@ -581,6 +598,11 @@ static void test_render_from_threads(void) {
 }
 
 int main(void) {
+    qvlm_error terr;
+    if (qvlm_tokenizer_load(QVLM_FIXTURES "/tiny-dense/model/tokenizer.json", &ref_tokenizer, &terr) != QVLM_OK) {
+        fprintf(stderr, "tokenizer: %s\n", terr.msg);
+        return 1;
+    }
     RUN(test_reference_qwen3_5);
     RUN(test_reference_qwen3);
     RUN(test_load_dir_tiny_dense);
@@ -598,5 +620,6 @@ int main(void) {
     RUN(test_fault_injection);
     RUN(test_load_dir_tokenizer_config);
     RUN(test_render_from_threads);
+    qvlm_tokenizer_destroy(ref_tokenizer);
     return qtest_done();
 }
