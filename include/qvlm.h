@@ -186,6 +186,49 @@ const float *qvlm_session_logits(const qvlm_session *s);
 /* Tokens in the session's state. */
 int64_t qvlm_session_n_tokens(const qvlm_session *s);
 
+/* ==== Text ================================================================================== */
+
+/* The model's tokenizer (tokenizer.json in its directory). Without one these return
+ * QVLM_E_UNSUPPORTED. Caller frees *ids / *text. Thread-safe. */
+qvlm_status qvlm_tokenize(const qvlm_model *m, const char *text, size_t n_bytes, int32_t **ids, size_t *n_ids,
+                          qvlm_error *err);
+qvlm_status qvlm_detokenize(const qvlm_model *m, const int32_t *ids, size_t n_ids, char **text, size_t *n_bytes,
+                            qvlm_error *err);
+int32_t qvlm_token_id(const qvlm_model *m, const char *token); /* -1 if absent */
+bool qvlm_token_is_special(const qvlm_model *m, int32_t id);
+
+/* Token-by-token decoding that never splits a UTF-8 character: each push returns the text now
+ * safe to print (valid until the next call); flush returns what is held back. */
+typedef struct qvlm_text_stream qvlm_text_stream;
+qvlm_status qvlm_text_stream_create(const qvlm_model *m, qvlm_text_stream **out, qvlm_error *err);
+qvlm_status qvlm_text_stream_push(qvlm_text_stream *s, int32_t id, const char **text, size_t *n_bytes,
+                                  qvlm_error *err);
+qvlm_status qvlm_text_stream_flush(qvlm_text_stream *s, const char **text, size_t *n_bytes, qvlm_error *err);
+void qvlm_text_stream_destroy(qvlm_text_stream *s);
+
+/* ==== Chat ================================================================================== */
+
+typedef struct qvlm_chat_options {
+    const char *tools_json;    /* JSON array of tool definitions, or NULL */
+    int enable_thinking;       /* -1: the template's default; 0: off; 1: on */
+    bool add_vision_id;        /* "Picture N: " before each image */
+    bool no_generation_prompt; /* leave out the assistant header (default: add it) */
+    const char *allow_dir;     /* local image paths and file:// URLs only under this; NULL: none */
+    const char *extra_json;    /* more template variables (a JSON object), or NULL */
+} qvlm_chat_options;
+
+/* Render OpenAI-style messages (a JSON array: role, content as a string or parts of type
+ * "text", "image_url" {url} or "image" {image}, tool_calls, reasoning_content ...) with the
+ * model's own chat template, tokenize, gather the images in order (data: URIs with base64
+ * PNG/JPEG/WebP, or files under allow_dir), and make the whole as the session's prompt with
+ * qvlm_session_prompt, so that every turn reuses what the cache holds.
+ * Errors name the request part ("messages[2].content[1].image_url.url: ..."): QVLM_E_INVALID
+ * (bad JSON or structure, an image source that is not allowed, the template raised),
+ * QVLM_E_UNSUPPORTED (video, remote URLs, no template or tokenizer), and those of
+ * qvlm_session_prompt. */
+qvlm_status qvlm_session_chat(qvlm_session *s, const char *messages_json, size_t n_bytes, const qvlm_chat_options *o,
+                              qvlm_error *err);
+
 /* ==== Generation ============================================================================ */
 
 typedef struct qvlm_sampling {

@@ -6,7 +6,7 @@ set -euo pipefail
 mode=${1:-build}
 pkgs=(build-essential cmake pkg-config ca-certificates
       libjansson-dev libpcre2-dev libutf8proc-dev libjpeg62-turbo-dev libpng-dev libwebp-dev
-      libxxhash-dev libmicrohttpd-dev)
+      libxxhash-dev libmicrohttpd-dev libsodium-dev)
 if [ "$mode" = test ]; then
   pkgs+=(clang libclang-rt-14-dev nodejs npm curl python3)
 fi

@@ -65,7 +65,7 @@ static int64_t new_splits(const qvlm_prompt *pr, int64_t floor, int64_t n, int64
 
 /* Upper bound on how many split points new_splits can produce. */
 static int64_t max_splits(const qvlm_prompt *pr, int64_t n, int64_t interval) {
-    return pr->n_spans + 64 + n / interval + 2;
+    return pr->n_spans + 64 + n / interval + 3;
 }
 
 static qvlm_status set_splits(qvlm_session *s, const int64_t *keep, int64_t n_keep, const int64_t *add, int64_t n_add,
@@ -315,6 +315,19 @@ qvlm_status qvlm_session_prompt(qvlm_session *s, const int32_t *ids, size_t n, c
         int64_t *fresh = t.splits + keep;
         if (keep) memcpy(t.splits, s->splits, (size_t)keep * sizeof(int64_t));
         int64_t n_new = N > floor ? new_splits(&t.pr, floor, N, s->checkpoint_interval, fresh) : 0;
+        /* The chat layer's divergence point (in unexpanded tokens): shift it past the images. */
+        int64_t dv = s->divergence;
+        s->divergence = -1;
+        if (dv > 0) {
+            for (int64_t k = 0; k < t.pr.n_spans; k++)
+                if (t.pr.spans[k].pad_start < dv) dv += (t.pr.spans[k].pad_end - t.pr.spans[k].pad_start) - 1;
+            bool have = false;
+            for (int64_t k = 0; k < n_new; k++) have |= fresh[k] == dv;
+            if (!have && dv > floor && dv < N && !inside_span(&t.pr, dv)) {
+                fresh[n_new++] = dv;
+                qsort(fresh, (size_t)n_new, sizeof(*fresh), cmp_i64);
+            }
+        }
         n_splits = keep + n_new;
         rc = set_splits(s, t.splits, keep, fresh, n_new, err);
     }

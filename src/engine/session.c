@@ -84,6 +84,7 @@ qvlm_status qvlm_session_create(qvlm_model *m, const qvlm_session_params *p, qvl
     s->cache = p ? p->cache : NULL;
     s->salt = p ? p->cache_salt : 0;
     s->checkpoint_interval = p && p->checkpoint_interval > 0 ? p->checkpoint_interval : 1024;
+    s->divergence = -1;
     s->logits = malloc((size_t)m->cfg.text.vocab_size * sizeof(float));
     s->pos = malloc((size_t)(3 * batch) * sizeof(int32_t));
     qvlm_status rc = (s->logits && s->pos) ? QVLM_OK : qvlm_errorf(err, QVLM_E_NOMEM, "session: out of memory");

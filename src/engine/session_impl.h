@@ -32,6 +32,8 @@ struct qvlm_session {
     int64_t n_splits, cap_splits;
     qvlm_key *prompt_keys; /* keys of the last prompt (without generated tokens) */
     int64_t n_prompt_keys;
+    int64_t divergence; /* a split point the chat layer found for the next prompt, or -1; in
+                           expanded-token positions only when the prompt has no images before it */
     qvlm_prompt_stats stats;
     qvlm_image_span_info *spans;
     int64_t n_spans;

@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "core/fileio.h"
+#include "model/chat_template.h"
+#include "model/tokenizer.h"
 
 #define TEXT "model.language_model."
 #define VIS "model.visual."
@@ -319,6 +321,20 @@ static qvlm_status load_preprocess(qvlm_model *m, qvlm_error *err) {
     return rc;
 }
 
+/* tokenizer.json and the chat template, when the directory has them (a file that is present
+ * but broken is an error: better refused at load than at the first request). */
+static qvlm_status load_text_files(qvlm_model *m, qvlm_error *err) {
+    char *tp = qvlm_path_join(m->dir, "tokenizer.json");
+    qvlm_status rc = tp ? QVLM_OK : qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+    if (!rc && qvlm_path_exists(tp)) rc = qvlm_tokenizer_load(tp, &m->tokenizer, err);
+    free(tp);
+    if (!rc) {
+        rc = qvlm_chat_template_load_dir(m->dir, &m->chat_template, err);
+        if (rc == QVLM_E_NOT_FOUND) rc = QVLM_OK, m->chat_template = NULL;
+    }
+    return rc;
+}
+
 qvlm_status qvlm_model_load_dir(const char *dir, qvlm_backend *be, const qvlm_model_opts *opts, qvlm_model **out,
                                 qvlm_error *err) {
     *out = NULL;
@@ -335,6 +351,7 @@ qvlm_status qvlm_model_load_dir(const char *dir, qvlm_backend *be, const qvlm_mo
     if (!rc && m->cfg.vision.present) rc = bind_vision(&b, err);
     if (!rc && m->cfg.vision.present) rc = widen_vision_biases(m, err);
     if (!rc && m->cfg.vision.present) rc = load_preprocess(m, err);
+    if (!rc) rc = load_text_files(m, err);
     if (rc) {
         qvlm_model_free(m);
         return rc;
@@ -350,6 +367,8 @@ void qvlm_model_free(qvlm_model *m) {
         free(m->layers);
     }
     free(m->vision.blocks);
+    qvlm_tokenizer_destroy(m->tokenizer);
+    qvlm_chat_template_destroy(m->chat_template);
     for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     qvlm_st_set_close(&m->st);

@@ -96,6 +96,8 @@ typedef struct qvlm_model {
     qvlm_layer *layers;       /* [num_hidden_layers] */
     qvlm_vision_weights vision;
     qvlm_preprocess_config preprocess; /* preprocessor_config.json (vision models) */
+    struct qvlm_tokenizer *tokenizer;         /* tokenizer.json, or NULL when absent */
+    struct qvlm_chat_template *chat_template; /* the model's template, or NULL when absent */
     void **owned;             /* host buffers the weights point into (widened, quantised) */
     size_t n_owned, cap_owned;
     int64_t n_params;         /* text + vision parameters bound */
