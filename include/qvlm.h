@@ -181,6 +181,16 @@ typedef struct qvlm_cache_counters {
 } qvlm_cache_counters;
 void qvlm_cache_counters_get(qvlm_cache *c, qvlm_cache_counters *out);
 
+/* Ask the session's running prompt or generation to stop as soon as possible (between forward
+ * batches or tokens); it then returns QVLM_E_CANCELLED and the session is reset. Safe to call
+ * from any thread (a signal handler should set its own flag and call this from a thread). */
+void qvlm_session_cancel(qvlm_session *s);
+
+/* Progress of long work, for front ends: stage is "vision" (images done/total) or "prefill"
+ * (tokens done/total). Called on the session's thread; keep it short. NULL turns it off. */
+typedef void (*qvlm_progress_fn)(void *user, const char *stage, int64_t done, int64_t total);
+void qvlm_session_set_progress(qvlm_session *s, qvlm_progress_fn fn, void *user);
+
 /* Logits [vocab] after the last token fed, or NULL before any; valid until the next call. */
 const float *qvlm_session_logits(const qvlm_session *s);
 /* Tokens in the session's state. */

@@ -216,6 +216,7 @@ static qvlm_status turn_images(qvlm_session *s, turn *t, int64_t P, qvlm_error *
             src = dst;
             r += cnt;
             s->stats.images_encoded++;
+            if (s->progress) s->progress(s->progress_user, "vision", s->stats.images_encoded, t->pr.n_spans);
         }
         for (int64_t i = 0; i < cnt; i++) t->rows[sp->pad_start + i] = src + i * H;
     }
@@ -244,6 +245,8 @@ static qvlm_status turn_prefill(qvlm_session *s, turn *t, int64_t P, const int64
     }
     double t0 = now_ms();
     int64_t at = P;
+    s->progress_done = 0;
+    s->progress_total = N - P;
     int32_t *seg_pos = NULL;
     if (!rc && n_suffix > 0) seg_pos = malloc((size_t)(3 * n_suffix) * sizeof(int32_t));
     if (!rc && n_suffix > 0 && !seg_pos) rc = qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
@@ -294,6 +297,7 @@ qvlm_status qvlm_session_prompt(qvlm_session *s, const int32_t *ids, size_t n, c
     const qvlm_model *m = s->model;
     double t0 = now_ms();
     memset(&s->stats, 0, sizeof(s->stats));
+    atomic_store(&s->cancel, 0);
     if (n == 0) return qvlm_errorf(err, QVLM_E_INVALID, "empty prompt");
     if (n_images && !m->cfg.vision.present)
         return qvlm_errorf(err, QVLM_E_UNSUPPORTED, "%s: this model has no vision tower", m->dir);

@@ -130,10 +130,21 @@ int64_t qvlm_session_n_tokens(const qvlm_session *s) { return s->seq.n_past; }
 /* Prefill n tokens (ids, optional replacement rows, positions [3][n]) in batches of at most
  * max_batch. On failure the state may have advanced by whole batches; callers that promise
  * "unchanged" check their inputs before calling. */
+void qvlm_session_cancel(qvlm_session *s) { atomic_store(&s->cancel, 1); }
+
+void qvlm_session_set_progress(qvlm_session *s, qvlm_progress_fn fn, void *user) {
+    s->progress = fn;
+    s->progress_user = user;
+}
+
 qvlm_status session_prefill(qvlm_session *s, const int32_t *ids, const float *const *rows, const int32_t *pos,
                            int64_t n, int64_t next_pos_after, qvlm_error *err) {
     qvlm_status rc = qvlm_sequence_reserve(&s->seq, s->stream, n, err);
     for (int64_t done = 0; !rc && done < n;) {
+        if (atomic_exchange(&s->cancel, 0)) {
+            rc = qvlm_errorf(err, QVLM_E_CANCELLED, "cancelled");
+            break;
+        }
         int64_t T = n - done < s->max_batch ? n - done : s->max_batch;
         for (int a = 0; a < 3; a++) memcpy(s->pos + a * T, pos + a * n + done, (size_t)T * sizeof(int32_t));
         qvlm_seq_state st = qvlm_sequence_state(&s->seq);
@@ -144,6 +155,8 @@ qvlm_status session_prefill(qvlm_session *s, const int32_t *ids, const float *co
         s->seq.n_past = st.n_past;
         s->have_logits = last;
         done += T;
+        s->progress_done += T;
+        if (s->progress && s->progress_total > 0) s->progress(s->progress_user, "prefill", s->progress_done, s->progress_total);
     }
     if (!rc) s->seq.next_pos = next_pos_after;
     return rc;
@@ -309,6 +322,10 @@ qvlm_status qvlm_session_generate(qvlm_session *s, const qvlm_sampling *p, int m
     qvlm_sampler smp;
     qvlm_status rc = qvlm_sampler_init(&smp, p ? p : &greedy, err);
     for (int k = 0; !rc && k < max_tokens; k++) {
+        if (atomic_exchange(&s->cancel, 0)) {
+            rc = qvlm_errorf(err, QVLM_E_CANCELLED, "cancelled");
+            break;
+        }
         int32_t tok = qvlm_sampler_sample(&smp, s->logits, s->model->cfg.text.vocab_size);
         rc = qvlm_session_feed_tokens(s, &tok, 1, err);
         int stop = on_token ? on_token(user, tok) : 0;

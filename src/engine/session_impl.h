@@ -3,6 +3,8 @@
 #ifndef QVLM_ENGINE_SESSION_IMPL_H
 #define QVLM_ENGINE_SESSION_IMPL_H
 
+#include <stdatomic.h>
+
 #include "engine/cache.h"
 #include "engine/prompt.h"
 #include "engine/sequence.h"
@@ -35,6 +37,10 @@ struct qvlm_session {
     int64_t divergence; /* a split point the chat layer found for the next prompt, or -1; in
                            expanded-token positions only when the prompt has no images before it */
     qvlm_prompt_stats stats;
+    _Atomic int cancel;          /* set by qvlm_session_cancel */
+    qvlm_progress_fn progress;   /* optional */
+    void *progress_user;
+    int64_t progress_done, progress_total; /* prefill tokens of the current prompt */
     qvlm_image_span_info *spans;
     int64_t n_spans;
 };
