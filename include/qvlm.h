@@ -59,10 +59,14 @@ typedef enum qvlm_precision_mode {
     QVLM_PRECISION_BF16 = 1 /* bf16 activations into the matrix products, f32 sums: fast */
 } qvlm_precision_mode;
 
+typedef void (*qvlm_progress_fn)(void *user, const char *stage, int64_t done, int64_t total);
+
 typedef struct qvlm_model_params {
     qvlm_device device;
     int n_threads;                 /* CPU threads; 0 = all online CPUs */
     qvlm_precision_mode precision;
+    qvlm_progress_fn progress;     /* optional: stage "load", weight bytes bound / total */
+    void *progress_user;
 } qvlm_model_params;
 
 /* Defaults: CPU, all cores, f32. */
@@ -75,6 +79,8 @@ void qvlm_model_params_default(qvlm_model_params *p);
 qvlm_status qvlm_model_load(const char *dir, const qvlm_model_params *p, qvlm_model **out, qvlm_error *err);
 void qvlm_model_destroy(qvlm_model *m); /* every session of m must be destroyed first */
 int32_t qvlm_model_vocab_size(const qvlm_model *m);
+/* The context length the model was trained for (config.json max_position_embeddings). */
+int64_t qvlm_model_n_ctx_train(const qvlm_model *m);
 /* End-of-sequence ids (generation_config.json first, then config.json); returns their count. */
 int qvlm_model_eos_ids(const qvlm_model *m, const int32_t **ids);
 
@@ -105,6 +111,9 @@ typedef struct qvlm_session_params {
     qvlm_cache *cache;        /* shared cache (kept), or NULL for none */
     uint64_t cache_salt;      /* isolation key: sessions only share cache entries with equal salts */
     int64_t checkpoint_interval; /* also checkpoint long prefills every this many tokens; 0 = 1024 */
+    int64_t n_ctx;            /* context limit in tokens (0 = none): a prompt that leaves no room for
+                                 one generated token fails with QVLM_E_LIMIT before any image is
+                                 encoded, and generation stops when the context is full */
 } qvlm_session_params;
 
 /* Create a session on `m` (kept; it must outlive the session). */
@@ -144,7 +153,8 @@ qvlm_status qvlm_session_feed(qvlm_session *s, const int32_t *ids, size_t n, con
  * looked up in the vision-feature cache, and only the rest is prefilled. The result (logits,
  * state) equals prefilling the whole prompt from scratch. Checkpoints are taken after every
  * image, near the prompt's end and along long prefills.
- * Errors as qvlm_session_feed. On failure the session is empty (reset). */
+ * Errors as qvlm_session_feed, and QVLM_E_LIMIT for a prompt longer than the session's n_ctx
+ * allows ("prompt: ..."). On failure the session is empty (reset). */
 qvlm_status qvlm_session_prompt(qvlm_session *s, const int32_t *ids, size_t n, const qvlm_image_input *images,
                                 size_t n_images, qvlm_error *err);
 
@@ -186,9 +196,9 @@ void qvlm_cache_counters_get(qvlm_cache *c, qvlm_cache_counters *out);
  * from any thread (a signal handler should set its own flag and call this from a thread). */
 void qvlm_session_cancel(qvlm_session *s);
 
-/* Progress of long work, for front ends: stage is "vision" (images done/total) or "prefill"
- * (tokens done/total). Called on the session's thread; keep it short. NULL turns it off. */
-typedef void (*qvlm_progress_fn)(void *user, const char *stage, int64_t done, int64_t total);
+/* Progress of long work, for front ends (qvlm_progress_fn, above): stage is "vision" (images
+ * done/total) or "prefill" (tokens done/total). Called on the session's thread; keep it short.
+ * NULL turns it off. */
 void qvlm_session_set_progress(qvlm_session *s, qvlm_progress_fn fn, void *user);
 
 /* Logits [vocab] after the last token fed, or NULL before any; valid until the next call. */
@@ -253,10 +263,66 @@ typedef struct qvlm_sampling {
 typedef int (*qvlm_token_fn)(void *user, int32_t token);
 
 /* Generate up to max_tokens tokens after what was fed, feeding each one back. Stops at an
- * end-of-sequence id of the model (the id is reported and fed), at max_tokens, or when `on_token`
- * asks. Errors: QVLM_E_INVALID (no logits yet, bad sampling values), QVLM_E_NOMEM. */
+ * end-of-sequence id of the model (the id is reported and fed), at max_tokens, when the
+ * session's n_ctx is full, or when `on_token` asks. Errors: QVLM_E_INVALID (no logits yet, bad sampling values), QVLM_E_NOMEM. */
 qvlm_status qvlm_session_generate(qvlm_session *s, const qvlm_sampling *p, int max_tokens, qvlm_token_fn on_token,
                                   void *user, qvlm_error *err);
+
+/* ==== Replies =============================================================================== */
+
+/* An incremental parser of a Qwen3.5 reply, fed the generated text piece by piece as it
+ * streams (qvlm_text_stream output). It separates the thinking (<think> ... </think>; with
+ * thinking on, the generation prompt has already opened <think>) from the answer, parses tool
+ * calls
+ *     <tool_call>\n<function=NAME>\n<parameter=ARG>\nVALUE\n</parameter>\n</function>\n</tool_call>
+ * into a name and a JSON object of arguments (a VALUE that is valid JSON becomes that JSON
+ * value, else a string; a parameter whose schema in `tools_json` says "string" stays a
+ * string), and cuts the reply at the first stop string.
+ * Garbled output never fails: a tool-call block that does not parse is passed on as answer
+ * text, tags out of place are text, and every character fed reaches the reasoning, the answer
+ * or a tool call, except the tags themselves, the matched stop string and what follows it,
+ * and whitespace at the edges of the reasoning and the answer (the template writes
+ * "<think>\n...\n</think>\n\n"). Text that may be the start of a tag or a stop string is held
+ * back until the next piece decides. Not thread-safe; one reply per generation. */
+typedef struct qvlm_reply qvlm_reply;
+
+typedef struct qvlm_reply_options {
+    bool in_thinking;        /* the prompt ends inside <think> (Qwen3.5 with thinking on) */
+    bool parse_tool_calls;   /* parse <tool_call> blocks (else they stay answer text) */
+    const char *tools_json;  /* the request's tools (JSON array), for argument types; or NULL */
+    const char *const *stop; /* [n_stop] stop strings (copied); empty ones are ignored */
+    size_t n_stop;
+} qvlm_reply_options;
+
+/* What one push or finish made final. The pointers stay valid until the next call. */
+typedef struct qvlm_reply_delta {
+    const char *reasoning; /* [n_reasoning] new thinking text */
+    size_t n_reasoning;
+    const char *content;   /* [n_content] new answer text */
+    size_t n_content;
+    int first_tool_call;   /* tool calls [first_tool_call, first_tool_call + n_tool_calls) are new */
+    int n_tool_calls;
+    bool stopped;          /* a stop string matched: the reply is complete; stop generating */
+} qvlm_reply_delta;
+
+typedef struct qvlm_tool_call {
+    const char *name;
+    const char *arguments; /* a JSON object, compact */
+} qvlm_tool_call;
+
+/* Errors: QVLM_E_INVALID (tools_json is not a JSON array), QVLM_E_NOMEM. */
+qvlm_status qvlm_reply_create(const qvlm_reply_options *o, qvlm_reply **out, qvlm_error *err);
+void qvlm_reply_destroy(qvlm_reply *r);
+/* Feed the next piece of generated text (UTF-8). After `stopped` or finish, pieces are
+ * ignored. Errors: QVLM_E_NOMEM only; the reply is then unusable. */
+qvlm_status qvlm_reply_push(qvlm_reply *r, const char *text, size_t n_bytes, qvlm_reply_delta *out, qvlm_error *err);
+/* The generation ended: release what was held back (an unfinished tool call that parses
+ * counts; one that does not becomes answer text). */
+qvlm_status qvlm_reply_finish(qvlm_reply *r, qvlm_reply_delta *out, qvlm_error *err);
+/* Everything so far: the thinking, the answer, the tool calls (valid until the next call). */
+const char *qvlm_reply_reasoning(const qvlm_reply *r, size_t *n_bytes);
+const char *qvlm_reply_content(const qvlm_reply *r, size_t *n_bytes);
+int qvlm_reply_tool_calls(const qvlm_reply *r, const qvlm_tool_call **calls);
 
 #ifdef __cplusplus
 }

@@ -305,6 +305,10 @@ qvlm_status qvlm_session_prompt(qvlm_session *s, const int32_t *ids, size_t n, c
     if (rc) return rc;
     turn t = {0};
     rc = turn_prepare(s, &t, ids, n, images, n_images, err);
+    /* Refuse before any image is encoded or token prefilled; one token must still fit. */
+    if (!rc && s->n_ctx > 0 && t.pr.n >= s->n_ctx)
+        rc = qvlm_errorf(err, QVLM_E_LIMIT, "prompt: %lld tokens (images expanded) do not fit the context of %lld tokens",
+                         (long long)t.pr.n, (long long)s->n_ctx);
     int64_t P = 0;
     if (!rc) rc = turn_resume(s, &t, &P, err);
     if (!rc) rc = turn_images(s, &t, P, err);

@@ -29,7 +29,8 @@ qvlm_status qvlm_model_load(const char *dir, const qvlm_model_params *p, qvlm_mo
     qvlm_backend *be;
     qvlm_status rc = qvlm_backend_create(&bp, &be, err);
     if (rc) return rc;
-    rc = qvlm_model_load_dir(dir, be, NULL, out, err);
+    qvlm_model_opts opts = {.progress = p->progress, .progress_user = p->progress_user};
+    rc = qvlm_model_load_dir(dir, be, &opts, out, err);
     if (rc) {
         qvlm_backend_destroy(be);
         return rc;
@@ -46,6 +47,8 @@ void qvlm_model_destroy(qvlm_model *m) {
 }
 
 int32_t qvlm_model_vocab_size(const qvlm_model *m) { return (int32_t)m->cfg.text.vocab_size; }
+
+int64_t qvlm_model_n_ctx_train(const qvlm_model *m) { return m->cfg.text.max_position_embeddings; }
 
 int qvlm_model_eos_ids(const qvlm_model *m, const int32_t **ids) {
     *ids = m->cfg.eos_ids;
@@ -84,6 +87,7 @@ qvlm_status qvlm_session_create(qvlm_model *m, const qvlm_session_params *p, qvl
     s->cache = p ? p->cache : NULL;
     s->salt = p ? p->cache_salt : 0;
     s->checkpoint_interval = p && p->checkpoint_interval > 0 ? p->checkpoint_interval : 1024;
+    s->n_ctx = p && p->n_ctx > 0 ? p->n_ctx : 0;
     s->divergence = -1;
     s->logits = malloc((size_t)m->cfg.text.vocab_size * sizeof(float));
     s->pos = malloc((size_t)(3 * batch) * sizeof(int32_t));
@@ -322,6 +326,7 @@ qvlm_status qvlm_session_generate(qvlm_session *s, const qvlm_sampling *p, int m
     qvlm_sampler smp;
     qvlm_status rc = qvlm_sampler_init(&smp, p ? p : &greedy, err);
     for (int k = 0; !rc && k < max_tokens; k++) {
+        if (s->n_ctx > 0 && s->seq.n_past >= s->n_ctx) break; /* the context is full */
         if (atomic_exchange(&s->cancel, 0)) {
             rc = qvlm_errorf(err, QVLM_E_CANCELLED, "cancelled");
             break;

@@ -19,6 +19,7 @@ struct qvlm_session {
     qvlm_kv_pool pool;
     qvlm_sequence seq;
     int64_t max_batch;
+    int64_t n_ctx;  /* prompt + generation limit in tokens; 0 = none */
     qvlm_image_limits image_limits;
     float *logits; /* host [vocab] after the last token fed */
     bool have_logits;

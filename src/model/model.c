@@ -16,6 +16,7 @@
 typedef struct binder {
     qvlm_model *m;
     char name[256];
+    size_t done_bytes, total_bytes; /* for the progress callback */
 } binder;
 
 static const char *fmt_name(binder *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -60,6 +61,10 @@ static qvlm_status bind_view(binder *b, const char *name, int n_dims, const int6
     if (rc) return qvlm_error_prefix(err, rc, "%s: tensor '%s'", path, name);
     b->m->n_params += t->n_elements;
     b->m->weight_bytes += t->n_bytes;
+    b->done_bytes += t->n_bytes;
+    if (b->m->opts.progress)
+        b->m->opts.progress(b->m->opts.progress_user, "load", (int64_t)QVLM_MIN(b->done_bytes, b->total_bytes),
+                            (int64_t)b->total_bytes);
     return QVLM_OK;
 }
 
@@ -347,6 +352,7 @@ qvlm_status qvlm_model_load_dir(const char *dir, qvlm_backend *be, const qvlm_mo
     if (!rc) rc = qvlm_config_load(dir, &m->cfg, err);
     if (!rc) rc = qvlm_st_set_open(dir, &m->st, err);
     binder b = {.m = m};
+    for (size_t i = 0; !rc && i < m->st.n_index; i++) b.total_bytes += m->st.index[i]->n_bytes;
     if (!rc) rc = bind_text(&b, err);
     if (!rc && m->cfg.vision.present) rc = bind_vision(&b, err);
     if (!rc && m->cfg.vision.present) rc = widen_vision_biases(m, err);
@@ -356,6 +362,8 @@ qvlm_status qvlm_model_load_dir(const char *dir, qvlm_backend *be, const qvlm_mo
         qvlm_model_free(m);
         return rc;
     }
+    /* Not every stored tensor is bound (e.g. multi-token-prediction heads): end at 100%. */
+    if (m->opts.progress) m->opts.progress(m->opts.progress_user, "load", (int64_t)b.total_bytes, (int64_t)b.total_bytes);
     *out = m;
     return QVLM_OK;
 }

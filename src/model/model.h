@@ -80,6 +80,8 @@ typedef struct qvlm_vision_weights {
 /* Load-time choices. */
 typedef struct qvlm_model_opts {
     bool rope_freq_bf16; /* see qvlm_rope_params.freq_bf16; false for real use */
+    qvlm_progress_fn progress; /* optional: "load", tensor bytes bound / total */
+    void *progress_user;
 } qvlm_model_opts;
 
 typedef struct qvlm_model {

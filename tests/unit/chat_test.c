@@ -147,6 +147,34 @@ static void test_allowed_file_and_tool_call(void) {
     qvlm_session_destroy(s);
 }
 
+
+/* n_ctx: a prompt that does not fit is refused before its image is encoded; generation stops
+ * when the context is full. */
+static void test_context_limit(void) {
+    qvlm_error err;
+    qvlm_session *s;
+    qvlm_session_params sp = {.n_ctx = 40};
+    ASSERT_OK(qvlm_session_create(model, &sp, &s, &err), &err);
+    char *m = turn_messages(1);
+    ASSERT_FAILS(qvlm_session_chat(s, m, strlen(m), NULL, &err), QVLM_E_LIMIT, &err, "do not fit the context of 40");
+    qvlm_prompt_stats st;
+    qvlm_session_prompt_stats(s, &st);
+    ASSERT_EQ_INT(st.images_encoded, 0);
+    free(m);
+    const char *small = "[{\"role\":\"user\",\"content\":\"hi\"}]";
+    ASSERT_OK(qvlm_session_chat(s, small, strlen(small), NULL, &err), &err);
+    qvlm_session_prompt_stats(s, &st);
+    ASSERT_TRUE(st.prompt_tokens < 40);
+    const int32_t *eos;
+    ASSERT_EQ_INT(qvlm_model_eos_ids(model, &eos), 1);
+    qvlm_sampling g = {.temperature = 1.0f, .top_p = 1.0f, .seed = 7};
+    ASSERT_OK(qvlm_session_generate(s, &g, 1000, NULL, NULL, &err), &err);
+    /* Either the context filled or the model ended; a random model rarely picks EOS. */
+    ASSERT_TRUE(qvlm_session_n_tokens(s) <= 40);
+    ASSERT_EQ_INT(qvlm_model_n_ctx_train(model), 4096);
+    qvlm_session_destroy(s);
+}
+
 int main(void) {
     qvlm_error err;
     qvlm_model_params mp;
@@ -161,6 +189,7 @@ int main(void) {
     RUN(test_three_turn_image_chat);
     RUN(test_bad_requests_named);
     RUN(test_allowed_file_and_tool_call);
+    RUN(test_context_limit);
     free(uri[0]), free(uri[1]);
     qvlm_model_destroy(model);
     return qtest_done();
