@@ -324,6 +324,35 @@ const char *qvlm_reply_reasoning(const qvlm_reply *r, size_t *n_bytes);
 const char *qvlm_reply_content(const qvlm_reply *r, size_t *n_bytes);
 int qvlm_reply_tool_calls(const qvlm_reply *r, const qvlm_tool_call **calls);
 
+/* Why a reply ended. */
+typedef enum qvlm_finish {
+    QVLM_FINISH_STOP = 0,   /* an end-of-sequence token or a stop string */
+    QVLM_FINISH_LENGTH,     /* max_tokens, or the session's n_ctx is full */
+    QVLM_FINISH_ABORTED,    /* the delta callback asked to stop */
+    QVLM_FINISH_CANCELLED   /* qvlm_session_cancel */
+} qvlm_finish;
+
+typedef struct qvlm_reply_stats {
+    int n_tokens;            /* generated, the end-of-sequence token included */
+    qvlm_finish finish;
+    double first_token_ms;   /* from the call to the first token sampled */
+    double generate_ms;      /* the whole call */
+} qvlm_reply_stats;
+
+/* Called with every delta that carries something (text, tool calls, or stopped); return
+ * nonzero to stop generating. */
+typedef int (*qvlm_reply_fn)(void *user, const qvlm_reply_delta *d);
+
+/* Generate a chat reply after a prompt (qvlm_session_chat): qvlm_session_generate, every
+ * token decoded with a qvlm_text_stream (special tokens such as <|im_end|> hidden, as
+ * skip_special_tokens does) and fed to `r`, each delta passed to `on_delta`, and at the end
+ * the reply finished. Generation stops at a stop string as well. *stats (may be NULL) says
+ * why it ended. A cancel (qvlm_session_cancel) is not an error here: what was generated is in
+ * `r`, and stats->finish is QVLM_FINISH_CANCELLED. Errors: those of qvlm_session_generate,
+ * QVLM_E_UNSUPPORTED (no tokenizer). */
+qvlm_status qvlm_session_generate_reply(qvlm_session *s, const qvlm_sampling *p, int max_tokens, qvlm_reply *r,
+                                        qvlm_reply_fn on_delta, void *user, qvlm_reply_stats *stats, qvlm_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,7 +15,10 @@
     X(tokenize, "text on stdin -> token ids (JSON)") \
     X(detokenize, "token ids (JSON) on stdin -> text") \
     X(bench_tokenizer, "tokenizer load time and encode MB/s") \
-    X(template, "render the model's chat template for a JSON request on stdin")
+    X(template, "render the model's chat template for a JSON request on stdin") \
+    X(run, "answer one prompt (with images), streamed") \
+    X(chat, "interactive image chat with the cross-turn cache") \
+    X(serve, "OpenAI-compatible HTTP server with a web page")
 
 #define X(name, help) int qvlm_cmd_##name(int argc, char **argv);
 QVLM_COMMANDS(X)
