@@ -8,13 +8,14 @@
 
 static qvlm_status reserve(qvlm_buf *b, size_t extra, qvlm_error *err) {
     size_t need;
+    if (b->failed) return qvlm_errorf(err, QVLM_E_NOMEM, "buffer: an earlier append failed");
     if (qvlm_add_overflow(b->len, extra, &need) || qvlm_add_overflow(need, 1, &need))
-        return qvlm_errorf(err, QVLM_E_NOMEM, "buffer: size overflow");
+        return b->failed = true, qvlm_errorf(err, QVLM_E_NOMEM, "buffer: size overflow");
     if (need <= b->cap) return QVLM_OK;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     char *p = realloc(b->data, cap);
-    if (!p) return qvlm_errorf(err, QVLM_E_NOMEM, "buffer: out of memory (%zu bytes)", cap);
+    if (!p) return b->failed = true, qvlm_errorf(err, QVLM_E_NOMEM, "buffer: out of memory (%zu bytes)", cap);
     b->data = p;
     b->cap = cap;
     return QVLM_OK;
@@ -36,7 +37,7 @@ qvlm_status qvlm_buf_printf(qvlm_buf *b, qvlm_error *err, const char *fmt, ...) 
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n < 0) return qvlm_errorf(err, QVLM_E_INTERNAL, "buffer: bad format");
+    if (n < 0) return b->failed = true, qvlm_errorf(err, QVLM_E_INTERNAL, "buffer: bad format");
     qvlm_status rc = reserve(b, (size_t)n, err);
     if (rc) return rc;
     va_start(ap, fmt);
@@ -56,6 +57,7 @@ void qvlm_buf_consume(qvlm_buf *b, size_t n) {
 
 void qvlm_buf_clear(qvlm_buf *b) {
     b->len = 0;
+    b->failed = false;
     if (b->data) b->data[0] = '\0';
 }
 
