@@ -8,7 +8,7 @@ pkgs=(build-essential cmake pkg-config ca-certificates
       libjansson-dev libpcre2-dev libutf8proc-dev libjpeg62-turbo-dev libpng-dev libwebp-dev
       libxxhash-dev libmicrohttpd-dev libsodium-dev)
 if [ "$mode" = test ]; then
-  pkgs+=(clang libclang-rt-14-dev nodejs npm curl python3)
+  pkgs+=(clang libclang-rt-14-dev nodejs npm curl python3 chromium chromium-driver)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

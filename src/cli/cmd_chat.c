@@ -191,7 +191,7 @@ static void cmd_save(chat *c, const char *path) {
 /* The conversation must be an array of objects with a role; the rest is checked next turn. */
 static void cmd_load(chat *c, const char *path) {
     json_error_t je;
-    json_t *j = json_load_file(path, 0, &je);
+    json_t *j = json_load_file(path, JSON_ALLOW_NUL, &je); /* answers may hold U+0000 */
     size_t i;
     json_t *m;
     bool ok = json_is_array(j);

@@ -258,7 +258,8 @@ static bool parse_stream(const json_t *body, srv_request *r, srv_error *e) {
 bool srv_request_parse(const char *body, size_t n, const srv_request_limits *lim, srv_request *r, srv_error *e) {
     memset(r, 0, sizeof(*r));
     json_error_t je;
-    json_t *j = json_loadb(body, n, JSON_REJECT_DUPLICATES, &je);
+    /* NUL is legal in JSON strings, and a model may generate it: clients send such answers back. */
+    json_t *j = json_loadb(body, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (!j) {
         srv_error_set(e, 400, INVALID, "invalid_json", NULL, "invalid JSON body at line %d, column %d: %s", je.line, je.column,
                       je.text);

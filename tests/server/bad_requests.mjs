@@ -240,6 +240,12 @@ const CASES = [
     await waitFor('both cancels', async () => (await metrics(srv.url)).qvlm_requests_cancelled_total === 2);
     assert.equal((await metrics(srv.url)).qvlm_requests_total, 0, 'neither was answered');
   })],
+  ['nul_in_strings', withServer([], async (srv, chat) => {
+    // Models can generate U+0000; clients send such answers back in the next turn.
+    const msgs = [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'x\u0000y' }, { role: 'user', content: 'b' }];
+    const r = await chat({ ...GOOD, messages: msgs });
+    assert.equal(r.status, 200, r.text);
+  })],
   ['sse_stream_shape', withServer([], async (srv, chat) => {
     const r = await chat({ ...GOOD, stream: true, max_tokens: 6 });
     assert.equal(r.status, 200);

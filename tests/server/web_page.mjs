@@ -12,7 +12,7 @@ import { MOE, IMG, startServer, requireNode, runCases } from './lib.mjs';
 const { chromium } = requireNode('playwright-core');
 const CHROMIUM = process.env.QVLM_CHROMIUM || '/usr/bin/chromium';
 
-const server = await startServer(['-m', MOE]);
+const server = await startServer(['-m', MOE, '--verbose']);
 const profile = mkdtempSync(join(tmpdir(), 'qvlm-chromium-'));
 const browser = await chromium.launchPersistentContext(profile, {
   executablePath: CHROMIUM,
@@ -40,7 +40,10 @@ async function watchStreaming(n) {
 
 async function finishedTurn(n) {
   const bubble = page.locator('[data-testid=message-assistant]').nth(n);
-  await bubble.locator('[data-testid=cache-line]').waitFor({ state: 'visible', timeout: 60000 });
+  await page.locator('[data-testid=message-assistant][data-done="1"]').nth(n).waitFor({ timeout: 120000 });
+  const errors = await bubble.locator('[data-testid=error]').allTextContents();
+  assert.deepEqual(errors, [], `turn ${n + 1} failed: ${errors.join(' | ')}\nconsole: ${consoleErrors.join(' | ')}\n` +
+                   `server:\n${server.stderr()}`);
   const cache = await bubble.locator('[data-testid=cache-line]').evaluate((e) => ({ ...e.dataset, text: e.textContent }));
   const reasoning = await bubble.locator('[data-testid=reasoning]').textContent();
   const answer = await bubble.locator('[data-testid=answer]').textContent();
@@ -54,6 +57,8 @@ const failed = await runCases([
     await page.goto(server.url);
     await page.locator('#model').filter({ hasText: 'model' }).waitFor();
     // Turn 1: thinking on (the default), an image from the file picker.
+    // Long enough answers (thinking rarely ends in a random model) that they arrive in many reads.
+    await page.fill('[data-testid=max-tokens]', '1024');
     await page.setInputFiles('[data-testid=file-input]', IMG.a);
     await page.locator('[data-testid=pending-thumb]').waitFor();
     await page.fill('[data-testid=prompt]', 'What is in this picture?');
