@@ -8,8 +8,7 @@
  *
  * Worker side (srv_completion_run): the whole conversation through qvlm_session_chat (the
  * cache reuses what earlier turns computed), then qvlm_session_generate_reply; deltas become
- * SSE chunks (reasoning_content, content, tool_calls) or one chat.completion body, with
- * `usage` (prompt_tokens_details.cached_tokens) and llama.cpp-style `timings`. */
+ * SSE chunks or one chat.completion body (response.c). */
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 
 #include "server/job.h"
 #include "server/request.h"
+#include "server/response.h"
 #include "server/server.h"
 #include "server/slots.h"
 #include "server/sse.h"
@@ -30,14 +30,6 @@ static double now_ms(void) {
     return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
 }
 
-static void random_hex(char *out, size_t n_hex) {
-    static const char hex[] = "0123456789abcdef";
-    unsigned char b[32];
-    randombytes_buf(b, sizeof(b));
-    for (size_t i = 0; i < n_hex && i < 64; i++) out[i] = hex[(b[i / 2] >> (i % 2 ? 0 : 4)) & 15];
-    out[n_hex < 64 ? n_hex : 64] = 0;
-}
-
 /* ==== worker side ============================================================================== */
 
 typedef struct run_ctx {
@@ -45,23 +37,9 @@ typedef struct run_ctx {
     srv_job *job;
     qvlm_session *s;
     qvlm_reply *reply;
-    char id[48];
-    json_int_t created;
+    srv_answer_id ans;
     qvlm_error err;
 } run_ctx;
-
-static json_t *tool_call_json(const qvlm_tool_call *c, int index) {
-    char id[40] = "call_";
-    random_hex(id + 5, 24);
-    return json_pack("{s:i, s:s, s:s, s:{s:s, s:s}}", "index", index, "id", id, "type", "function", "function", "name",
-                     c->name, "arguments", c->arguments);
-}
-
-static json_t *chunk(const run_ctx *c, json_t *delta, const char *finish) {
-    return json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:o, s:n, s:s?}]}", "id", c->id, "object", "chat.completion.chunk",
-                     "created", c->created, "model", c->srv->cfg.model_name, "choices", "index", 0, "delta", delta,
-                     "logprobs", "finish_reason", finish);
-}
 
 /* Append an SSE event to the job and wake its connection. */
 static void emit(run_ctx *c, json_t *j) {
@@ -75,20 +53,8 @@ static void emit(run_ctx *c, json_t *j) {
 
 static int on_delta(void *user, const qvlm_reply_delta *d) {
     run_ctx *c = user;
-    if (!c->job->req.stream) return srv_job_is_cancelled(c->job);
-    json_t *delta = json_object();
-    if (d->n_reasoning) json_object_set_new(delta, "reasoning_content", srv_json_text(d->reasoning, d->n_reasoning));
-    if (d->n_content) json_object_set_new(delta, "content", srv_json_text(d->content, d->n_content));
-    if (d->n_tool_calls) {
-        const qvlm_tool_call *calls;
-        qvlm_reply_tool_calls(c->reply, &calls);
-        json_t *arr = json_array();
-        for (int i = d->first_tool_call; i < d->first_tool_call + d->n_tool_calls; i++)
-            json_array_append_new(arr, tool_call_json(&calls[i], i));
-        json_object_set_new(delta, "tool_calls", arr);
-    }
-    if (json_object_size(delta)) emit(c, chunk(c, delta, NULL));
-    else json_decref(delta);
+    json_t *delta = c->job->req.stream ? srv_delta_json(c->reply, d) : NULL;
+    if (delta) emit(c, srv_chunk_json(&c->ans, delta, NULL));
     return srv_job_is_cancelled(c->job);
 }
 
@@ -100,72 +66,20 @@ static void on_progress(void *user, const char *stage, int64_t done, int64_t tot
     if (srv_job_is_cancelled(c->job)) qvlm_session_cancel(c->s);
 }
 
-static json_t *usage_json(const qvlm_prompt_stats *ps, const qvlm_reply_stats *rs) {
-    return json_pack("{s:I, s:i, s:I, s:{s:I}}", "prompt_tokens", (json_int_t)ps->prompt_tokens, "completion_tokens",
-                     rs->n_tokens, "total_tokens", (json_int_t)ps->prompt_tokens + rs->n_tokens, "prompt_tokens_details",
-                     "cached_tokens", (json_int_t)ps->reused_tokens);
-}
-
-static json_t *timings_json(const qvlm_prompt_stats *ps, const qvlm_reply_stats *rs) {
-    double gen_ms = rs->generate_ms;
-    return json_pack("{s:I, s:f, s:I, s:i, s:i, s:f, s:i, s:f, s:f, s:f}", "prompt_n", (json_int_t)ps->prefilled_tokens,
-                     "prompt_ms", ps->total_ms, "cached_n", (json_int_t)ps->reused_tokens, "images_encoded",
-                     ps->images_encoded, "images_cached", ps->images_in_prefix + ps->images_from_feature_cache,
-                     "vision_ms", ps->vision_ms, "predicted_n", rs->n_tokens, "predicted_ms", gen_ms,
-                     "prompt_per_second", ps->total_ms > 0 ? 1e3 * (double)ps->prefilled_tokens / ps->total_ms : 0.0,
-                     "predicted_per_second", gen_ms > 0 ? 1e3 * rs->n_tokens / gen_ms : 0.0);
-}
-
-static const char *finish_reason(const run_ctx *c, const qvlm_reply_stats *rs) {
-    const qvlm_tool_call *calls;
-    if (qvlm_reply_tool_calls(c->reply, &calls) > 0) return "tool_calls";
-    return rs->finish == QVLM_FINISH_LENGTH ? "length" : "stop";
-}
-
-static json_t *message_json(const run_ctx *c) {
-    size_t n_c, n_r;
-    const char *content = qvlm_reply_content(c->reply, &n_c), *reasoning = qvlm_reply_reasoning(c->reply, &n_r);
-    const qvlm_tool_call *calls;
-    int n_calls = qvlm_reply_tool_calls(c->reply, &calls);
-    json_t *m = json_pack("{s:s}", "role", "assistant");
-    /* OpenAI sends content null beside tool calls when there is no text. */
-    json_object_set_new(m, "content", n_c || !n_calls ? srv_json_text(content, n_c) : json_null());
-    if (n_r) json_object_set_new(m, "reasoning_content", srv_json_text(reasoning, n_r));
-    if (n_calls) {
-        json_t *arr = json_array();
-        for (int i = 0; i < n_calls; i++) {
-            json_t *t = tool_call_json(&calls[i], i);
-            json_object_del(t, "index"); /* only chunks carry an index */
-            json_array_append_new(arr, t);
-        }
-        json_object_set_new(m, "tool_calls", arr);
-    }
-    return m;
-}
-
 /* The end of a successful answer: the final chunk(s) and [DONE], or the whole body. */
 static void finish(run_ctx *c, const qvlm_prompt_stats *ps, const qvlm_reply_stats *rs) {
     srv_job *job = c->job;
-    const char *why = finish_reason(c, rs);
     if (job->req.stream) {
-        json_t *last = chunk(c, json_object(), why);
-        json_object_set_new(last, "timings", timings_json(ps, rs));
+        json_t *last = srv_chunk_json(&c->ans, json_object(), srv_finish_reason(c->reply, rs->finish));
+        json_object_set_new(last, "timings", srv_timings_json(ps, rs));
         emit(c, last);
-        if (job->req.include_usage) {
-            json_t *u = json_pack("{s:s, s:s, s:I, s:s, s:[], s:o, s:o}", "id", c->id, "object", "chat.completion.chunk",
-                                  "created", c->created, "model", c->srv->cfg.model_name, "choices", "usage",
-                                  usage_json(ps, rs), "timings", timings_json(ps, rs));
-            emit(c, u);
-        }
+        if (job->req.include_usage) emit(c, srv_usage_chunk_json(&c->ans, ps, rs));
         pthread_mutex_lock(&job->mu);
         srv_sse_done(&job->out, NULL);
         pthread_mutex_unlock(&job->mu);
         return;
     }
-    json_t *body = json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:o, s:n, s:s}], s:o, s:o}", "id", c->id, "object",
-                             "chat.completion", "created", c->created, "model", c->srv->cfg.model_name, "choices", "index",
-                             0, "message", message_json(c), "logprobs", "finish_reason", why, "usage", usage_json(ps, rs),
-                             "timings", timings_json(ps, rs));
+    json_t *body = srv_completion_json(&c->ans, c->reply, ps, rs);
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     pthread_mutex_lock(&job->mu);
     if (text) qvlm_buf_puts(&job->out, text, NULL);
@@ -223,21 +137,20 @@ static qvlm_status answer(run_ctx *c, const qvlm_prompt_stats *ps, qvlm_reply_st
     qvlm_sampling sp = r->sampling;
     if (!r->seed_given) randombytes_buf(&sp.seed, sizeof(sp.seed));
     srv_job_set_state(c->job, SRV_JOB_ANSWER, c->s);
-    if (r->stream) emit(c, chunk(c, json_pack("{s:s, s:s}", "role", "assistant", "content", ""), NULL));
+    if (r->stream) emit(c, srv_chunk_json(&c->ans, json_pack("{s:s, s:s}", "role", "assistant", "content", ""), NULL));
     *t_gen = now_ms();
     return qvlm_session_generate_reply(c->s, &sp, max, c->reply, on_delta, c, rs, &c->err);
 }
 
 void srv_completion_run(void *server, srv_job *job, qvlm_session *s) {
-    run_ctx c = {.srv = server, .job = job, .s = s, .created = (json_int_t)time(NULL)};
+    run_ctx c = {.srv = server, .job = job, .s = s};
     srv_metrics *mt = &c.srv->metrics;
     if (srv_job_is_cancelled(job)) {
         srv_metrics_count(mt, &mt->completions_cancelled);
         srv_job_set_state(job, SRV_JOB_DONE, NULL);
         return;
     }
-    strcpy(c.id, "chatcmpl-");
-    random_hex(c.id + 9, 24);
+    srv_answer_id_init(&c.ans, c.srv->cfg.model_name);
     srv_job_set_state(job, SRV_JOB_PROMPT, s);
     qvlm_prompt_stats ps = {0};
     qvlm_reply_stats rs = {0};
