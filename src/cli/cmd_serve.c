@@ -28,7 +28,8 @@ static void usage(FILE *f) {
             "usage: qvlm serve -m DIR [options]\n"
             "  --host ADDR           address to bind (default 127.0.0.1: this machine only)\n"
             "  --port N              port (default 8080; 0 picks a free one)\n"
-            "  --api-key KEY         require Authorization: Bearer KEY on /v1/* and /metrics\n"
+            "  --api-key KEY         require Authorization: Bearer KEY on the /v1 routes and /metrics\n"
+            "                        (or set QVLM_API_KEY, which keeps the key out of `ps`)\n"
             "  --parallel N          requests answered at once, one session each (default 1)\n"
             "  --queue N             requests waiting beyond those; more get 503 (default 16)\n"
             "  --alias NAME          model id in responses (default: the directory's name)\n"
@@ -96,6 +97,7 @@ static int parse_args(int argc, char **argv, serve_opts *o) {
         }
     }
     if (!bad && !o->gen.model_dir) fprintf(stderr, "qvlm serve: -m DIR is required\n"), bad = true;
+    if (!o->cfg.api_key && getenv("QVLM_API_KEY") && *getenv("QVLM_API_KEY")) o->cfg.api_key = getenv("QVLM_API_KEY");
     if (bad) usage(stderr);
     return bad ? 2 : -1;
 }

@@ -202,6 +202,15 @@ const CASES = [
     assert.equal((await fetch(`${srv.url}/`)).status, 200, 'the page needs no key');
     assert.equal((await fetch(`${srv.url}/v1/models`, { headers: { Authorization: 'Bearer s3cret' } })).status, 200);
   }, { Authorization: 'Bearer s3cret' })],
+  ['auth_from_env', async () => {
+    const srv = await startServer(['-m', MOE], { env: { QVLM_API_KEY: 'from-env' } });
+    try {
+      await expectError(await post(`${srv.url}/v1/chat/completions`, GOOD), 401, 'invalid_api_key');
+      await expectGood(srv, { Authorization: 'Bearer from-env' });
+    } finally {
+      await srv.stop();
+    }
+  }],
   ['local_paths', withServer(['--allow-dir', `${MOE}/../images`], async (srv, chat) => {
     const at = (url) => userWith({ type: 'image_url', image_url: { url } }, text('x'));
     await expectError(await chat(at('/etc/passwd')), 400, 'invalid_request', 'messages[0].content[0].image_url.url');
@@ -245,6 +254,26 @@ const CASES = [
     const msgs = [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'x\u0000y' }, { role: 'user', content: 'b' }];
     const r = await chat({ ...GOOD, messages: msgs });
     assert.equal(r.status, 200, r.text);
+  })],
+  ['metrics', withServer([], async (srv, chat) => {
+    const req = userWith(imagePart(IMG.c), text('x'));
+    for (let i = 0; i < 2; i++) assert.equal((await chat(req)).status, 200);
+    await expectError(await chat('{', { raw: true }), 400, 'invalid_json');
+    const m = await metrics(srv.url);
+    assert.equal(m.qvlm_requests_total, 2);
+    assert.equal(m.qvlm_generated_tokens_total, 8);
+    assert.equal(m.qvlm_images_encoded_total, 1, 'the second request reuses the image');
+    assert.equal(m.qvlm_images_reused_total, 1);
+    assert.ok(m.qvlm_prompt_tokens_reused_total > 0 && m.qvlm_cache_hits_total >= 1 && m.qvlm_cache_bytes > 0);
+    assert.equal(m['qvlm_http_responses_total{class="2xx"}'], 2);
+    assert.equal(m['qvlm_http_responses_total{class="4xx"}'], 1);
+    // The time-to-first-token histogram: cumulative buckets ending in +Inf = count.
+    const buckets = Object.entries(m).filter(([k]) => k.startsWith('qvlm_time_to_first_token_seconds_bucket'));
+    assert.equal(buckets.length, 12);
+    for (let i = 1; i < buckets.length; i++) assert.ok(buckets[i][1] >= buckets[i - 1][1], 'cumulative');
+    assert.equal(m['qvlm_time_to_first_token_seconds_bucket{le="+Inf"}'], 2);
+    assert.equal(m.qvlm_time_to_first_token_seconds_count, 2);
+    assert.ok(m.qvlm_time_to_first_token_seconds_sum > 0);
   })],
   ['sse_stream_shape', withServer([], async (srv, chat) => {
     const r = await chat({ ...GOOD, stream: true, max_tokens: 6 });
