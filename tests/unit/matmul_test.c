@@ -202,7 +202,8 @@ static void test_isas_bitwise_special_values(void) {
     fill(wf, D * K);
     fill(bias, D);
     const float specials[] = {0x1p-130f, -0x1p-140f, -0.0f, 0.0f, 0x1p-63f, -0x1p-63f, 0x1p-75f,
-                              0x1p-100f, 1e30f, -3e-39f, FLT_MIN, -FLT_MIN, 0x1p-70f, 0x1p-60f};
+                              0x1p-100f, 1e30f, -3e-39f, FLT_MIN, -FLT_MIN, 0x1p-70f, 0x1p-60f,
+                              0x1.fffffcp-127f /* the largest subnormal: RNE would give FLT_MIN */};
     size_t ns = sizeof(specials) / sizeof(specials[0]);
     for (int i = 0; i < N * K; i++)
         if (rng_next() % 3 == 0) x[i] = specials[rng_next() % ns];
