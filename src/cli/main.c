@@ -14,10 +14,21 @@ static const struct {
 #undef X
 };
 
+/* Command names are C identifiers; on the command line each '_' is written '-'. */
+static int name_is(const char *arg, const char *name) {
+    for (; *arg && *name; arg++, name++)
+        if (*arg != (*name == '_' ? '-' : *name)) return 0;
+    return *arg == *name;
+}
+
 static void usage(FILE *f) {
     fprintf(f, "usage: qvlm <command> [options]\n\ncommands:\n");
-    for (size_t i = 0; i < sizeof(COMMANDS) / sizeof(COMMANDS[0]); i++)
-        fprintf(f, "  %-12s %s\n", COMMANDS[i].name, COMMANDS[i].help);
+    for (size_t i = 0; i < sizeof(COMMANDS) / sizeof(COMMANDS[0]); i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "%s", COMMANDS[i].name);
+        for (char *c = name; *c; c++) *c = *c == '_' ? '-' : *c;
+        fprintf(f, "  %-14s %s\n", name, COMMANDS[i].help);
+    }
     fprintf(f, "\n`qvlm <command> --help` describes a command's options.\n");
 }
 
@@ -27,7 +38,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     for (size_t i = 0; i < sizeof(COMMANDS) / sizeof(COMMANDS[0]); i++)
-        if (strcmp(argv[1], COMMANDS[i].name) == 0) return COMMANDS[i].fn(argc - 1, argv + 1);
+        if (name_is(argv[1], COMMANDS[i].name)) return COMMANDS[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "qvlm: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

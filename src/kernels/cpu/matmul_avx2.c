@@ -305,9 +305,11 @@ void qvlm_mm_compute_avx2(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t 
 /* ---- peak probe ---------------------------------------------------------------------------------- */
 
 double qvlm_mm_peak_avx2(int64_t iters) {
-    __m256 a0 = _mm256_set1_ps(0.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0,
-           a9 = a0, a10 = a0, a11 = a0;
+    /* Distinct starting values: identical chains would be merged by the compiler. */
     volatile float seed = 1e-3f;
+    __m256 a0 = _mm256_set1_ps(seed * 1), a1 = _mm256_set1_ps(seed * 2), a2 = _mm256_set1_ps(seed * 3), a3 = _mm256_set1_ps(seed * 4),
+           a4 = _mm256_set1_ps(seed * 5), a5 = _mm256_set1_ps(seed * 6), a6 = _mm256_set1_ps(seed * 7), a7 = _mm256_set1_ps(seed * 8),
+           a8 = _mm256_set1_ps(seed * 9), a9 = _mm256_set1_ps(seed * 10), a10 = _mm256_set1_ps(seed * 11), a11 = _mm256_set1_ps(seed * 12);
     __m256 m = _mm256_set1_ps(seed), c = _mm256_set1_ps(seed * seed);
     for (int64_t i = 0; i < iters; i++) {
         a0 = _mm256_fmadd_ps(a0, m, c); a1 = _mm256_fmadd_ps(a1, m, c); a2 = _mm256_fmadd_ps(a2, m, c);

@@ -123,6 +123,20 @@ AI __m512bh w_bh(qvlm_dtype wt, const uint8_t *row, int64_t u, int len) {
  *     for u, l: acc[l] = fma(x[32u+2l+1], w[32u+2l+1], acc[l]); acc[l] = fma(x[32u+2l], w[32u+2l], acc[l]);
  */
 
+/* Decode streams each weight once from DRAM. The hardware prefetcher follows one stream well
+ * but not the 4 interleaved row streams of a tile, so each step also prefetches the same unit
+ * of the next tile's rows (`ahead` bytes further): by the end of a tile the next one is in
+ * flight. Prefetches past the last row are harmless (they never fault). */
+AI void prefetch_unit(qvlm_dtype wt, const uint8_t *const *wr, size_t ahead, int64_t u) {
+    size_t ub = wt == QVLM_DTYPE_F32 ? 128 : wt == QVLM_DTYPE_Q8_0 ? 34 : 64; /* bytes per unit */
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        const char *p = (const char *)wr[j] + ahead + (size_t)u * ub;
+        _mm_prefetch(p, _MM_HINT_T0);
+        if (ub > 64) _mm_prefetch(p + 64, _MM_HINT_T0);
+    }
+}
+
 AI void step_oe(const int T, qvlm_dtype wt, int emu, const int panel, const float *const *xr,
                 const uint8_t *const *wr, const float *pn, int64_t u, int len, __m512 acc[4][4]) {
     __m512 xo[4], xe[4];
@@ -147,14 +161,25 @@ AI void step_oe(const int T, qvlm_dtype wt, int emu, const int panel, const floa
     }
 }
 
-AI void tile_oe(const int T, qvlm_dtype wt, int emu, const int panel, const float *const *xr,
-                const uint8_t *const *wr, const float *pn, int64_t nu, int tail, __m512 acc[4][4]) {
+/* Accumulators, x and w pointers live in locals: written through `acc` inside the loop, GCC
+ * would store them every step and reload the pointers (they might alias). */
+AI void tile_oe(const int T, qvlm_dtype wt, int emu, const int panel, const float *const *xr_in,
+                const uint8_t *const *wr_in, size_t ahead, const float *pn, int64_t nu, int tail, __m512 acc[4][4]) {
+    const float *xr[4] = {xr_in[0], xr_in[1], xr_in[2], xr_in[3]};
+    const uint8_t *wr[4] = {0};
+    if (!panel) wr[0] = wr_in[0], wr[1] = wr_in[1], wr[2] = wr_in[2], wr[3] = wr_in[3];
+    __m512 a[4][4];
     for (int t = 0; t < 4; t++)
-        for (int j = 0; j < 4; j++) acc[t][j] = _mm512_setzero_ps();
+        for (int j = 0; j < 4; j++) a[t][j] = _mm512_setzero_ps();
     /* Whole units with a constant length (no masks), then the partial one of a stored row. */
     int64_t nfull = panel || tail == QVLM_MM_UNIT ? nu : nu - 1;
-    for (int64_t u = 0; u < nfull; u++) step_oe(T, wt, emu, panel, xr, wr, pn, u, QVLM_MM_UNIT, acc);
-    if (!panel && nfull < nu) step_oe(T, wt, emu, panel, xr, wr, pn, nu - 1, tail, acc);
+    for (int64_t u = 0; u < nfull; u++) {
+        if (!panel) prefetch_unit(wt, wr, ahead, u);
+        step_oe(T, wt, emu, panel, xr, wr, pn, u, QVLM_MM_UNIT, a);
+    }
+    if (!panel && nfull < nu) step_oe(T, wt, emu, panel, xr, wr, pn, nu - 1, tail, a);
+    for (int t = 0; t < 4; t++)
+        for (int j = 0; j < 4; j++) acc[t][j] = a[t][j];
 }
 
 AI void step_bh(const int T, qvlm_dtype wt, const int panel, const uint16_t *const *xr,
@@ -170,29 +195,38 @@ AI void step_bh(const int T, qvlm_dtype wt, const int panel, const uint16_t *con
     }
 }
 
-AI void tile_bh(const int T, qvlm_dtype wt, const int panel, const uint16_t *const *xr,
-                const uint8_t *const *wr, const uint16_t *pn, int64_t nu, int tail, __m512 acc[4][4]) {
+AI void tile_bh(const int T, qvlm_dtype wt, const int panel, const uint16_t *const *xr_in,
+                const uint8_t *const *wr_in, size_t ahead, const uint16_t *pn, int64_t nu, int tail, __m512 acc[4][4]) {
+    const uint16_t *xr[4] = {xr_in[0], xr_in[1], xr_in[2], xr_in[3]};
+    const uint8_t *wr[4] = {0};
+    if (!panel) wr[0] = wr_in[0], wr[1] = wr_in[1], wr[2] = wr_in[2], wr[3] = wr_in[3];
+    __m512 a[4][4];
     for (int t = 0; t < 4; t++)
-        for (int j = 0; j < 4; j++) acc[t][j] = _mm512_setzero_ps();
+        for (int j = 0; j < 4; j++) a[t][j] = _mm512_setzero_ps();
     int64_t nfull = panel || tail == QVLM_MM_UNIT ? nu : nu - 1;
-    for (int64_t u = 0; u < nfull; u++) step_bh(T, wt, panel, xr, wr, pn, u, QVLM_MM_UNIT, acc);
-    if (!panel && nfull < nu) step_bh(T, wt, panel, xr, wr, pn, nu - 1, tail, acc);
+    for (int64_t u = 0; u < nfull; u++) {
+        if (!panel) prefetch_unit(wt, wr, ahead, u);
+        step_bh(T, wt, panel, xr, wr, pn, u, QVLM_MM_UNIT, a);
+    }
+    if (!panel && nfull < nu) step_bh(T, wt, panel, xr, wr, pn, nu - 1, tail, a);
+    for (int t = 0; t < 4; t++)
+        for (int j = 0; j < 4; j++) acc[t][j] = a[t][j];
 }
 
 /* The instantiations the dispatcher needs (T and the loaders must be constants). */
-typedef void (*tile_fn)(const void *const *xr, const uint8_t *const *wr, const void *pn, int64_t nu, int tail,
-                        __m512 acc[4][4]);
+typedef void (*tile_fn)(const void *const *xr, const uint8_t *const *wr, size_t ahead, const void *pn, int64_t nu,
+                        int tail, __m512 acc[4][4]);
 
 /* T, the dtype, EMU and PANEL are literals: each instantiation folds its loaders. */
 #define DEF_OE(NAME, T, WT, EMU, PANEL)                                                            \
-    static void NAME(const void *const *xr, const uint8_t *const *wr, const void *pn, int64_t nu, \
-                     int tail, __m512 acc[4][4]) {                                                 \
-        tile_oe(T, WT, EMU, PANEL, (const float *const *)xr, wr, (const float *)pn, nu, tail, acc); \
+    static void NAME(const void *const *xr, const uint8_t *const *wr, size_t ahead, const void *pn, \
+                     int64_t nu, int tail, __m512 acc[4][4]) {                                     \
+        tile_oe(T, WT, EMU, PANEL, (const float *const *)xr, wr, ahead, (const float *)pn, nu, tail, acc); \
     }
 #define DEF_BH(NAME, T, WT, PANEL)                                                                 \
-    static void NAME(const void *const *xr, const uint8_t *const *wr, const void *pn, int64_t nu, \
-                     int tail, __m512 acc[4][4]) {                                                 \
-        tile_bh(T, WT, PANEL, (const uint16_t *const *)xr, wr, (const uint16_t *)pn, nu, tail, acc); \
+    static void NAME(const void *const *xr, const uint8_t *const *wr, size_t ahead, const void *pn, \
+                     int64_t nu, int tail, __m512 acc[4][4]) {                                     \
+        tile_bh(T, WT, PANEL, (const uint16_t *const *)xr, wr, ahead, (const uint16_t *)pn, nu, tail, acc); \
     }
 
 DEF_OE(oe1_f32, 1, QVLM_DTYPE_F32, 0, 0)
@@ -358,7 +392,7 @@ static void compute_direct(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t
         const uint8_t *wr[4];
         for (int r = 0; r < 4; r++) wr[r] = c->w + (size_t)(j + (r < nj ? r : nj - 1)) * c->w_row_bytes;
         __m512 acc[4][4];
-        fn(xr, wr, NULL, c->nu, c->tail, acc);
+        fn(xr, wr, 4 * c->w_row_bytes, NULL, c->nu, c->tail, acc);
         store_tile(acc, c->y + t0 * c->ldy + j, c->ldy, c->bias ? c->bias + j : NULL, nt, nj);
     }
 }
@@ -376,7 +410,7 @@ static void compute_panels(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t
             x_rows(c, t, t1, xr);
             for (int64_t p = 0; p * 4 < nr; p++) {
                 __m512 acc[4][4];
-                fn(xr, NULL, (const uint8_t *)scratch + p * panel_bytes, c->nu, QVLM_MM_UNIT, acc);
+                fn(xr, NULL, 0, (const uint8_t *)scratch + p * panel_bytes, c->nu, QVLM_MM_UNIT, acc);
                 int nj = nr - p * 4 < 4 ? (int)(nr - p * 4) : 4;
                 int64_t j = jb + p * 4;
                 store_tile(acc, c->y + t * c->ldy + j, c->ldy, c->bias ? c->bias + j : NULL, nt, nj);
@@ -400,9 +434,11 @@ void qvlm_mm_compute_avx512(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_
 
 double qvlm_mm_peak_avx512(int native_bf16, int64_t iters) {
     /* 12 independent chains cover the 4-6 cycle latency of both instructions at 1 per cycle. */
-    __m512 a0 = _mm512_set1_ps(0.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0,
-           a9 = a0, a10 = a0, a11 = a0;
+    /* Distinct starting values: identical chains would be merged by the compiler. */
     volatile float seed = 1e-3f;
+    __m512 a0 = _mm512_set1_ps(seed * 1), a1 = _mm512_set1_ps(seed * 2), a2 = _mm512_set1_ps(seed * 3), a3 = _mm512_set1_ps(seed * 4),
+           a4 = _mm512_set1_ps(seed * 5), a5 = _mm512_set1_ps(seed * 6), a6 = _mm512_set1_ps(seed * 7), a7 = _mm512_set1_ps(seed * 8),
+           a8 = _mm512_set1_ps(seed * 9), a9 = _mm512_set1_ps(seed * 10), a10 = _mm512_set1_ps(seed * 11), a11 = _mm512_set1_ps(seed * 12);
     if (native_bf16) {
         __m512bh m = (__m512bh)_mm512_set1_epi16((short)qvlm_f32_to_bf16(seed));
         for (int64_t i = 0; i < iters; i++) {
