@@ -256,20 +256,30 @@ static const float *x_row(const qvlm_mm_ctx *c, int64_t t) {
     return (const float *)(c->xp + (size_t)(t - c->t_base) * c->xp_row_bytes);
 }
 
+/* Decode: the thread's rows are cut into J contiguous streams and a tile takes one row of
+ * each, so memory sees J long sequential streams (see the AVX-512 twin for why). */
 static void compute_direct(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t j0, int64_t j1) {
     int one = t1 - t0 == 1;
     tile_fn fn = direct_fn(c->mode, c->wt, one);
     int T = one ? 1 : 2, J = one ? 4 : 2;
+    int64_t q = (j1 - j0 + J - 1) / J; /* rows per stream */
     for (int64_t t = t0; t < t1; t += T) {
         int nt = t1 - t < T ? (int)(t1 - t) : T;
         const float *xr[2] = {x_row(c, t), x_row(c, t + nt - 1)};
-        for (int64_t j = j0; j < j1; j += J) {
-            int nj = j1 - j < J ? (int)(j1 - j) : J;
+        for (int64_t i = 0; i < q; i++) {
+            int64_t rows[4];
+            int nj = 0;
+            for (int r = 0; r < J; r++)
+                if (j0 + r * q + i < j1) rows[nj++] = j0 + r * q + i;
             const uint8_t *wr[4];
-            for (int r = 0; r < 4; r++) wr[r] = c->w + (size_t)(j + (r < nj ? r : nj - 1)) * c->w_row_bytes;
+            for (int r = 0; r < 4; r++) wr[r] = c->w + (size_t)rows[r < nj ? r : nj - 1] * c->w_row_bytes;
             __m256 acc[2][4][2];
             fn(xr, wr, NULL, c->nu, c->tail, acc);
-            store(acc, c->y + t * c->ldy + j, c->ldy, c->bias ? c->bias + j : NULL, nt, nj);
+            for (int tt = 0; tt < nt; tt++)
+                for (int j = 0; j < nj; j++) {
+                    float s = reduce16(acc[tt][j][0], acc[tt][j][1]);
+                    c->y[(t + tt) * c->ldy + rows[j]] = c->bias ? s + c->bias[rows[j]] : s;
+                }
         }
     }
 }

@@ -8,7 +8,8 @@
  *
  * Shapes of work:
  *  - direct (a thread with <= 4 tokens: decode): weights are read as stored and converted in
- *    registers, 4 rows at a time, so each weight byte is streamed exactly once;
+ *    registers, one row from each of 4 sequential streams at a time, so each weight byte is
+ *    streamed from DRAM exactly once;
  *  - panels (prefill): blocks of jb_rows weight rows are converted once into L2-resident
  *    panels, then a 4-token x 4-row micro-kernel (16 accumulators) runs over them; the 4 x
  *    rows stay in L1 while the panels stream from L2.
@@ -118,24 +119,10 @@ AI __m512bh w_bh(qvlm_dtype wt, const uint8_t *row, int64_t u, int len) {
 }
 
 /* ---- micro-kernels ------------------------------------------------------------------------------
- * acc[t][j] for T tokens (xr[t]: packed x rows) and 4 weight rows: either rows as stored
+ * acc[t][j] (t < T) for T tokens (xr[t]: packed x rows) and 4 weight rows: either rows as stored
  * (wr[j], the last unit `tail` long) or one panel (pn). Scalar twin (per output):
  *     for u, l: acc[l] = fma(x[32u+2l+1], w[32u+2l+1], acc[l]); acc[l] = fma(x[32u+2l], w[32u+2l], acc[l]);
  */
-
-/* Decode streams each weight once from DRAM. The hardware prefetcher follows one stream well
- * but not the 4 interleaved row streams of a tile, so each step also prefetches the same unit
- * of the next tile's rows (`ahead` bytes further): by the end of a tile the next one is in
- * flight. Prefetches past the last row are harmless (they never fault). */
-AI void prefetch_unit(qvlm_dtype wt, const uint8_t *const *wr, size_t ahead, int64_t u) {
-    size_t ub = wt == QVLM_DTYPE_F32 ? 128 : wt == QVLM_DTYPE_Q8_0 ? 34 : 64; /* bytes per unit */
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) {
-        const char *p = (const char *)wr[j] + ahead + (size_t)u * ub;
-        _mm_prefetch(p, _MM_HINT_T0);
-        if (ub > 64) _mm_prefetch(p + 64, _MM_HINT_T0);
-    }
-}
 
 AI void step_oe(const int T, qvlm_dtype wt, int emu, const int panel, const float *const *xr,
                 const uint8_t *const *wr, const float *pn, int64_t u, int len, __m512 acc[4][4]) {
@@ -164,21 +151,20 @@ AI void step_oe(const int T, qvlm_dtype wt, int emu, const int panel, const floa
 /* Accumulators, x and w pointers live in locals: written through `acc` inside the loop, GCC
  * would store them every step and reload the pointers (they might alias). */
 AI void tile_oe(const int T, qvlm_dtype wt, int emu, const int panel, const float *const *xr_in,
-                const uint8_t *const *wr_in, size_t ahead, const float *pn, int64_t nu, int tail, __m512 acc[4][4]) {
+                const uint8_t *const *wr_in, const float *pn, int64_t nu, int tail, __m512 acc[4][4]) {
     const float *xr[4] = {xr_in[0], xr_in[1], xr_in[2], xr_in[3]};
     const uint8_t *wr[4] = {0};
     if (!panel) wr[0] = wr_in[0], wr[1] = wr_in[1], wr[2] = wr_in[2], wr[3] = wr_in[3];
     __m512 a[4][4];
-    for (int t = 0; t < 4; t++)
+    for (int t = 0; t < T; t++)
         for (int j = 0; j < 4; j++) a[t][j] = _mm512_setzero_ps();
     /* Whole units with a constant length (no masks), then the partial one of a stored row. */
     int64_t nfull = panel || tail == QVLM_MM_UNIT ? nu : nu - 1;
     for (int64_t u = 0; u < nfull; u++) {
-        if (!panel) prefetch_unit(wt, wr, ahead, u);
         step_oe(T, wt, emu, panel, xr, wr, pn, u, QVLM_MM_UNIT, a);
     }
     if (!panel && nfull < nu) step_oe(T, wt, emu, panel, xr, wr, pn, nu - 1, tail, a);
-    for (int t = 0; t < 4; t++)
+    for (int t = 0; t < T; t++)
         for (int j = 0; j < 4; j++) acc[t][j] = a[t][j];
 }
 
@@ -196,37 +182,36 @@ AI void step_bh(const int T, qvlm_dtype wt, const int panel, const uint16_t *con
 }
 
 AI void tile_bh(const int T, qvlm_dtype wt, const int panel, const uint16_t *const *xr_in,
-                const uint8_t *const *wr_in, size_t ahead, const uint16_t *pn, int64_t nu, int tail, __m512 acc[4][4]) {
+                const uint8_t *const *wr_in, const uint16_t *pn, int64_t nu, int tail, __m512 acc[4][4]) {
     const uint16_t *xr[4] = {xr_in[0], xr_in[1], xr_in[2], xr_in[3]};
     const uint8_t *wr[4] = {0};
     if (!panel) wr[0] = wr_in[0], wr[1] = wr_in[1], wr[2] = wr_in[2], wr[3] = wr_in[3];
     __m512 a[4][4];
-    for (int t = 0; t < 4; t++)
+    for (int t = 0; t < T; t++)
         for (int j = 0; j < 4; j++) a[t][j] = _mm512_setzero_ps();
     int64_t nfull = panel || tail == QVLM_MM_UNIT ? nu : nu - 1;
     for (int64_t u = 0; u < nfull; u++) {
-        if (!panel) prefetch_unit(wt, wr, ahead, u);
         step_bh(T, wt, panel, xr, wr, pn, u, QVLM_MM_UNIT, a);
     }
     if (!panel && nfull < nu) step_bh(T, wt, panel, xr, wr, pn, nu - 1, tail, a);
-    for (int t = 0; t < 4; t++)
+    for (int t = 0; t < T; t++)
         for (int j = 0; j < 4; j++) acc[t][j] = a[t][j];
 }
 
 /* The instantiations the dispatcher needs (T and the loaders must be constants). */
-typedef void (*tile_fn)(const void *const *xr, const uint8_t *const *wr, size_t ahead, const void *pn, int64_t nu,
-                        int tail, __m512 acc[4][4]);
+typedef void (*tile_fn)(const void *const *xr, const uint8_t *const *wr, const void *pn, int64_t nu, int tail,
+                        __m512 acc[4][4]);
 
 /* T, the dtype, EMU and PANEL are literals: each instantiation folds its loaders. */
 #define DEF_OE(NAME, T, WT, EMU, PANEL)                                                            \
-    static void NAME(const void *const *xr, const uint8_t *const *wr, size_t ahead, const void *pn, \
-                     int64_t nu, int tail, __m512 acc[4][4]) {                                     \
-        tile_oe(T, WT, EMU, PANEL, (const float *const *)xr, wr, ahead, (const float *)pn, nu, tail, acc); \
+    static void NAME(const void *const *xr, const uint8_t *const *wr, const void *pn, int64_t nu, \
+                     int tail, __m512 acc[4][4]) {                                                 \
+        tile_oe(T, WT, EMU, PANEL, (const float *const *)xr, wr, (const float *)pn, nu, tail, acc); \
     }
 #define DEF_BH(NAME, T, WT, PANEL)                                                                 \
-    static void NAME(const void *const *xr, const uint8_t *const *wr, size_t ahead, const void *pn, \
-                     int64_t nu, int tail, __m512 acc[4][4]) {                                     \
-        tile_bh(T, WT, PANEL, (const uint16_t *const *)xr, wr, ahead, (const uint16_t *)pn, nu, tail, acc); \
+    static void NAME(const void *const *xr, const uint8_t *const *wr, const void *pn, int64_t nu, \
+                     int tail, __m512 acc[4][4]) {                                                 \
+        tile_bh(T, WT, PANEL, (const uint16_t *const *)xr, wr, (const uint16_t *)pn, nu, tail, acc); \
     }
 
 DEF_OE(oe1_f32, 1, QVLM_DTYPE_F32, 0, 0)
@@ -282,11 +267,11 @@ static tile_fn direct_fn(qvlm_mm_mode mode, qvlm_dtype wt, int one) {
 }
 
 /* ---- reduction and store ----------------------------------------------------------------------
- * Reduce acc[t][j] in the order of cpu.h and store y[t][j] (+ bias[j]) for t < nt, j < nj.
- * Scalar twin: for w in 8,4,2,1: acc[l] += acc[l + w] (l < w); y = acc[0] + bias.
- * A 4x4 butterfly does it for 16 outputs at once: every add is lane l + lane l+w of one
- * output, as in the scalar twin, and the last step leaves y[t][0..3] in 128-bit block t. */
-AI void store_tile(__m512 acc[4][4], float *y, int64_t ldy, const float *bias, int nt, int nj) {
+ * Reduce acc[t][j] in the order of cpu.h. Scalar twin: for w in 8,4,2,1: acc[l] += acc[l + w]
+ * (l < w); y = acc[0] + bias. A 4x4 butterfly does it for 16 outputs at once: every add is
+ * lane l + lane l+w of one output, as in the scalar twin, and the last step leaves output
+ * (t, j) in lane 4t + j. */
+AI __m512 butterfly(__m512 acc[4][4]) {
     __m512 a[16], v[8], q[4], h[2];
     for (int i = 0; i < 16; i++) a[i] = acc[i % 4][i / 4];
     for (int p = 0; p < 8; p++) /* 8+8: [a.lo256 | b.lo256] + [a.hi256 | b.hi256] */
@@ -298,14 +283,50 @@ AI void store_tile(__m512 acc[4][4], float *y, int64_t ldy, const float *bias, i
     for (int p = 0; p < 2; p++) /* 2+2 inside each block */
         h[p] = _mm512_add_ps(_mm512_shuffle_ps(q[2 * p], q[2 * p + 1], _MM_SHUFFLE(1, 0, 1, 0)),
                              _mm512_shuffle_ps(q[2 * p], q[2 * p + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-    __m512 s = _mm512_add_ps(_mm512_shuffle_ps(h[0], h[1], _MM_SHUFFLE(2, 0, 2, 0)), /* 1+1 */
-                             _mm512_shuffle_ps(h[0], h[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_add_ps(_mm512_shuffle_ps(h[0], h[1], _MM_SHUFFLE(2, 0, 2, 0)), /* 1+1 */
+                         _mm512_shuffle_ps(h[0], h[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* y[t][j] (+ bias[j]) for t < nt, j < nj: 4 consecutive rows (the panels). */
+AI void store_tile(__m512 acc[4][4], float *y, int64_t ldy, const float *bias, int nt, int nj) {
+    __m512 s = butterfly(acc);
     __mmask8 m = (__mmask8)((1u << nj) - 1);
     if (bias) s = _mm512_add_ps(s, _mm512_broadcast_f32x4(_mm_maskz_loadu_ps(m, bias)));
     _mm_mask_storeu_ps(y, m, _mm512_castps512_ps128(s));
     if (nt > 1) _mm_mask_storeu_ps(y + ldy, m, _mm512_extractf32x4_ps(s, 1));
     if (nt > 2) _mm_mask_storeu_ps(y + 2 * ldy, m, _mm512_extractf32x4_ps(s, 2));
     if (nt > 3) _mm_mask_storeu_ps(y + 3 * ldy, m, _mm512_extractf32x4_ps(s, 3));
+}
+
+/* The same for one token (acc[0][j] only): output j ends in lane 4j. */
+AI __m512 butterfly1(__m512 acc[4][4]) {
+    __m512 v0 = _mm512_add_ps(_mm512_shuffle_f32x4(acc[0][0], acc[0][1], 0x44), /* 8+8 */
+                              _mm512_shuffle_f32x4(acc[0][0], acc[0][1], 0xEE));
+    __m512 v1 = _mm512_add_ps(_mm512_shuffle_f32x4(acc[0][2], acc[0][3], 0x44),
+                              _mm512_shuffle_f32x4(acc[0][2], acc[0][3], 0xEE));
+    __m512 q = _mm512_add_ps(_mm512_shuffle_f32x4(v0, v1, 0x88), _mm512_shuffle_f32x4(v0, v1, 0xDD)); /* 4+4 */
+    __m512 h = _mm512_add_ps(_mm512_shuffle_ps(q, q, _MM_SHUFFLE(1, 0, 1, 0)), /* 2+2 */
+                             _mm512_shuffle_ps(q, q, _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm512_add_ps(_mm512_shuffle_ps(h, h, _MM_SHUFFLE(2, 0, 2, 0)), /* 1+1 */
+                         _mm512_shuffle_ps(h, h, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* y[t][rows[j]] (+ bias[rows[j]]) for t < nt, j < nj: 4 scattered rows (the direct path). */
+static void store_rows(__m512 acc[4][4], float *y, int64_t ldy, const float *bias, int nt, const int64_t rows[4],
+                       int nj) {
+    if (nt == 1) {
+        float out[16];
+        _mm512_storeu_ps(out, butterfly1(acc));
+        for (int j = 0; j < nj; j++) y[rows[j]] = bias ? out[4 * j] + bias[rows[j]] : out[4 * j];
+        return;
+    }
+    __m512 s = butterfly(acc);
+    if (bias)
+        s = _mm512_add_ps(s, _mm512_broadcast_f32x4(_mm_setr_ps(bias[rows[0]], bias[rows[1]], bias[rows[2]], bias[rows[3]])));
+    float out[16];
+    _mm512_storeu_ps(out, s);
+    for (int t = 0; t < nt; t++)
+        for (int j = 0; j < nj; j++) y[t * ldy + rows[j]] = out[4 * t + j];
 }
 
 /* ---- packing ---------------------------------------------------------------------------------- */
@@ -382,18 +403,29 @@ static void x_rows(const qvlm_mm_ctx *c, int64_t t, int64_t t1, const void *xr[4
     }
 }
 
+/* Decode: each weight byte is read once, from DRAM. The thread's rows are cut into 4
+ * contiguous streams and a tile takes one row of each, so memory sees 4 long sequential
+ * streams (measured: ~24 GB/s on one core here) rather than 4 short rows side by side
+ * (~11 GB/s: the prefetchers lose track of 2 KB rows read in lock step). */
 static void compute_direct(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t j0, int64_t j1) {
     int nt = (int)(t1 - t0);
     tile_fn fn = direct_fn(c->mode, c->wt, nt == 1);
     const void *xr[4];
     x_rows(c, t0, t1, xr);
-    for (int64_t j = j0; j < j1; j += 4) {
-        int nj = j1 - j < 4 ? (int)(j1 - j) : 4;
+    int64_t q = (j1 - j0 + 3) / 4; /* rows per stream */
+    for (int64_t i = 0; i < q; i++) {
+        int64_t rows[4];
+        int nj = 0;
+        for (int r = 0; r < 4; r++)
+            if (j0 + r * q + i < j1) rows[nj++] = j0 + r * q + i;
         const uint8_t *wr[4];
-        for (int r = 0; r < 4; r++) wr[r] = c->w + (size_t)(j + (r < nj ? r : nj - 1)) * c->w_row_bytes;
+        for (int r = 0; r < 4; r++) {
+            if (r >= nj) rows[r] = rows[nj - 1]; /* computed again, not stored */
+            wr[r] = c->w + (size_t)rows[r] * c->w_row_bytes;
+        }
         __m512 acc[4][4];
-        fn(xr, wr, 4 * c->w_row_bytes, NULL, c->nu, c->tail, acc);
-        store_tile(acc, c->y + t0 * c->ldy + j, c->ldy, c->bias ? c->bias + j : NULL, nt, nj);
+        fn(xr, wr, NULL, c->nu, c->tail, acc);
+        store_rows(acc, c->y + t0 * c->ldy, c->ldy, c->bias, nt, rows, nj);
     }
 }
 
@@ -410,7 +442,7 @@ static void compute_panels(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t
             x_rows(c, t, t1, xr);
             for (int64_t p = 0; p * 4 < nr; p++) {
                 __m512 acc[4][4];
-                fn(xr, NULL, 0, (const uint8_t *)scratch + p * panel_bytes, c->nu, QVLM_MM_UNIT, acc);
+                fn(xr, NULL, (const uint8_t *)scratch + p * panel_bytes, c->nu, QVLM_MM_UNIT, acc);
                 int nj = nr - p * 4 < 4 ? (int)(nr - p * 4) : 4;
                 int64_t j = jb + p * 4;
                 store_tile(acc, c->y + t * c->ldy + j, c->ldy, c->bias ? c->bias + j : NULL, nt, nj);
