@@ -48,7 +48,7 @@ size_t qvlm_mm_thread_scratch_bytes(int64_t k) {
 }
 
 static size_t xp_region_bytes(int64_t n, int64_t k) {
-    int64_t rows = n < QVLM_MM_CHUNK ? n : QVLM_MM_CHUNK;
+    int64_t rows = ((n < QVLM_MM_CHUNK ? n : QVLM_MM_CHUNK) + 3) / 4 * 4; /* whole groups of 4 */
     return ALIGN64((size_t)rows * (size_t)units(k) * QVLM_MM_UNIT * sizeof(float));
 }
 
@@ -151,7 +151,7 @@ void qvlm_cpu_matmul(const qvlm_cpu *cpu, float *y, int64_t ldy, const float *x,
         return;
     }
     c.tail = (int)(k - (c.nu - 1) * QVLM_MM_UNIT);
-    c.xp_row_bytes = (size_t)c.nu * QVLM_MM_UNIT * (c.mode == QVLM_MM_NATIVE ? sizeof(uint16_t) : sizeof(float));
+    c.xp_elem = c.mode == QVLM_MM_NATIVE ? sizeof(uint16_t) : sizeof(float);
     c.xp = work;
 
     int nth_pool = qvlm_pool_size(cpu->pool);

@@ -85,8 +85,8 @@ AI void step(const int T, const int J, qvlm_dtype wt, int emu, const int panel, 
         __m256 xo[2], xe[2];
 #pragma GCC unroll 2
         for (int t = 0; t < T; t++) {
-            xo[t] = _mm256_loadu_ps(xr[t] + u * QVLM_MM_UNIT + 8 * h);
-            xe[t] = _mm256_loadu_ps(xr[t] + u * QVLM_MM_UNIT + 16 + 8 * h);
+            xo[t] = _mm256_loadu_ps(xr[t] + u * QVLM_MM_X_UNIT_STRIDE + 8 * h);
+            xe[t] = _mm256_loadu_ps(xr[t] + u * QVLM_MM_X_UNIT_STRIDE + 16 + 8 * h);
         }
 #pragma GCC unroll 4
         for (int j = 0; j < J; j++) {
@@ -124,7 +124,7 @@ AI void tile(const int T, const int J, qvlm_dtype wt, int emu, const int panel, 
         }
         /* x rows are padded; shift them so unit 0 of the call is their last unit */
         const float *xl[2];
-        for (int t = 0; t < T; t++) xl[t] = xr[t] + (nu - 1) * QVLM_MM_UNIT;
+        for (int t = 0; t < T; t++) xl[t] = xr[t] + (nu - 1) * QVLM_MM_X_UNIT_STRIDE;
         step(T, J, wt, emu, 0, xl, br, NULL, 0, acc);
     }
 }
@@ -189,7 +189,7 @@ static void store(__m256 acc[2][4][2], float *y, int64_t ldy, const float *bias,
 void qvlm_mm_pack_x_avx2(const qvlm_mm_ctx *c, int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++) {
         const float *xs = c->x + t * c->ldx;
-        float *dst = (float *)(c->xp + (size_t)(t - c->t_base) * c->xp_row_bytes);
+        float *dst = (float *)qvlm_mm_x_at(c, t);
         for (int64_t u = 0; u < c->nu; u++) {
             const float *src = xs + u * QVLM_MM_UNIT;
             float buf[QVLM_MM_UNIT];
@@ -205,8 +205,8 @@ void qvlm_mm_pack_x_avx2(const qvlm_mm_ctx *c, int64_t t0, int64_t t1) {
                     b = round_bf16(b);
                 }
                 deinterleave(a, b, &o, &e);
-                _mm256_storeu_ps(dst + u * QVLM_MM_UNIT + 8 * h, o);
-                _mm256_storeu_ps(dst + u * QVLM_MM_UNIT + 16 + 8 * h, e);
+                _mm256_storeu_ps(dst + u * QVLM_MM_X_UNIT_STRIDE + 8 * h, o);
+                _mm256_storeu_ps(dst + u * QVLM_MM_X_UNIT_STRIDE + 16 + 8 * h, e);
             }
         }
     }
@@ -253,7 +253,7 @@ static void pack_panels(const qvlm_mm_ctx *c, int64_t j0, int64_t nr, float *dst
 /* ---- compute ------------------------------------------------------------------------------------ */
 
 static const float *x_row(const qvlm_mm_ctx *c, int64_t t) {
-    return (const float *)(c->xp + (size_t)(t - c->t_base) * c->xp_row_bytes);
+    return (const float *)qvlm_mm_x_at(c, t);
 }
 
 /* Decode: the thread's rows are cut into J contiguous streams and a tile takes one row of

@@ -118,19 +118,80 @@ AI __m512bh w_bh(qvlm_dtype wt, const uint8_t *row, int64_t u, int len) {
     return _mm512_cvtne2ps_pbh(hi, lo); /* low 16 bf16 from the second operand */
 }
 
+/* ---- reduction and store ----------------------------------------------------------------------
+ * Reduce each output's 16 lanes in the order of cpu.h and store it. Scalar twin:
+ *     for w in 8,4,2,1: acc[l] += acc[l + w] (l < w);  y = acc[0] + bias
+ * A butterfly does it for 16 (or 4) outputs at once: every add is lane l + lane l+w of one
+ * output, as in the scalar twin, and no accumulator leaves the registers. */
+
+/* Where a tile's outputs go: y[t*ldy + rows[j]] (+ bias[rows[j]]) for t < nt, j < nj. */
+typedef struct tile_out {
+    float *y;          /* the first token's output row */
+    int64_t ldy;
+    const float *bias; /* [d] or NULL */
+    int64_t rows[4];   /* output columns; past nj, copies of a valid one */
+    int nt, nj;
+    int consecutive;   /* rows[j] == rows[0] + j: one masked store per token */
+} tile_out;
+
+/* 8+8 | 4+4 | 2+2 | 1+1 of two accumulators (or pairs of them) at once. */
+#define R8(A, B) _mm512_add_ps(_mm512_shuffle_f32x4(A, B, 0x44), _mm512_shuffle_f32x4(A, B, 0xEE))
+#define R4(A, B) _mm512_add_ps(_mm512_shuffle_f32x4(A, B, 0x88), _mm512_shuffle_f32x4(A, B, 0xDD))
+#define R2(A, B) _mm512_add_ps(_mm512_shuffle_ps(A, B, 0x44), _mm512_shuffle_ps(A, B, 0xEE))
+#define R1(A, B) _mm512_add_ps(_mm512_shuffle_ps(A, B, 0x88), _mm512_shuffle_ps(A, B, 0xDD))
+
+AI void finish(const int T, __m512 a[4][4], const tile_out *o) {
+    if (T == 1) { /* output j ends in lane 4j */
+        __m512 q = R4(R8(a[0][0], a[0][1]), R8(a[0][2], a[0][3]));
+        __m512 h = R2(q, q);
+        float out[16];
+        _mm512_storeu_ps(out, R1(h, h));
+        for (int j = 0; j < o->nj; j++) {
+            int64_t r = o->rows[j];
+            o->y[r] = o->bias ? out[4 * j] + o->bias[r] : out[4 * j]; /* SSE add: follows MXCSR */
+        }
+        return;
+    }
+    /* output (t, j) ends in lane 4t + j (token t's 4 outputs in 128-bit block t) */
+    __m512 q0 = R4(R8(a[0][0], a[1][0]), R8(a[2][0], a[3][0]));
+    __m512 q1 = R4(R8(a[0][1], a[1][1]), R8(a[2][1], a[3][1]));
+    __m512 q2 = R4(R8(a[0][2], a[1][2]), R8(a[2][2], a[3][2]));
+    __m512 q3 = R4(R8(a[0][3], a[1][3]), R8(a[2][3], a[3][3]));
+    __m512 s = R1(R2(q0, q1), R2(q2, q3));
+    if (o->consecutive) {
+        __mmask8 m = (__mmask8)((1u << o->nj) - 1);
+        if (o->bias) s = _mm512_add_ps(s, _mm512_broadcast_f32x4(_mm_maskz_loadu_ps(m, o->bias + o->rows[0])));
+        float *y = o->y + o->rows[0];
+        _mm_mask_storeu_ps(y, m, _mm512_castps512_ps128(s));
+        if (o->nt > 1) _mm_mask_storeu_ps(y + o->ldy, m, _mm512_extractf32x4_ps(s, 1));
+        if (o->nt > 2) _mm_mask_storeu_ps(y + 2 * o->ldy, m, _mm512_extractf32x4_ps(s, 2));
+        if (o->nt > 3) _mm_mask_storeu_ps(y + 3 * o->ldy, m, _mm512_extractf32x4_ps(s, 3));
+        return;
+    }
+    if (o->bias) {
+        const float *b = o->bias;
+        s = _mm512_add_ps(s, _mm512_broadcast_f32x4(_mm_setr_ps(b[o->rows[0]], b[o->rows[1]], b[o->rows[2]], b[o->rows[3]])));
+    }
+    float out[16];
+    _mm512_storeu_ps(out, s);
+    for (int t = 0; t < o->nt; t++)
+        for (int j = 0; j < o->nj; j++) o->y[t * o->ldy + o->rows[j]] = out[4 * t + j];
+}
+
 /* ---- micro-kernels ------------------------------------------------------------------------------
- * acc[t][j] (t < T) for T tokens (xr[t]: packed x rows) and 4 weight rows: either rows as stored
- * (wr[j], the last unit `tail` long) or one panel (pn). Scalar twin (per output):
+ * Outputs of T tokens (xr[t]: packed x rows) x 4 weight rows: either rows as stored (wr[j], the
+ * last unit `tail` long) or one panel (pn). Scalar twin (per output):
  *     for u, l: acc[l] = fma(x[32u+2l+1], w[32u+2l+1], acc[l]); acc[l] = fma(x[32u+2l], w[32u+2l], acc[l]);
- */
+ * Accumulators and pointers live in locals (written through a parameter inside the loop, GCC
+ * would store them every step), and the reduction follows in registers. */
 
 AI void step_oe(const int T, qvlm_dtype wt, int emu, const int panel, const float *const *xr,
                 const uint8_t *const *wr, const float *pn, int64_t u, int len, __m512 acc[4][4]) {
     __m512 xo[4], xe[4];
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) {
-        xo[t] = _mm512_loadu_ps(xr[t] + u * QVLM_MM_UNIT);
-        xe[t] = _mm512_loadu_ps(xr[t] + u * QVLM_MM_UNIT + 16);
+        xo[t] = _mm512_loadu_ps(xr[t] + u * QVLM_MM_X_UNIT_STRIDE);
+        xe[t] = _mm512_loadu_ps(xr[t] + u * QVLM_MM_X_UNIT_STRIDE + 16);
     }
 #pragma GCC unroll 4
     for (int j = 0; j < 4; j++) {
@@ -148,31 +209,26 @@ AI void step_oe(const int T, qvlm_dtype wt, int emu, const int panel, const floa
     }
 }
 
-/* Accumulators, x and w pointers live in locals: written through `acc` inside the loop, GCC
- * would store them every step and reload the pointers (they might alias). */
 AI void tile_oe(const int T, qvlm_dtype wt, int emu, const int panel, const float *const *xr_in,
-                const uint8_t *const *wr_in, const float *pn, int64_t nu, int tail, __m512 acc[4][4]) {
+                const uint8_t *const *wr_in, const float *pn, int64_t nu, int tail, const tile_out *o) {
     const float *xr[4] = {xr_in[0], xr_in[1], xr_in[2], xr_in[3]};
     const uint8_t *wr[4] = {0};
     if (!panel) wr[0] = wr_in[0], wr[1] = wr_in[1], wr[2] = wr_in[2], wr[3] = wr_in[3];
     __m512 a[4][4];
-    for (int t = 0; t < T; t++)
+    for (int t = 0; t < 4; t++)
         for (int j = 0; j < 4; j++) a[t][j] = _mm512_setzero_ps();
     /* Whole units with a constant length (no masks), then the partial one of a stored row. */
     int64_t nfull = panel || tail == QVLM_MM_UNIT ? nu : nu - 1;
-    for (int64_t u = 0; u < nfull; u++) {
-        step_oe(T, wt, emu, panel, xr, wr, pn, u, QVLM_MM_UNIT, a);
-    }
+    for (int64_t u = 0; u < nfull; u++) step_oe(T, wt, emu, panel, xr, wr, pn, u, QVLM_MM_UNIT, a);
     if (!panel && nfull < nu) step_oe(T, wt, emu, panel, xr, wr, pn, nu - 1, tail, a);
-    for (int t = 0; t < T; t++)
-        for (int j = 0; j < 4; j++) acc[t][j] = a[t][j];
+    finish(T, a, o);
 }
 
 AI void step_bh(const int T, qvlm_dtype wt, const int panel, const uint16_t *const *xr,
                 const uint8_t *const *wr, const uint16_t *pn, int64_t u, int len, __m512 acc[4][4]) {
     __m512bh xb[4];
 #pragma GCC unroll 4
-    for (int t = 0; t < T; t++) xb[t] = (__m512bh)_mm512_loadu_si512(xr[t] + u * QVLM_MM_UNIT);
+    for (int t = 0; t < T; t++) xb[t] = (__m512bh)_mm512_loadu_si512(xr[t] + u * QVLM_MM_X_UNIT_STRIDE);
 #pragma GCC unroll 4
     for (int j = 0; j < 4; j++) {
         __m512bh wb = panel ? (__m512bh)_mm512_loadu_si512(pn + (u * 4 + j) * QVLM_MM_UNIT) : w_bh(wt, wr[j], u, len);
@@ -182,36 +238,33 @@ AI void step_bh(const int T, qvlm_dtype wt, const int panel, const uint16_t *con
 }
 
 AI void tile_bh(const int T, qvlm_dtype wt, const int panel, const uint16_t *const *xr_in,
-                const uint8_t *const *wr_in, const uint16_t *pn, int64_t nu, int tail, __m512 acc[4][4]) {
+                const uint8_t *const *wr_in, const uint16_t *pn, int64_t nu, int tail, const tile_out *o) {
     const uint16_t *xr[4] = {xr_in[0], xr_in[1], xr_in[2], xr_in[3]};
     const uint8_t *wr[4] = {0};
     if (!panel) wr[0] = wr_in[0], wr[1] = wr_in[1], wr[2] = wr_in[2], wr[3] = wr_in[3];
     __m512 a[4][4];
-    for (int t = 0; t < T; t++)
+    for (int t = 0; t < 4; t++)
         for (int j = 0; j < 4; j++) a[t][j] = _mm512_setzero_ps();
     int64_t nfull = panel || tail == QVLM_MM_UNIT ? nu : nu - 1;
-    for (int64_t u = 0; u < nfull; u++) {
-        step_bh(T, wt, panel, xr, wr, pn, u, QVLM_MM_UNIT, a);
-    }
+    for (int64_t u = 0; u < nfull; u++) step_bh(T, wt, panel, xr, wr, pn, u, QVLM_MM_UNIT, a);
     if (!panel && nfull < nu) step_bh(T, wt, panel, xr, wr, pn, nu - 1, tail, a);
-    for (int t = 0; t < T; t++)
-        for (int j = 0; j < 4; j++) acc[t][j] = a[t][j];
+    finish(T, a, o);
 }
 
 /* The instantiations the dispatcher needs (T and the loaders must be constants). */
 typedef void (*tile_fn)(const void *const *xr, const uint8_t *const *wr, const void *pn, int64_t nu, int tail,
-                        __m512 acc[4][4]);
+                        const tile_out *o);
 
 /* T, the dtype, EMU and PANEL are literals: each instantiation folds its loaders. */
 #define DEF_OE(NAME, T, WT, EMU, PANEL)                                                            \
     static void NAME(const void *const *xr, const uint8_t *const *wr, const void *pn, int64_t nu, \
-                     int tail, __m512 acc[4][4]) {                                                 \
-        tile_oe(T, WT, EMU, PANEL, (const float *const *)xr, wr, (const float *)pn, nu, tail, acc); \
+                     int tail, const tile_out *o) {                                                \
+        tile_oe(T, WT, EMU, PANEL, (const float *const *)xr, wr, (const float *)pn, nu, tail, o);  \
     }
 #define DEF_BH(NAME, T, WT, PANEL)                                                                 \
     static void NAME(const void *const *xr, const uint8_t *const *wr, const void *pn, int64_t nu, \
-                     int tail, __m512 acc[4][4]) {                                                 \
-        tile_bh(T, WT, PANEL, (const uint16_t *const *)xr, wr, (const uint16_t *)pn, nu, tail, acc); \
+                     int tail, const tile_out *o) {                                                \
+        tile_bh(T, WT, PANEL, (const uint16_t *const *)xr, wr, (const uint16_t *)pn, nu, tail, o); \
     }
 
 DEF_OE(oe1_f32, 1, QVLM_DTYPE_F32, 0, 0)
@@ -266,88 +319,25 @@ static tile_fn direct_fn(qvlm_mm_mode mode, qvlm_dtype wt, int one) {
     }
 }
 
-/* ---- reduction and store ----------------------------------------------------------------------
- * Reduce acc[t][j] in the order of cpu.h. Scalar twin: for w in 8,4,2,1: acc[l] += acc[l + w]
- * (l < w); y = acc[0] + bias. A 4x4 butterfly does it for 16 outputs at once: every add is
- * lane l + lane l+w of one output, as in the scalar twin, and the last step leaves output
- * (t, j) in lane 4t + j. */
-AI __m512 butterfly(__m512 acc[4][4]) {
-    __m512 a[16], v[8], q[4], h[2];
-    for (int i = 0; i < 16; i++) a[i] = acc[i % 4][i / 4];
-    for (int p = 0; p < 8; p++) /* 8+8: [a.lo256 | b.lo256] + [a.hi256 | b.hi256] */
-        v[p] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * p], a[2 * p + 1], 0x44),
-                             _mm512_shuffle_f32x4(a[2 * p], a[2 * p + 1], 0xEE));
-    for (int p = 0; p < 4; p++) /* 4+4: blocks (0,2) + (1,3) of each */
-        q[p] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * p], v[2 * p + 1], 0x88),
-                             _mm512_shuffle_f32x4(v[2 * p], v[2 * p + 1], 0xDD));
-    for (int p = 0; p < 2; p++) /* 2+2 inside each block */
-        h[p] = _mm512_add_ps(_mm512_shuffle_ps(q[2 * p], q[2 * p + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                             _mm512_shuffle_ps(q[2 * p], q[2 * p + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-    return _mm512_add_ps(_mm512_shuffle_ps(h[0], h[1], _MM_SHUFFLE(2, 0, 2, 0)), /* 1+1 */
-                         _mm512_shuffle_ps(h[0], h[1], _MM_SHUFFLE(3, 1, 3, 1)));
-}
-
-/* y[t][j] (+ bias[j]) for t < nt, j < nj: 4 consecutive rows (the panels). */
-AI void store_tile(__m512 acc[4][4], float *y, int64_t ldy, const float *bias, int nt, int nj) {
-    __m512 s = butterfly(acc);
-    __mmask8 m = (__mmask8)((1u << nj) - 1);
-    if (bias) s = _mm512_add_ps(s, _mm512_broadcast_f32x4(_mm_maskz_loadu_ps(m, bias)));
-    _mm_mask_storeu_ps(y, m, _mm512_castps512_ps128(s));
-    if (nt > 1) _mm_mask_storeu_ps(y + ldy, m, _mm512_extractf32x4_ps(s, 1));
-    if (nt > 2) _mm_mask_storeu_ps(y + 2 * ldy, m, _mm512_extractf32x4_ps(s, 2));
-    if (nt > 3) _mm_mask_storeu_ps(y + 3 * ldy, m, _mm512_extractf32x4_ps(s, 3));
-}
-
-/* The same for one token (acc[0][j] only): output j ends in lane 4j. */
-AI __m512 butterfly1(__m512 acc[4][4]) {
-    __m512 v0 = _mm512_add_ps(_mm512_shuffle_f32x4(acc[0][0], acc[0][1], 0x44), /* 8+8 */
-                              _mm512_shuffle_f32x4(acc[0][0], acc[0][1], 0xEE));
-    __m512 v1 = _mm512_add_ps(_mm512_shuffle_f32x4(acc[0][2], acc[0][3], 0x44),
-                              _mm512_shuffle_f32x4(acc[0][2], acc[0][3], 0xEE));
-    __m512 q = _mm512_add_ps(_mm512_shuffle_f32x4(v0, v1, 0x88), _mm512_shuffle_f32x4(v0, v1, 0xDD)); /* 4+4 */
-    __m512 h = _mm512_add_ps(_mm512_shuffle_ps(q, q, _MM_SHUFFLE(1, 0, 1, 0)), /* 2+2 */
-                             _mm512_shuffle_ps(q, q, _MM_SHUFFLE(3, 2, 3, 2)));
-    return _mm512_add_ps(_mm512_shuffle_ps(h, h, _MM_SHUFFLE(2, 0, 2, 0)), /* 1+1 */
-                         _mm512_shuffle_ps(h, h, _MM_SHUFFLE(3, 1, 3, 1)));
-}
-
-/* y[t][rows[j]] (+ bias[rows[j]]) for t < nt, j < nj: 4 scattered rows (the direct path). */
-static void store_rows(__m512 acc[4][4], float *y, int64_t ldy, const float *bias, int nt, const int64_t rows[4],
-                       int nj) {
-    if (nt == 1) {
-        float out[16];
-        _mm512_storeu_ps(out, butterfly1(acc));
-        for (int j = 0; j < nj; j++) y[rows[j]] = bias ? out[4 * j] + bias[rows[j]] : out[4 * j];
-        return;
-    }
-    __m512 s = butterfly(acc);
-    if (bias)
-        s = _mm512_add_ps(s, _mm512_broadcast_f32x4(_mm_setr_ps(bias[rows[0]], bias[rows[1]], bias[rows[2]], bias[rows[3]])));
-    float out[16];
-    _mm512_storeu_ps(out, s);
-    for (int t = 0; t < nt; t++)
-        for (int j = 0; j < nj; j++) y[t * ldy + rows[j]] = out[4 * t + j];
-}
-
 /* ---- packing ---------------------------------------------------------------------------------- */
 
 void qvlm_mm_pack_x_avx512(const qvlm_mm_ctx *c, int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++) {
         const float *xs = c->x + t * c->ldx;
-        uint8_t *dst = c->xp + (size_t)(t - c->t_base) * c->xp_row_bytes;
+        uint8_t *dst = qvlm_mm_x_at(c, t);
         for (int64_t u = 0; u < c->nu; u++) {
             int len = u == c->nu - 1 ? c->tail : QVLM_MM_UNIT;
             __m512 lo = _mm512_maskz_loadu_ps(mask16(len), xs + u * QVLM_MM_UNIT);
             __m512 hi = _mm512_maskz_loadu_ps(mask16(len - 16), xs + u * QVLM_MM_UNIT + 16);
             if (c->mode == QVLM_MM_NATIVE) {
-                _mm512_storeu_si512(dst + u * 64, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_storeu_si512((uint16_t *)dst + u * QVLM_MM_X_UNIT_STRIDE, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
                 continue;
             }
             if (c->mode == QVLM_MM_EMU) {
                 lo = round_bf16(lo);
                 hi = round_bf16(hi);
             }
-            float *o = (float *)dst + u * QVLM_MM_UNIT;
+            float *o = (float *)dst + u * QVLM_MM_X_UNIT_STRIDE;
             _mm512_storeu_ps(o, _mm512_permutex2var_ps(lo, idx_odd(), hi));
             _mm512_storeu_ps(o + 16, _mm512_permutex2var_ps(lo, idx_even(), hi));
         }
@@ -399,7 +389,7 @@ static void pack_panels(const qvlm_mm_ctx *c, int64_t j0, int64_t nr, void *dst)
 static void x_rows(const qvlm_mm_ctx *c, int64_t t, int64_t t1, const void *xr[4]) {
     for (int i = 0; i < 4; i++) {
         int64_t ti = t + i < t1 ? t + i : t1 - 1;
-        xr[i] = c->xp + (size_t)(ti - c->t_base) * c->xp_row_bytes;
+        xr[i] = qvlm_mm_x_at(c, ti);
     }
 }
 
@@ -412,20 +402,18 @@ static void compute_direct(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t
     tile_fn fn = direct_fn(c->mode, c->wt, nt == 1);
     const void *xr[4];
     x_rows(c, t0, t1, xr);
+    tile_out o = {.y = c->y + t0 * c->ldy, .ldy = c->ldy, .bias = c->bias, .nt = nt};
     int64_t q = (j1 - j0 + 3) / 4; /* rows per stream */
     for (int64_t i = 0; i < q; i++) {
-        int64_t rows[4];
-        int nj = 0;
+        o.nj = 0;
         for (int r = 0; r < 4; r++)
-            if (j0 + r * q + i < j1) rows[nj++] = j0 + r * q + i;
+            if (j0 + r * q + i < j1) o.rows[o.nj++] = j0 + r * q + i;
         const uint8_t *wr[4];
         for (int r = 0; r < 4; r++) {
-            if (r >= nj) rows[r] = rows[nj - 1]; /* computed again, not stored */
-            wr[r] = c->w + (size_t)rows[r] * c->w_row_bytes;
+            if (r >= o.nj) o.rows[r] = o.rows[o.nj - 1]; /* computed again, not stored */
+            wr[r] = c->w + (size_t)o.rows[r] * c->w_row_bytes;
         }
-        __m512 acc[4][4];
-        fn(xr, wr, NULL, c->nu, c->tail, acc);
-        store_rows(acc, c->y + t0 * c->ldy, c->ldy, c->bias, nt, rows, nj);
+        fn(xr, wr, NULL, c->nu, c->tail, &o);
     }
 }
 
@@ -433,19 +421,19 @@ static void compute_panels(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t
     tile_fn fn = c->mode == QVLM_MM_NATIVE ? bh4_panel : oe4_panel;
     size_t elem = c->mode == QVLM_MM_NATIVE ? sizeof(uint16_t) : sizeof(float);
     size_t panel_bytes = (size_t)c->nu * 4 * QVLM_MM_UNIT * elem;
+    tile_out o = {.ldy = c->ldy, .bias = c->bias, .consecutive = 1};
     for (int64_t jb = j0; jb < j1; jb += c->jb_rows) {
         int64_t nr = j1 - jb < c->jb_rows ? j1 - jb : c->jb_rows;
         pack_panels(c, jb, nr, scratch);
         for (int64_t t = t0; t < t1; t += 4) {
-            int nt = t1 - t < 4 ? (int)(t1 - t) : 4;
             const void *xr[4];
             x_rows(c, t, t1, xr);
+            o.y = c->y + t * c->ldy;
+            o.nt = t1 - t < 4 ? (int)(t1 - t) : 4;
             for (int64_t p = 0; p * 4 < nr; p++) {
-                __m512 acc[4][4];
-                fn(xr, NULL, (const uint8_t *)scratch + p * panel_bytes, c->nu, QVLM_MM_UNIT, acc);
-                int nj = nr - p * 4 < 4 ? (int)(nr - p * 4) : 4;
-                int64_t j = jb + p * 4;
-                store_tile(acc, c->y + t * c->ldy + j, c->ldy, c->bias ? c->bias + j : NULL, nt, nj);
+                o.rows[0] = jb + p * 4;
+                o.nj = nr - p * 4 < 4 ? (int)(nr - p * 4) : 4;
+                fn(xr, NULL, (const uint8_t *)scratch + p * panel_bytes, c->nu, QVLM_MM_UNIT, &o);
             }
         }
     }
