@@ -74,10 +74,41 @@ AI void w_oe8(qvlm_dtype wt, int emu, const uint8_t *row, int64_t u, int h, __m2
     deinterleave(a, b, o, e);
 }
 
+/* ---- reduction and store ----------------------------------------------------------------------- */
+
+/* Where a tile's outputs go: y[t*ldy + rows[j]] (+ bias[rows[j]]) for t < nt, j < nj. */
+typedef struct tile_out {
+    float *y; /* the first token's output row */
+    int64_t ldy;
+    const float *bias; /* [d] or NULL */
+    int64_t rows[4];   /* output columns; past nj, copies of a valid one */
+    int nt, nj;
+} tile_out;
+
+/* Scalar twin: for w in 8,4,2,1: acc[l] += acc[l + w] (l < w). */
+AI float reduce16(__m256 lo, __m256 hi) {
+    __m256 s8 = _mm256_add_ps(lo, hi);
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+    return _mm_cvtss_f32(s1);
+}
+
+AI void finish(const int T, const int J, __m256 acc[2][4][2], const tile_out *o) {
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < J; j++) {
+            if (t >= o->nt || j >= o->nj) continue;
+            float s = reduce16(acc[t][j][0], acc[t][j][1]);
+            int64_t r = o->rows[j];
+            o->y[t * o->ldy + r] = o->bias ? s + o->bias[r] : s; /* an SSE add: follows MXCSR like the rest */
+        }
+}
+
 /* ---- micro-kernels ------------------------------------------------------------------------------
- * acc[t][j][h] for T tokens, J rows, lane halves h. Scalar twin per output:
+ * acc[t][j][h] for T tokens, J rows, lane halves h, then reduced and stored. Scalar twin per output:
  *     acc[l] = fma(x[32u+2l+1], w[32u+2l+1], acc[l]); acc[l] = fma(x[32u+2l], w[32u+2l], acc[l]);
- * pn: panel with rows 4 apart (see matmul_impl.h), already offset to the first row. */
+ * pn: panel with rows 4 apart (see matmul_impl.h), already offset to the first row. Accumulators
+ * and pointers live in locals, so nothing is stored inside the loop. */
 AI void step(const int T, const int J, qvlm_dtype wt, int emu, const int panel, const float *const *xr,
              const uint8_t *const *wr, const float *pn, int64_t u, __m256 acc[2][4][2]) {
 #pragma GCC unroll 2
@@ -105,8 +136,12 @@ AI void step(const int T, const int J, qvlm_dtype wt, int emu, const int panel, 
     }
 }
 
-AI void tile(const int T, const int J, qvlm_dtype wt, int emu, const int panel, const float *const *xr,
-             const uint8_t *const *wr, const float *pn, int64_t nu, int tail, __m256 acc[2][4][2]) {
+AI void tile(const int T, const int J, qvlm_dtype wt, int emu, const int panel, const float *const *xr_in,
+             const uint8_t *const *wr_in, const float *pn, int64_t nu, int tail, const tile_out *o) {
+    const float *xr[2] = {xr_in[0], xr_in[1]};
+    const uint8_t *wr[4] = {0};
+    if (!panel) wr[0] = wr_in[0], wr[1] = wr_in[1], wr[2] = wr_in[2], wr[3] = wr_in[3];
+    __m256 acc[2][4][2];
     for (int t = 0; t < 2; t++)
         for (int j = 0; j < 4; j++) acc[t][j][0] = acc[t][j][1] = _mm256_setzero_ps();
     int64_t nfull = panel || tail == QVLM_MM_UNIT ? nu : nu - 1;
@@ -122,21 +157,22 @@ AI void tile(const int T, const int J, qvlm_dtype wt, int emu, const int panel, 
             memcpy(buf[j], wr[j] + (size_t)(nu - 1) * QVLM_MM_UNIT * esz, nb);
             br[j] = buf[j];
         }
-        /* x rows are padded; shift them so unit 0 of the call is their last unit */
+        /* x is padded; shift it so unit 0 of the call is its last unit */
         const float *xl[2];
         for (int t = 0; t < T; t++) xl[t] = xr[t] + (nu - 1) * QVLM_MM_X_UNIT_STRIDE;
         step(T, J, wt, emu, 0, xl, br, NULL, 0, acc);
     }
+    finish(T, J, acc, o);
 }
 
 typedef void (*tile_fn)(const float *const *xr, const uint8_t *const *wr, const float *pn, int64_t nu, int tail,
-                        __m256 acc[2][4][2]);
+                        const tile_out *o);
 
 /* T, J, the dtype, EMU and PANEL are literals: each instantiation folds its loaders. */
 #define DEF_TILE(NAME, T, J, WT, EMU, PANEL)                                                                \
     static void NAME(const float *const *xr, const uint8_t *const *wr, const float *pn, int64_t nu, int tail, \
-                     __m256 acc[2][4][2]) {                                                                  \
-        tile(T, J, WT, EMU, PANEL, xr, wr, pn, nu, tail, acc);                                                                           \
+                     const tile_out *o) {                                                                    \
+        tile(T, J, WT, EMU, PANEL, xr, wr, pn, nu, tail, o);                                                \
     }
 
 DEF_TILE(t14_f32, 1, 4, QVLM_DTYPE_F32, 0, 0)
@@ -163,25 +199,6 @@ static tile_fn direct_fn(qvlm_mm_mode mode, qvlm_dtype wt, int one) {
     case QVLM_DTYPE_Q8_0: return emu ? (one ? e14_q8 : e22_q8) : (one ? t14_q8 : t22_q8);
     default: return one ? t14_bf16 : t22_bf16; /* bf16 weights need no rounding in EMU */
     }
-}
-
-/* ---- reduction and store ----------------------------------------------------------------------- */
-
-/* Scalar twin: for w in 8,4,2,1: acc[l] += acc[l + w] (l < w). */
-AI float reduce16(__m256 lo, __m256 hi) {
-    __m256 s8 = _mm256_add_ps(lo, hi);
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
-    return _mm_cvtss_f32(s1);
-}
-
-static void store(__m256 acc[2][4][2], float *y, int64_t ldy, const float *bias, int nt, int nj) {
-    for (int t = 0; t < nt; t++)
-        for (int j = 0; j < nj; j++) {
-            float s = reduce16(acc[t][j][0], acc[t][j][1]);
-            y[t * ldy + j] = bias ? s + bias[j] : s; /* an SSE add: follows MXCSR like the rest */
-        }
 }
 
 /* ---- packing ------------------------------------------------------------------------------------ */
@@ -264,22 +281,16 @@ static void compute_direct(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t
     int T = one ? 1 : 2, J = one ? 4 : 2;
     int64_t q = (j1 - j0 + J - 1) / J; /* rows per stream */
     for (int64_t t = t0; t < t1; t += T) {
-        int nt = t1 - t < T ? (int)(t1 - t) : T;
-        const float *xr[2] = {x_row(c, t), x_row(c, t + nt - 1)};
+        tile_out o = {.y = c->y + t * c->ldy, .ldy = c->ldy, .bias = c->bias};
+        o.nt = t1 - t < T ? (int)(t1 - t) : T;
+        const float *xr[2] = {x_row(c, t), x_row(c, t + o.nt - 1)};
         for (int64_t i = 0; i < q; i++) {
-            int64_t rows[4];
-            int nj = 0;
+            o.nj = 0;
             for (int r = 0; r < J; r++)
-                if (j0 + r * q + i < j1) rows[nj++] = j0 + r * q + i;
+                if (j0 + r * q + i < j1) o.rows[o.nj++] = j0 + r * q + i;
             const uint8_t *wr[4];
-            for (int r = 0; r < 4; r++) wr[r] = c->w + (size_t)rows[r < nj ? r : nj - 1] * c->w_row_bytes;
-            __m256 acc[2][4][2];
-            fn(xr, wr, NULL, c->nu, c->tail, acc);
-            for (int tt = 0; tt < nt; tt++)
-                for (int j = 0; j < nj; j++) {
-                    float s = reduce16(acc[tt][j][0], acc[tt][j][1]);
-                    c->y[(t + tt) * c->ldy + rows[j]] = c->bias ? s + c->bias[rows[j]] : s;
-                }
+            for (int r = 0; r < 4; r++) wr[r] = c->w + (size_t)o.rows[r < o.nj ? r : o.nj - 1] * c->w_row_bytes;
+            fn(xr, wr, NULL, c->nu, c->tail, &o);
         }
     }
 }
@@ -290,16 +301,16 @@ static void compute_panels(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t
         int64_t nr = j1 - jb < c->jb_rows ? j1 - jb : c->jb_rows;
         pack_panels(c, jb, nr, scratch);
         for (int64_t t = t0; t < t1; t += 2) {
-            int nt = t1 - t < 2 ? (int)(t1 - t) : 2;
-            const float *xr[2] = {x_row(c, t), x_row(c, t + nt - 1)};
-            for (int64_t p = 0; p * 4 < nr; p++)
-                for (int half = 0; half < 2 && p * 4 + half * 2 < nr; half++) {
-                    __m256 acc[2][4][2];
-                    t22_panel(xr, NULL, scratch + p * panel_floats + half * 2 * QVLM_MM_UNIT, c->nu, QVLM_MM_UNIT, acc);
-                    int64_t j = jb + p * 4 + half * 2;
-                    int nj = jb + nr - j < 2 ? (int)(jb + nr - j) : 2;
-                    store(acc, c->y + t * c->ldy + j, c->ldy, c->bias ? c->bias + j : NULL, nt, nj);
-                }
+            tile_out o = {.y = c->y + t * c->ldy, .ldy = c->ldy, .bias = c->bias};
+            o.nt = t1 - t < 2 ? (int)(t1 - t) : 2;
+            const float *xr[2] = {x_row(c, t), x_row(c, t + o.nt - 1)};
+            for (int64_t j = jb; j < jb + nr; j += 2) { /* two rows of a 4-row panel at a time */
+                o.rows[0] = j;
+                o.rows[1] = j + 1;
+                o.nj = jb + nr - j < 2 ? 1 : 2;
+                int64_t p = (j - jb) / 4, half = (j - jb) % 4 / 2;
+                t22_panel(xr, NULL, scratch + p * panel_floats + half * 2 * QVLM_MM_UNIT, c->nu, QVLM_MM_UNIT, &o);
+            }
         }
     }
 }
