@@ -90,5 +90,9 @@ void qvlm_cpu_matmul(const qvlm_cpu *cpu, float *y, int64_t ldy, const float *x,
  * calling thread and return the number of FLOPs it did (2 per multiply-add). Timing it gives
  * the core's peak, the bound for the GEMM numbers of `qvlm bench-matmul`. */
 double qvlm_cpu_peak_probe(qvlm_isa isa, qvlm_precision precision, int64_t iters);
+/* Read `bytes` at p (64-byte aligned, a multiple of 256) as 4 sequential streams side by side,
+ * the access pattern of the decode kernels, with the widest loads of `isa`; returns a checksum
+ * (so the reads cannot be dropped). Timing it gives the read bandwidth the GEMV can reach. */
+uint64_t qvlm_cpu_read_probe(qvlm_isa isa, const void *p, size_t bytes);
 
 #endif /* QVLM_KERNELS_CPU_H */

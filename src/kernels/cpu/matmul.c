@@ -24,18 +24,20 @@
 
 static int64_t units(int64_t k) { return (k + QVLM_MM_UNIT - 1) / QVLM_MM_UNIT; }
 
-/* One thread's panel block: the L2 target, or 4 rows when a row alone is larger. Grows with k
- * (so does the work size: a buffer reserved for the largest k serves the smaller ones). */
+/* One thread's panel block: the L2 target, or 4 f32 rows when a row alone is larger. Grows with
+ * k (so does the work size: a buffer reserved for the largest k serves the smaller ones). */
 static size_t panel_block_bytes(int64_t k) {
     size_t row_bytes = (size_t)units(k) * QVLM_MM_UNIT * sizeof(float);
     size_t four = 4 * row_bytes;
     return four > QVLM_MM_PANEL_TARGET_BYTES ? four : QVLM_MM_PANEL_TARGET_BYTES;
 }
 
-int64_t qvlm_mm_jb_rows(int64_t k) {
-    size_t row_bytes = (size_t)units(k) * QVLM_MM_UNIT * sizeof(float);
+/* Rows per panel block for packed elements of elem_bytes (bf16 panels hold twice the rows:
+ * each block re-reads the packed x from L3, so more rows per block is less x traffic). */
+int64_t qvlm_mm_jb_rows(int64_t k, size_t elem_bytes) {
+    size_t row_bytes = (size_t)units(k) * QVLM_MM_UNIT * elem_bytes;
     int64_t rows = (int64_t)(panel_block_bytes(k) / row_bytes) & ~(int64_t)3;
-    return rows > 128 ? 128 : rows;
+    return rows > 256 ? 256 : rows;
 }
 
 /* Per-thread scratch: a panel block (f32 layout, the larger one) or the reference's two
@@ -143,7 +145,6 @@ void qvlm_cpu_matmul(const qvlm_cpu *cpu, float *y, int64_t ldy, const float *x,
         .w = w, .wt = wt, .w_row_bytes = qvlm_dtype_row_bytes(wt, k),
         .bias = bias, .k = k, .d = d,
         .nu = units(k),
-        .jb_rows = qvlm_mm_jb_rows(k),
     };
     if (k <= 0) { /* empty sums: y = bias or 0 */
         for (int64_t t = 0; t < n; t++)
@@ -152,6 +153,7 @@ void qvlm_cpu_matmul(const qvlm_cpu *cpu, float *y, int64_t ldy, const float *x,
     }
     c.tail = (int)(k - (c.nu - 1) * QVLM_MM_UNIT);
     c.xp_elem = c.mode == QVLM_MM_NATIVE ? sizeof(uint16_t) : sizeof(float);
+    c.jb_rows = qvlm_mm_jb_rows(k, c.xp_elem); /* panels have the packed x's element size */
     c.xp = work;
 
     int nth_pool = qvlm_pool_size(cpu->pool);
@@ -178,7 +180,19 @@ void qvlm_cpu_matmul(const qvlm_cpu *cpu, float *y, int64_t ldy, const float *x,
     }
 }
 
-/* ---- benchmark helper ---------------------------------------------------------------------- */
+/* ---- benchmark helpers --------------------------------------------------------------------- */
+
+uint64_t qvlm_cpu_read_probe(qvlm_isa isa, const void *p, size_t bytes) {
+#if defined(__x86_64__)
+    if (isa >= QVLM_ISA_AVX512) return qvlm_mm_read_avx512(p, bytes);
+    if (isa >= QVLM_ISA_AVX2) return qvlm_mm_read_avx2(p, bytes);
+#endif
+    size_t q = bytes / 4 / sizeof(uint64_t);
+    const uint64_t *s0 = p, *s1 = s0 + q, *s2 = s1 + q, *s3 = s2 + q;
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    for (size_t i = 0; i < q; i++) a ^= s0[i], b ^= s1[i], c ^= s2[i], d ^= s3[i];
+    return a ^ b ^ c ^ d;
+}
 
 double qvlm_cpu_peak_probe(qvlm_isa isa, qvlm_precision precision, int64_t iters) {
 #if defined(__x86_64__)

@@ -348,4 +348,22 @@ double qvlm_mm_peak_avx2(int64_t iters) {
     return (double)iters * 12 * 8 * 2;
 }
 
+uint64_t qvlm_mm_read_avx2(const void *p, size_t bytes) {
+    size_t q = bytes / 4;
+    const uint8_t *s0 = p, *s1 = s0 + q, *s2 = s1 + q, *s3 = s2 + q;
+    __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
+    for (size_t i = 0; i + 64 <= q; i += 64) {
+        a = _mm256_xor_si256(a, _mm256_xor_si256(_mm256_load_si256((const __m256i *)(s0 + i)),
+                                                 _mm256_load_si256((const __m256i *)(s0 + i + 32))));
+        b = _mm256_xor_si256(b, _mm256_xor_si256(_mm256_load_si256((const __m256i *)(s1 + i)),
+                                                 _mm256_load_si256((const __m256i *)(s1 + i + 32))));
+        c = _mm256_xor_si256(c, _mm256_xor_si256(_mm256_load_si256((const __m256i *)(s2 + i)),
+                                                 _mm256_load_si256((const __m256i *)(s2 + i + 32))));
+        d = _mm256_xor_si256(d, _mm256_xor_si256(_mm256_load_si256((const __m256i *)(s3 + i)),
+                                                 _mm256_load_si256((const __m256i *)(s3 + i + 32))));
+    }
+    __m256i x = _mm256_xor_si256(_mm256_xor_si256(a, b), _mm256_xor_si256(c, d));
+    return (uint64_t)_mm256_extract_epi64(x, 0) ^ (uint64_t)_mm256_extract_epi64(x, 3);
+}
+
 #endif /* __x86_64__ */

@@ -11,8 +11,9 @@
  *    registers, one row from each of 4 sequential streams at a time, so each weight byte is
  *    streamed from DRAM exactly once;
  *  - panels (prefill): blocks of jb_rows weight rows are converted once into L2-resident
- *    panels, then a 4-token x 4-row micro-kernel (16 accumulators) runs over them; the 4 x
- *    rows stay in L1 while the panels stream from L2.
+ *    panels, then a 4-token x 4-row micro-kernel (16 accumulators, 8 loads per 16 multiply-
+ *    adds) runs over them; the group of 4 packed tokens stays in L1 while the panels stream
+ *    from L2. The reduction follows in registers (a butterfly over the 16 outputs).
  * Built with -mavx512f/bw/vl/dq/bf16/vnni -mfma -mf16c; vdpbf16ps and vcvtne2ps2bf16 run only
  * in QVLM_MM_NATIVE mode, which the dispatcher picks only when cpuid reports AVX512_BF16.
  */
@@ -355,14 +356,20 @@ static void pack_panels(const qvlm_mm_ctx *c, int64_t j0, int64_t nr, void *dst)
                 int len = u == c->nu - 1 ? c->tail : QVLM_MM_UNIT;
                 size_t at = (size_t)((p * c->nu + u) * 4 + r) * QVLM_MM_UNIT;
                 if (c->mode == QVLM_MM_NATIVE) {
-                    __m512bh b = j < nr ? w_bh(c->wt, row, u, len) : (__m512bh)_mm512_setzero_si512();
+                    __m512bh b = (__m512bh)_mm512_setzero_si512();
+                    if (j < nr) switch (c->wt) { /* constant wt lets each loader inline its own code */
+                        case QVLM_DTYPE_F32: b = w_bh(QVLM_DTYPE_F32, row, u, len); break;
+                        case QVLM_DTYPE_F16: b = w_bh(QVLM_DTYPE_F16, row, u, len); break;
+                        case QVLM_DTYPE_Q8_0: b = w_bh(QVLM_DTYPE_Q8_0, row, u, len); break;
+                        default: b = w_bh(QVLM_DTYPE_BF16, row, u, len); break;
+                        }
                     _mm512_storeu_si512((uint16_t *)dst + at, (__m512i)b);
                     continue;
                 }
                 __m512 o = _mm512_setzero_ps(), e = _mm512_setzero_ps();
                 if (j < nr) {
                     if (c->mode == QVLM_MM_EMU) {
-                        switch (c->wt) { /* constant wt lets each loader inline its own code */
+                        switch (c->wt) {
                         case QVLM_DTYPE_F32: w_oe(QVLM_DTYPE_F32, 1, row, u, len, &o, &e); break;
                         case QVLM_DTYPE_F16: w_oe(QVLM_DTYPE_F16, 1, row, u, len, &o, &e); break;
                         case QVLM_DTYPE_Q8_0: w_oe(QVLM_DTYPE_Q8_0, 1, row, u, len, &o, &e); break;
@@ -482,6 +489,19 @@ double qvlm_mm_peak_avx512(int native_bf16, int64_t iters) {
     volatile float sink = _mm512_reduce_add_ps(s);
     (void)sink;
     return (double)iters * 12 * 16 * (native_bf16 ? 4 : 2);
+}
+
+uint64_t qvlm_mm_read_avx512(const void *p, size_t bytes) {
+    size_t q = bytes / 4;
+    const uint8_t *s0 = p, *s1 = s0 + q, *s2 = s1 + q, *s3 = s2 + q;
+    __m512i a = _mm512_setzero_si512(), b = a, c = a, d = a;
+    for (size_t i = 0; i + 64 <= q; i += 64) {
+        a = _mm512_xor_si512(a, _mm512_load_si512(s0 + i));
+        b = _mm512_xor_si512(b, _mm512_load_si512(s1 + i));
+        c = _mm512_xor_si512(c, _mm512_load_si512(s2 + i));
+        d = _mm512_xor_si512(d, _mm512_load_si512(s3 + i));
+    }
+    return (uint64_t)_mm512_reduce_add_epi64(_mm512_xor_si512(_mm512_xor_si512(a, b), _mm512_xor_si512(c, d)));
 }
 
 #endif /* __x86_64__ */

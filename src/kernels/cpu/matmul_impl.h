@@ -63,7 +63,7 @@ static inline uint8_t *qvlm_mm_x_at(const qvlm_mm_ctx *c, int64_t t) {
 #define QVLM_MM_X_UNIT_STRIDE (4 * QVLM_MM_UNIT) /* elements between units of one token */
 
 /* Work layout helpers (matmul.c), also used by the tests to size buffers. */
-int64_t qvlm_mm_jb_rows(int64_t k);
+int64_t qvlm_mm_jb_rows(int64_t k, size_t elem_bytes);
 size_t qvlm_mm_thread_scratch_bytes(int64_t k);
 
 /* ---- scalar reference (ref_matmul.c): the oracle ---------------------------------------------- */
@@ -90,16 +90,19 @@ void qvlm_ref_compute(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t j0, 
  * compute: outputs [t0, t1) x [j0, j1); uses the direct path when t1 - t0 <= DIRECT_MAX,
  *          otherwise panels in `scratch` (qvlm_mm_thread_scratch_bytes(k), 64-byte aligned).
  *          Sets and restores MXCSR itself in EMU / NATIVE mode.
- * peak:    register-only multiply-add loop, returns FLOPs done. */
+ * peak:    register-only multiply-add loop, returns FLOPs done.
+ * read:    qvlm_cpu_read_probe with the ISA's loads. */
 #if defined(__x86_64__)
 void qvlm_mm_pack_x_avx512(const qvlm_mm_ctx *c, int64_t t0, int64_t t1);
 void qvlm_mm_compute_avx512(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t j0, int64_t j1,
                             void *scratch);
 double qvlm_mm_peak_avx512(int native_bf16, int64_t iters);
+uint64_t qvlm_mm_read_avx512(const void *p, size_t bytes);
 void qvlm_mm_pack_x_avx2(const qvlm_mm_ctx *c, int64_t t0, int64_t t1);
 void qvlm_mm_compute_avx2(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t j0, int64_t j1,
                           void *scratch);
 double qvlm_mm_peak_avx2(int64_t iters);
+uint64_t qvlm_mm_read_avx2(const void *p, size_t bytes);
 #endif
 
 #endif /* QVLM_KERNELS_CPU_MATMUL_IMPL_H */
