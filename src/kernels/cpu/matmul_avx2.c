@@ -111,6 +111,33 @@ AI void finish(const int T, const int J, __m256 acc[2][4][2], const tile_out *o)
  * and pointers live in locals, so nothing is stored inside the loop. */
 AI void step(const int T, const int J, qvlm_dtype wt, int emu, const int panel, const float *const *xr,
              const uint8_t *const *wr, const float *pn, int64_t u, __m256 acc[2][4][2]) {
+    if (panel) {
+        /* Odd products of every output, then even ones (still odd before even for each
+         * accumulator): 8 accumulators + 2 x + 2 w registers, so nothing is loaded twice. */
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++)
+#pragma GCC unroll 2
+            for (int par = 0; par < 2; par++) {
+                __m256 xv[2], wv[4];
+#pragma GCC unroll 2
+                for (int t = 0; t < T; t++) {
+                    xv[t] = _mm256_loadu_ps(xr[t] + u * QVLM_MM_X_UNIT_STRIDE + 16 * par + 8 * h);
+                    __asm__("" : "+x"(xv[t]));
+                }
+#pragma GCC unroll 4
+                for (int j = 0; j < J; j++) {
+                    wv[j] = _mm256_loadu_ps(pn + (u * 4 + j) * QVLM_MM_UNIT + 16 * par + 8 * h);
+                    /* keep x and w in registers: GCC folds such loads into every FMA that uses
+                     * them, which doubles the loads of this load-bound loop */
+                    __asm__("" : "+x"(wv[j]));
+                }
+#pragma GCC unroll 4
+                for (int j = 0; j < J; j++)
+#pragma GCC unroll 2
+                    for (int t = 0; t < T; t++) acc[t][j][h] = _mm256_fmadd_ps(xv[t], wv[j], acc[t][j][h]);
+            }
+        return;
+    }
 #pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
         __m256 xo[2], xe[2];
@@ -122,12 +149,7 @@ AI void step(const int T, const int J, qvlm_dtype wt, int emu, const int panel, 
 #pragma GCC unroll 4
         for (int j = 0; j < J; j++) {
             __m256 wo, we;
-            if (panel) {
-                wo = _mm256_loadu_ps(pn + (u * 4 + j) * QVLM_MM_UNIT + 8 * h);
-                we = _mm256_loadu_ps(pn + (u * 4 + j) * QVLM_MM_UNIT + 16 + 8 * h);
-            } else {
-                w_oe8(wt, emu, wr[j], u, h, &wo, &we);
-            }
+            w_oe8(wt, emu, wr[j], u, h, &wo, &we);
 #pragma GCC unroll 2
             for (int t = 0; t < T; t++) acc[t][j][h] = _mm256_fmadd_ps(xo[t], wo, acc[t][j][h]);
 #pragma GCC unroll 2
