@@ -216,7 +216,9 @@ AI void tile_oe(const int T, qvlm_dtype wt, int emu, const int panel, const floa
     const uint8_t *wr[4] = {0};
     if (!panel) wr[0] = wr_in[0], wr[1] = wr_in[1], wr[2] = wr_in[2], wr[3] = wr_in[3];
     __m512 a[4][4];
+#pragma GCC unroll 4
     for (int t = 0; t < 4; t++)
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) a[t][j] = _mm512_setzero_ps();
     /* Whole units with a constant length (no masks), then the partial one of a stored row. */
     int64_t nfull = panel || tail == QVLM_MM_UNIT ? nu : nu - 1;
@@ -244,7 +246,9 @@ AI void tile_bh(const int T, qvlm_dtype wt, const int panel, const uint16_t *con
     const uint8_t *wr[4] = {0};
     if (!panel) wr[0] = wr_in[0], wr[1] = wr_in[1], wr[2] = wr_in[2], wr[3] = wr_in[3];
     __m512 a[4][4];
+#pragma GCC unroll 4
     for (int t = 0; t < 4; t++)
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) a[t][j] = _mm512_setzero_ps();
     int64_t nfull = panel || tail == QVLM_MM_UNIT ? nu : nu - 1;
     for (int64_t u = 0; u < nfull; u++) step_bh(T, wt, panel, xr, wr, pn, u, QVLM_MM_UNIT, a);
