@@ -331,7 +331,8 @@ int qvlm_cmd_bench_matmul(int argc, char **argv) {
                 size_t wbytes = qvlm_dtype_row_bytes(wt, sh->k) * (size_t)sh->d;
                 /* GEMV: copies adding up to ~256 MB, so weights come from DRAM */
                 size_t wstride = (wbytes + 63) / 64 * 64;
-                int copies = sh->gemm == 2 ? 1 : (int)(((size_t)256 << 20) / wstride) + 1;
+                /* (the scalar reference is compute-bound: one copy, or a pass would take minutes) */
+                int copies = sh->gemm == 2 || isa == QVLM_ISA_SCALAR ? 1 : (int)(((size_t)256 << 20) / wstride) + 1;
                 size_t nmax = (size_t)n;
                 float *x = malloc(sizeof(float) * nmax * (size_t)sh->k), *y = malloc(sizeof(float) * nmax * (size_t)sh->d);
                 size_t work_bytes = (qvlm_cpu_matmul_work_bytes(&cpu, n, sh->k, wt) + 63) / 64 * 64;

@@ -505,7 +505,10 @@ uint64_t qvlm_mm_read_avx512(const void *p, size_t bytes) {
         c = _mm512_xor_si512(c, _mm512_load_si512(s2 + i));
         d = _mm512_xor_si512(d, _mm512_load_si512(s3 + i));
     }
-    return (uint64_t)_mm512_reduce_add_epi64(_mm512_xor_si512(_mm512_xor_si512(a, b), _mm512_xor_si512(c, d)));
+    uint64_t lanes[8], sum = 0; /* xor, not the intrinsic's signed add: it overflows (UB) */
+    _mm512_storeu_si512(lanes, _mm512_xor_si512(_mm512_xor_si512(a, b), _mm512_xor_si512(c, d)));
+    for (int i = 0; i < 8; i++) sum ^= lanes[i];
+    return sum;
 }
 
 #endif /* __x86_64__ */
