@@ -15,7 +15,8 @@
     X(tokenize, "text on stdin -> token ids (JSON)") \
     X(detokenize, "token ids (JSON) on stdin -> text") \
     X(bench_tokenizer, "tokenizer load time and encode MB/s") \
-    X(template, "render the model's chat template for a JSON request on stdin")
+    X(template, "render the model's chat template for a JSON request on stdin") \
+    X(bench_matmul, "CPU matrix-product speed vs memory bandwidth and peak FLOP/s")
 
 #define X(name, help) int qvlm_cmd_##name(int argc, char **argv);
 QVLM_COMMANDS(X)
