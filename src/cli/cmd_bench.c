@@ -148,6 +148,59 @@ static qvlm_status run_once(qvlm_model *m, const int32_t *ids, int n_prompt, int
     return rc;
 }
 
+/* ---- vision --------------------------------------------------------------------------------- */
+
+typedef struct vision_result {
+    int w, h;
+    double tower_ms, prefill_ms;
+    int64_t tokens;
+    double peak_mib;
+} vision_result;
+
+/* One random image of w x h: the vision tower's time (preprocessing excluded) and peak backend
+ * memory, then the prefill of its tokens alone (features from the cache). */
+static qvlm_status bench_image(qvlm_model *m, int w, int h, vision_result *r, qvlm_error *err) {
+    uint8_t *rgb = malloc((size_t)w * (size_t)h * 3);
+    if (!rgb) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+    uint32_t x = 12345u + (uint32_t)w;
+    for (size_t i = 0; i < (size_t)w * (size_t)h * 3; i++) x = x * 1664525u + 1013904223u, rgb[i] = (uint8_t)(x >> 24);
+    qvlm_cache *c = NULL;
+    qvlm_session *s = NULL;
+    qvlm_cache_config cc = {(size_t)8 << 30, NULL, 0};
+    qvlm_status rc = qvlm_model_cache_create(m, &cc, &c, err);
+    qvlm_session_params sp = {.cache = c};
+    int32_t ids[3] = {m->cfg.vision_start_token_id, m->cfg.image_token_id, m->cfg.vision_end_token_id};
+    qvlm_image_input in = {.rgb = rgb, .width = w, .height = h};
+    *r = (vision_result){w, h, 0, 0, 0, 0};
+    if (!rc) rc = qvlm_session_create(m, &sp, &s, err);
+    size_t base = 0, peak = 0;
+    if (!rc) {
+        qvlm_backend_mem_stats(m->be, &base, NULL);
+        qvlm_backend_mem_reset_peak(m->be);
+        rc = qvlm_session_prompt(s, ids, 3, &in, 1, err);
+        qvlm_backend_mem_stats(m->be, NULL, &peak);
+    }
+    qvlm_prompt_stats st;
+    if (!rc) {
+        qvlm_session_prompt_stats(s, &st);
+        r->tower_ms = st.vision_ms;
+        r->tokens = st.prompt_tokens - 2;
+        r->peak_mib = (double)(peak - base) / 1048576.0;
+        qvlm_session_destroy(s);
+        s = NULL;
+        rc = qvlm_session_create(m, &sp, &s, err); /* fresh state, features cached */
+    }
+    if (!rc) rc = qvlm_session_prompt(s, ids, 3, &in, 1, err);
+    if (!rc) {
+        qvlm_session_prompt_stats(s, &st);
+        r->prefill_ms = st.prefill_ms;
+    }
+    qvlm_session_destroy(s);
+    qvlm_cache_destroy(c);
+    free(rgb);
+    return rc;
+}
+
 static const char *cpu_model_name(char *buf, size_t n) {
     FILE *f = fopen("/proc/cpuinfo", "r");
     snprintf(buf, n, "unknown");
@@ -168,7 +221,7 @@ static const char *cpu_model_name(char *buf, size_t n) {
 }
 
 int qvlm_cmd_bench(int argc, char **argv) {
-    const char *dir = NULL, *val, *scenario = NULL, *cache_dir = NULL;
+    const char *dir = NULL, *val, *scenario = NULL, *cache_dir = NULL, *vision_sizes = "448x448,1024x768";
     int threads = 0, n_prompt = 512, n_gen = 128, reps = 3;
     bool json = false, bad = false;
     qvlm_model_params mp;
@@ -185,6 +238,7 @@ int qvlm_cmd_bench(int argc, char **argv) {
             else bad = true;
         } else if (cli_opt(argc, argv, &i, "--scenario", &val, &bad)) scenario = val;
         else if (cli_opt(argc, argv, &i, "--cache-dir", &val, &bad)) cache_dir = val;
+        else if (cli_opt(argc, argv, &i, "--vision", &val, &bad)) vision_sizes = val;
         else if (strcmp(argv[i], "--json") == 0) json = true;
         else {
             fprintf(stderr, "qvlm bench: unknown option '%s'\n", argv[i]);
@@ -193,7 +247,7 @@ int qvlm_cmd_bench(int argc, char **argv) {
     }
     if (bad || !dir) {
         fprintf(stderr, "usage: qvlm bench --model DIR [--threads N] [--precision f32|bf16] [--prompt 512] [--gen 128] "
-                        "[--reps 3] [--json]\n"
+                        "[--reps 3] [--vision 448x448,1024x768|none] [--json]\n"
                         "       qvlm bench --model DIR --scenario multiturn|interleaved|edit|reimage|restart|tailedit "
                         "[--cache-dir DIR]\n");
         return 2;
@@ -240,6 +294,20 @@ int qvlm_cmd_bench(int argc, char **argv) {
         qvlm_model_destroy(m);
         return 1;
     }
+    /* The vision tower on images of the asked sizes ("none" skips it). */
+    vision_result vr[8];
+    int n_vr = 0;
+    for (const char *p = vision_sizes; m->cfg.vision.present && strcmp(vision_sizes, "none") && p && *p && n_vr < 8;) {
+        int w = 0, h = 0;
+        if (sscanf(p, "%dx%d", &w, &h) != 2 || w < 32 || h < 32) break;
+        if (bench_image(m, w, h, &vr[n_vr], &err)) {
+            fprintf(stderr, "qvlm bench: vision %dx%d: %s\n", w, h, err.msg);
+            break;
+        }
+        n_vr++;
+        p = strchr(p, ',');
+        if (p) p++;
+    }
     int nth = threads > 0 ? threads : qvlm_cpu_count();
     double copy_gbs, read_gbs;
     measure_bandwidth(nth, &copy_gbs, &read_gbs);
@@ -252,11 +320,27 @@ int qvlm_cmd_bench(int argc, char **argv) {
                               "backend", qvlm_backend_name(m->be), "model", dir, "prefill_tok_s", pp_tps, "decode_tok_s",
                               tg_tps, "prompt_tokens", n_prompt, "gen_tokens", n_gen, "copy_bandwidth_gbs", copy_gbs,
                               "read_bandwidth_gbs", read_gbs, "decode_weight_gb", wbytes / 1e9, "decode_bound_tok_s", bound);
+        json_t *vms = json_object(), *vpf = json_object(), *vmem = json_object(), *vtok = json_object();
+        for (int k = 0; k < n_vr; k++) {
+            char key[32];
+            snprintf(key, sizeof(key), "%dx%d", vr[k].w, vr[k].h);
+            json_object_set_new(vms, key, json_real(vr[k].tower_ms));
+            json_object_set_new(vpf, key, json_real(vr[k].prefill_ms));
+            json_object_set_new(vmem, key, json_real(vr[k].peak_mib));
+            json_object_set_new(vtok, key, json_integer(vr[k].tokens));
+        }
+        json_object_set_new(o, "vision_ms", vms);
+        json_object_set_new(o, "image_prefill_ms", vpf);
+        json_object_set_new(o, "vision_peak_mib", vmem);
+        json_object_set_new(o, "image_tokens", vtok);
         char *s = json_dumps(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
         puts(s);
         free(s);
         json_decref(o);
     } else {
+        for (int k = 0; k < n_vr; k++)
+            printf("vision:   %dx%d: tower %.0f ms (peak %.0f MiB), prefill of its %lld tokens %.0f ms\n", vr[k].w,
+                   vr[k].h, vr[k].tower_ms, vr[k].peak_mib, (long long)vr[k].tokens, vr[k].prefill_ms);
         printf("cpu:      %s, %d threads (%s)\n", cpu, nth, qvlm_backend_name(m->be));
         printf("prefill:  %8.1f tok/s  (%d tokens)\n", pp_tps, n_prompt);
         printf("decode:   %8.2f tok/s  (%d tokens)\n", tg_tps, n_gen);

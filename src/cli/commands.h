@@ -16,6 +16,7 @@
     X(detokenize, "token ids (JSON) on stdin -> text") \
     X(bench_tokenizer, "tokenizer load time and encode MB/s") \
     X(template, "render the model's chat template for a JSON request on stdin") \
+    X(bench_matmul, "CPU matrix-product speed vs memory bandwidth and peak FLOP/s") \
     X(run, "answer one prompt (with images), streamed") \
     X(chat, "interactive image chat with the cross-turn cache") \
     X(serve, "OpenAI-compatible HTTP server with a web page")

@@ -22,7 +22,7 @@ typedef enum qvlm_dtype {
     QVLM_DTYPE_U8,
     QVLM_DTYPE_BOOL,
     QVLM_DTYPE_F64,
-    QVLM_DTYPE_Q8_0, /* blocks of 32: one f16 scale + 32 int8 (see kernels/quant.h) */
+    QVLM_DTYPE_Q8_0, /* blocks of 32: one f16 scale + 32 int8 (see kernels/cpu/quant.h) */
     QVLM_DTYPE_COUNT
 } qvlm_dtype;
 

@@ -106,7 +106,12 @@ static qvlm_status write_file(qvlm_disk_cache *d, const char *name, uint32_t kin
     char *p = path_of(d, name);
     if (!p) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
     qvlm_status rc = QVLM_OK;
-    if (!qvlm_path_exists(p)) {
+    /* The name is the content, so an existing file of the right size is kept; one of another
+     * size (truncated by a crash or a full disk) is replaced. A same-size file with flipped
+     * bits fails its checksum when read, is deleted then, and is rewritten the next time. */
+    struct stat st;
+    bool keep = stat(p, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size == HDR + payload;
+    if (!keep) {
         make_header(buf, kind, d->fp, buf + HDR, payload);
         rc = qvlm_file_write_atomic(p, buf, HDR + payload, err);
         if (!rc) {
