@@ -110,6 +110,13 @@ void qvlm_op_matmul(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64
  * zero-centred norms of the text tower (qwen35-arch §3.2), 0 for ordinary ones. */
 void qvlm_op_rms_norm(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w,
                       float w_offset, float eps, int64_t n_rows, int64_t dim);
+/* The residual add fused with the norm after it: x[r][:] += delta[r][:] (x written), then
+ * y[r][:] = RMSNorm(x[r][:]) exactly as qvlm_op_rms_norm. Rows at stride dim; y may alias delta. */
+void qvlm_op_add_rms_norm(qvlm_stream *s, float *y, float *x, const float *delta, const qvlm_tensor *w, float w_offset,
+                          float eps, int64_t n_rows, int64_t dim);
+/* Likewise with LayerNorm. */
+void qvlm_op_add_layer_norm(qvlm_stream *s, float *y, float *x, const float *delta, const qvlm_tensor *w,
+                            const qvlm_tensor *b, float eps, int64_t n_rows, int64_t dim);
 /* LayerNorm per row with weight and bias (biased variance). */
 void qvlm_op_layer_norm(qvlm_stream *s, float *y, const float *x, const qvlm_tensor *w, const qvlm_tensor *b,
                         float eps, int64_t n_rows, int64_t dim);

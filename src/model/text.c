@@ -253,9 +253,12 @@ qvlm_status qvlm_text_forward(qvlm_text_ctx *c, qvlm_seq_state *st, const qvlm_t
 
     const size_t per_gdn = conv_state_bytes(t) + rec_state_bytes(t), kvl = kv_layer_bytes(t, st->kv_block_tokens);
     int64_t g = 0, a = 0;
-    for (int64_t i = 0; i < t->num_hidden_layers; i++) {
+    const int64_t L = t->num_hidden_layers;
+    /* Each residual add is fused with the norm that reads its result (the next sub-layer's
+     * input norm); only the last layer's final add stands alone. */
+    qvlm_op_rms_norm(c->s, c->xn, H, c->x, H, &m->layers[0].input_layernorm, 1.0f, t->rms_norm_eps, T, H);
+    for (int64_t i = 0; i < L; i++) {
         const qvlm_layer *l = &m->layers[i];
-        qvlm_op_rms_norm(c->s, c->xn, H, c->x, H, &l->input_layernorm, 1.0f, t->rms_norm_eps, T, H);
         if (l->is_full) {
             qvlm_kv_view kv = {st->kv_blocks, st->n_kv_blocks, st->kv_block_tokens, (size_t)(2 * a) * kvl,
                                (size_t)(2 * a + 1) * kvl};
@@ -265,12 +268,14 @@ qvlm_status qvlm_text_forward(qvlm_text_ctx *c, qvlm_seq_state *st, const qvlm_t
             gdn_layer(c, &l->gdn, (uint8_t *)st->recurrent + (size_t)g * per_gdn, T);
             g++;
         }
-        qvlm_op_add(c->s, c->x, c->x, c->out, T * H);
-        qvlm_op_rms_norm(c->s, c->xn, H, c->x, H, &l->post_attention_layernorm, 1.0f, t->rms_norm_eps, T, H);
+        qvlm_op_add_rms_norm(c->s, c->xn, c->x, c->out, &l->post_attention_layernorm, 1.0f, t->rms_norm_eps, T, H);
         if (m->cfg.model_type == QVLM_MODEL_QWEN3_5_MOE) moe_layer(c, &l->moe, T);
         else swiglu(c, &l->mlp, c->out, c->xn, T);
-        qvlm_op_add(c->s, c->x, c->x, c->out, T * H);
-        if (b->trace && i + 1 < t->num_hidden_layers) b->trace(b->trace_user, i + 1, c->x, T, H);
+        if (i + 1 < L)
+            qvlm_op_add_rms_norm(c->s, c->xn, c->x, c->out, &m->layers[i + 1].input_layernorm, 1.0f, t->rms_norm_eps, T, H);
+        else
+            qvlm_op_add(c->s, c->x, c->x, c->out, T * H);
+        if (b->trace && i + 1 < L) b->trace(b->trace_user, i + 1, c->x, T, H);
     }
     if (b->trace) { /* transformers reports the last hidden state after the final norm */
         qvlm_op_rms_norm(c->s, c->xn, H, c->x, H, &m->norm, 1.0f, t->rms_norm_eps, T, H);

@@ -149,7 +149,7 @@ void cpu_attention(qvlm_stream *s, float *out, const float *q, int64_t ldq, cons
 
 size_t qvlm_attn_seg_scratch_floats(int64_t max_seg_rows, int64_t head_dim) {
     const int64_t dp = (head_dim + 15) & ~(int64_t)15, tiles = (max_seg_rows + TILE - 1) / TILE;
-    return (size_t)(tiles * TILE * dp + QVLM_ATTN_SEG_ROWS * (dp + 2) + 4 * TILE + 64);
+    return (size_t)(tiles * TILE * dp + max_seg_rows * dp + QVLM_ATTN_SEG_ROWS * (2 * dp + 2) + 4 * TILE + 64);
 }
 
 static void ref_seg_unit(const qvlm_attn_seg_job *j, int64_t si, int64_t h) {

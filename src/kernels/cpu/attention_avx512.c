@@ -32,6 +32,7 @@ static int64_t pad16(int64_t n) { return (n + 15) & ~(int64_t)15; }
 AI void softmax_row(__m512 s[4], int nv, float *m, float *l, float *acc, int64_t d) {
     __m512 ninf = _mm512_set1_ps(-INFINITY);
     __mmask16 mk[4];
+    #pragma GCC unroll 16
     for (int v = 0; v < 4; v++) {
         mk[v] = qvlm_mask16(nv - 16 * v);
         s[v] = _mm512_mask_mov_ps(ninf, mk[v], s[v]);
@@ -47,6 +48,7 @@ AI void softmax_row(__m512 s[4], int nv, float *m, float *l, float *acc, int64_t
         _mm512_mask_storeu_ps(acc + c, mc, _mm512_mul_ps(_mm512_maskz_loadu_ps(mc, acc + c), cv));
     }
     __m512 mn = _mm512_set1_ps(mnew);
+    #pragma GCC unroll 16
     for (int v = 0; v < 4; v++) s[v] = _mm512_maskz_mov_ps(mk[v], qvlm_vexp16(_mm512_sub_ps(s[v], mn)));
     __m512 sum = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s[0], s[1]), s[2]), s[3]);
     *l = *l + qvlm_vtree16x(sum);
@@ -59,18 +61,26 @@ AI void pv_block(const int NV, float *acc, int64_t lda, const float *P, const fl
                  int nc) {
     __m512 a[4][4];
     __mmask16 mk[4];
+    #pragma GCC unroll 16
     for (int u = 0; u < NV; u++) mk[u] = qvlm_mask16(nc - 16 * u);
+    #pragma GCC unroll 16
     for (int r = 0; r < 4; r++)
+        #pragma GCC unroll 16
         for (int u = 0; u < NV; u++) a[r][u] = _mm512_maskz_loadu_ps(mk[u], acc + r * lda + 16 * u);
     for (int64_t i = 0; i < n; i++) {
         __m512 vv[4];
+        #pragma GCC unroll 16
         for (int u = 0; u < NV; u++) vv[u] = _mm512_maskz_loadu_ps(mk[u], v + i * ldv + 16 * u);
+        #pragma GCC unroll 16
         for (int r = 0; r < 4; r++) {
             __m512 p = _mm512_set1_ps(P[r * TILE + i]);
+            #pragma GCC unroll 16
             for (int u = 0; u < NV; u++) a[r][u] = _mm512_fmadd_ps(p, vv[u], a[r][u]);
         }
     }
+    #pragma GCC unroll 16
     for (int r = 0; r < 4; r++)
+        #pragma GCC unroll 16
         for (int u = 0; u < NV; u++) _mm512_mask_storeu_ps(acc + r * lda + 16 * u, mk[u], a[r][u]);
 }
 
@@ -100,25 +110,33 @@ static void finish_row(float *out, const float *acc, float l, int64_t d) {
  * 16-element steps of c, then the butterfly (each step adds lane l and l+w of every dot). */
 static void dots4x4(float out[16], const float *q[4], const float *k[4], int64_t d, float scale) {
     __m512 a[16];
+    #pragma GCC unroll 16
     for (int i = 0; i < 16; i++) a[i] = _mm512_setzero_ps();
     for (int64_t c = 0; c < d; c += 16) {
         __mmask16 mc = qvlm_mask16(d - c);
         __m512 qv[4], kv[4];
+        #pragma GCC unroll 16
         for (int r = 0; r < 4; r++) qv[r] = _mm512_maskz_loadu_ps(mc, q[r] + c);
+        #pragma GCC unroll 16
         for (int b = 0; b < 4; b++) kv[b] = _mm512_maskz_loadu_ps(mc, k[b] + c);
+        #pragma GCC unroll 16
         for (int r = 0; r < 4; r++)
+            #pragma GCC unroll 16
             for (int b = 0; b < 4; b++) a[r * 4 + b] = _mm512_fmadd_ps(qv[r], kv[b], a[r * 4 + b]);
     }
     /* w = 8: C[m] lanes 0-7 = dot 2m, lanes 8-15 = dot 2m+1 */
     __m512 cc[8], e[4], f[2];
+    #pragma GCC unroll 16
     for (int m = 0; m < 8; m++)
         cc[m] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], _MM_SHUFFLE(1, 0, 1, 0)),
                               _mm512_shuffle_f32x4(a[2 * m], a[2 * m + 1], _MM_SHUFFLE(3, 2, 3, 2)));
     /* w = 4: E[m] 128-bit block b = dot 4m + b (lanes l, l+1, l+2, l+3 still to add pairwise) */
+    #pragma GCC unroll 16
     for (int m = 0; m < 4; m++)
         e[m] = _mm512_add_ps(_mm512_shuffle_f32x4(cc[2 * m], cc[2 * m + 1], _MM_SHUFFLE(2, 0, 2, 0)),
                              _mm512_shuffle_f32x4(cc[2 * m], cc[2 * m + 1], _MM_SHUFFLE(3, 1, 3, 1)));
     /* w = 2: F[m] block b lanes 0,1 = dot 8m + b, lanes 2,3 = dot 8m + 4 + b */
+    #pragma GCC unroll 16
     for (int m = 0; m < 2; m++) {
         __m512d x = _mm512_castps_pd(e[2 * m]), y = _mm512_castps_pd(e[2 * m + 1]);
         f[m] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
@@ -146,6 +164,7 @@ void qvlm_attn_text_unit_avx512(const qvlm_attn_text_job *j, int64_t kvh, int64_
         for (int64_t r0 = 0; r0 < Rq; r0 += 4) {
             int nv[4], nmax = 0;
             const float *qrow[4];
+            #pragma GCC unroll 16
             for (int r = 0; r < 4; r++) {
                 int64_t rr = r0 + r < R ? r0 + r : 0, t = t0 + rr / group;
                 qrow[r] = j->q + t * j->ldq + (kvh * group + rr % group) * d;
@@ -157,12 +176,16 @@ void qvlm_attn_text_unit_avx512(const qvlm_attn_text_job *j, int64_t kvh, int64_
             float *Pq = P + r0 * TILE;
             for (int kq = 0; kq < nmax; kq += 4) {
                 const float *kp[4];
+                #pragma GCC unroll 16
                 for (int b = 0; b < 4; b++) kp[b] = K + (kq + b < n ? kq + b : 0) * d;
                 float o[16];
                 dots4x4(o, qrow, kp, d, j->scale);
+                #pragma GCC unroll 16
                 for (int b = 0; b < 4; b++)
+                    #pragma GCC unroll 16
                     for (int r = 0; r < 4; r++) Pq[r * TILE + kq + b] = o[4 * b + r];
             }
+            #pragma GCC unroll 16
             for (int r = 0; r < 4; r++) {
                 float *pr = Pq + r * TILE;
                 if (nv[r] == 0) { /* no keys for this row here: p = 0 leaves its state as is */
@@ -170,8 +193,10 @@ void qvlm_attn_text_unit_avx512(const qvlm_attn_text_job *j, int64_t kvh, int64_
                     continue;
                 }
                 __m512 s[4];
+                #pragma GCC unroll 16
                 for (int v = 0; v < 4; v++) s[v] = _mm512_maskz_loadu_ps(qvlm_mask16(nmax - 16 * v), pr + 16 * v);
                 softmax_row(s, nv[r], &ms[r0 + r], &ls[r0 + r], acc + (r0 + r) * dp, d);
+                #pragma GCC unroll 16
                 for (int v = 0; v < 4; v++) _mm512_storeu_ps(pr + 16 * v, s[v]);
             }
             pv(acc + r0 * dp, dp, Pq, V, d, nmax, d);
@@ -188,18 +213,25 @@ void qvlm_attn_text_unit_avx512(const qvlm_attn_text_job *j, int64_t kvh, int64_
 
 /* s[r][0..64) = (sum_c q_r[c] * Kt[c][0..64)) * scale: one fma chain over c per score. */
 static void scores4x64(__m512 s[4][4], const float *q[4], const float *Kt, int64_t d, float scale) {
+    #pragma GCC unroll 16
     for (int r = 0; r < 4; r++)
+        #pragma GCC unroll 16
         for (int v = 0; v < 4; v++) s[r][v] = _mm512_setzero_ps();
     for (int64_t c = 0; c < d; c++) {
         __m512 kt[4];
+        #pragma GCC unroll 16
         for (int v = 0; v < 4; v++) kt[v] = _mm512_loadu_ps(Kt + c * TILE + 16 * v);
+        #pragma GCC unroll 16
         for (int r = 0; r < 4; r++) {
             __m512 qc = _mm512_set1_ps(q[r][c]);
+            #pragma GCC unroll 16
             for (int v = 0; v < 4; v++) s[r][v] = _mm512_fmadd_ps(qc, kt[v], s[r][v]);
         }
     }
     __m512 sc = _mm512_set1_ps(scale);
+    #pragma GCC unroll 16
     for (int r = 0; r < 4; r++)
+        #pragma GCC unroll 16
         for (int v = 0; v < 4; v++) s[r][v] = _mm512_mul_ps(s[r][v], sc);
 }
 
@@ -207,8 +239,12 @@ void qvlm_attn_seg_unit_avx512(const qvlm_attn_seg_job *j, int64_t si, int64_t h
     const int64_t d = j->head_dim, dp = pad16(d), H = j->n_heads, ld = 3 * H * d;
     const int64_t s0 = j->seg[si], s1 = j->seg[si + 1], Ns = s1 - s0, n_tiles = (Ns + TILE - 1) / TILE;
     const int64_t QB = QVLM_ATTN_SEG_ROWS;
-    float *Kt = scratch;                 /* [n_tiles][d][TILE] */
-    float *acc = Kt + n_tiles * TILE * dp; /* [QB][dp] */
+    /* K transposed into 64-key tiles, V and the query block copied to contiguous rows: rows of
+     * qkv are 3 * hidden floats apart, a stride that maps a tile's rows onto a few L1 sets. */
+    float *Kt = scratch;                   /* [n_tiles][d][TILE] */
+    float *Vc = Kt + n_tiles * TILE * dp;  /* [Ns][dp] */
+    float *Qc = Vc + Ns * dp;              /* [QB][dp] */
+    float *acc = Qc + QB * dp;             /* [QB][dp] */
     float *ms = acc + QB * dp, *ls = ms + QB, *P = ls + QB; /* P [4][TILE] */
     const float *K = j->qkv + s0 * ld + H * d + h * d, *V = j->qkv + s0 * ld + 2 * H * d + h * d;
     for (int64_t t = 0; t < n_tiles; t++) {
@@ -222,8 +258,10 @@ void qvlm_attn_seg_unit_avx512(const qvlm_attn_seg_job *j, int64_t si, int64_t h
                 for (int64_t c = 0; c < d; c++) kt[c * TILE + i] = 0.0f;
         }
     }
+    for (int64_t i = 0; i < Ns; i++) memcpy(Vc + i * dp, V + i * ld, (size_t)d * sizeof(float));
     for (int64_t b0 = 0; b0 < Ns; b0 += QB) {
         const int64_t nb = QVLM_MIN(QB, Ns - b0);
+        for (int64_t r = 0; r < nb; r++) memcpy(Qc + r * dp, j->qkv + (s0 + b0 + r) * ld + h * d, (size_t)d * sizeof(float));
         for (int64_t r = 0; r < QB; r++) {
             ms[r] = -INFINITY, ls[r] = 0.0f;
             memset(acc + r * dp, 0, (size_t)dp * sizeof(float));
@@ -232,14 +270,17 @@ void qvlm_attn_seg_unit_avx512(const qvlm_attn_seg_job *j, int64_t si, int64_t h
             const int nv = (int)QVLM_MIN((int64_t)TILE, Ns - t * TILE);
             for (int64_t r0 = 0; r0 < nb; r0 += 4) {
                 const float *q[4];
-                for (int r = 0; r < 4; r++) q[r] = j->qkv + (s0 + b0 + (r0 + r < nb ? r0 + r : 0)) * ld + h * d;
+                #pragma GCC unroll 16
+                for (int r = 0; r < 4; r++) q[r] = Qc + (r0 + r < nb ? r0 + r : 0) * dp;
                 __m512 s[4][4];
                 scores4x64(s, q, Kt + t * TILE * d, d, j->scale);
+                #pragma GCC unroll 16
                 for (int r = 0; r < 4; r++) {
                     softmax_row(s[r], nv, &ms[r0 + r], &ls[r0 + r], acc + (r0 + r) * dp, d);
+                    #pragma GCC unroll 16
                     for (int v = 0; v < 4; v++) _mm512_storeu_ps(P + r * TILE + 16 * v, s[r][v]);
                 }
-                pv(acc + r0 * dp, dp, P, V + t * TILE * ld, ld, nv, d);
+                pv(acc + r0 * dp, dp, P, Vc + t * TILE * dp, dp, nv, d);
             }
         }
         for (int64_t r = 0; r < nb; r++) finish_row(j->out + (s0 + b0 + r) * H * d + h * d, acc + r * dp, ls[r], d);

@@ -252,6 +252,8 @@ static const qvlm_backend_ops CPU_OPS = {
     .moe_route = cpu_moe_route,
     .gather_rows = cpu_gather_rows,
     .scatter_add_rows = cpu_scatter_add_rows,
+    .add_rms_norm = cpu_add_rms_norm,
+    .add_layer_norm = cpu_add_layer_norm,
 };
 
 qvlm_status qvlm_backend_cpu_create(const qvlm_backend_params *p, qvlm_backend **out, qvlm_error *err) {

@@ -28,8 +28,11 @@ AI void rs_core(const int R, const int NV, const int neg, float *Y, int64_t ldy,
                 int64_t ldc, const float *B, int64_t ldb, int64_t x0, int64_t x1, int nc, int init, float yscale) {
     __m512 acc[4][4];
     __mmask16 mk[4];
+    #pragma GCC unroll 16
     for (int v = 0; v < NV; v++) mk[v] = qvlm_mask16(nc - 16 * v);
+    #pragma GCC unroll 16
     for (int r = 0; r < R; r++)
+        #pragma GCC unroll 16
         for (int v = 0; v < NV; v++) {
             if (init == INIT_ZERO) acc[r][v] = _mm512_setzero_ps();
             else {
@@ -39,14 +42,19 @@ AI void rs_core(const int R, const int NV, const int neg, float *Y, int64_t ldy,
         }
     for (int64_t x = x0; x < x1; x++) {
         __m512 b[4];
+        #pragma GCC unroll 16
         for (int v = 0; v < NV; v++) b[v] = _mm512_maskz_loadu_ps(mk[v], B + x * ldb + 16 * v);
+        #pragma GCC unroll 16
         for (int r = 0; r < R; r++) {
             __m512 l = _mm512_set1_ps(L[r * ldr + x * ldc]);
+            #pragma GCC unroll 16
             for (int v = 0; v < NV; v++)
                 acc[r][v] = neg ? _mm512_fnmadd_ps(l, b[v], acc[r][v]) : _mm512_fmadd_ps(l, b[v], acc[r][v]);
         }
     }
+    #pragma GCC unroll 16
     for (int r = 0; r < R; r++)
+        #pragma GCC unroll 16
         for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(Y + r * ldy + 16 * v, mk[v], acc[r][v]);
 }
 
@@ -102,6 +110,21 @@ static void l2norm(float *y, const float *x, int64_t n, float scale) {
     }
 }
 
+#define PF 6 /* tokens of prefetch distance */
+
+static void prefetch_rows(const float *p, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) _mm_prefetch((const char *)(p + i), _MM_HINT_T0);
+    _mm_prefetch((const char *)(p + n - 1), _MM_HINT_T0);
+}
+
+static void prefetch_token(const qvlm_gdn_job *j, int64_t h, int64_t t) {
+    const float *q, *k, *v;
+    qvlm_gdn_rows(j, h, t, &q, &k, &v);
+    prefetch_rows(q, j->d.k_dim);
+    prefetch_rows(k, j->d.k_dim);
+    prefetch_rows(v, j->d.v_dim);
+}
+
 /* ---- recurrent form (ref_recurrent) ---------------------------------------------------------- */
 
 /* Columns [c0, c0 + nc) (nc <= 64) of one token's update: pass 1 m = (S decay)^T k, then
@@ -111,18 +134,22 @@ AI void rec_cols(const int NV, float *S, int64_t dv, int64_t dk, const float *q,
     __mmask16 mk[4];
     __m512 m[4], ov[4], dl[4];
     const __m512 dec = _mm512_set1_ps(decay);
+    #pragma GCC unroll 16
     for (int u = 0; u < NV; u++) mk[u] = qvlm_mask16(nc - 16 * u), m[u] = _mm512_setzero_ps();
     for (int64_t x = 0; x < dk; x++) {
         __m512 kx = _mm512_set1_ps(k[x]);
+        #pragma GCC unroll 16
         for (int u = 0; u < NV; u++)
             m[u] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk[u], S + x * dv + 16 * u), dec), kx, m[u]);
     }
+    #pragma GCC unroll 16
     for (int u = 0; u < NV; u++) {
         dl[u] = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk[u], v + 16 * u), m[u]), _mm512_set1_ps(beta));
         ov[u] = _mm512_setzero_ps();
     }
     for (int64_t x = 0; x < dk; x++) {
         __m512 kx = _mm512_set1_ps(k[x]), qx = _mm512_set1_ps(q[x]);
+        #pragma GCC unroll 16
         for (int u = 0; u < NV; u++) {
             float *sp = S + x * dv + 16 * u;
             __m512 s = _mm512_fmadd_ps(kx, dl[u], _mm512_mul_ps(_mm512_maskz_loadu_ps(mk[u], sp), dec));
@@ -130,6 +157,7 @@ AI void rec_cols(const int NV, float *S, int64_t dv, int64_t dk, const float *q,
             ov[u] = _mm512_fmadd_ps(s, qx, ov[u]);
         }
     }
+    #pragma GCC unroll 16
     for (int u = 0; u < NV; u++) _mm512_mask_storeu_ps(o + 16 * u, mk[u], ov[u]);
 }
 
@@ -193,10 +221,14 @@ static void chunk(const qvlm_gdn_job *j, int64_t h, int64_t t0, int64_t n, float
     chunk_ws w = carve(work, dkp, dvp);
     float *U = w.UK, *KC = w.UK + dvp;
     const float qscale = 1.0f / sqrtf((float)dk);
-    /* Load, normalise, gates. */
+    /* Load, normalise, gates. The rows of a head are 512-byte pieces of qkv rows tens of KB
+     * apart (three page-crossing streams the hardware prefetchers do not follow): fetch them
+     * PF tokens ahead. */
+    for (int64_t i = 0; i < QVLM_MIN(n, (int64_t)PF); i++) prefetch_token(j, h, t0 + i);
     for (int64_t i = 0; i < n; i++) {
         const float *qr, *kr, *v;
         float g;
+        if (i + PF < n) prefetch_token(j, h, t0 + i + PF);
         qvlm_gdn_rows(j, h, t0 + i, &qr, &kr, &v);
         qvlm_gdn_gates(j, h, t0 + i, &w.beta[i], &g);
         l2norm(w.Q + i * dkp, qr, dk, qscale);
