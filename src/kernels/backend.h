@@ -106,6 +106,18 @@ void qvlm_op_add_weighted_rows(qvlm_stream *s, float *y, const qvlm_tensor *tabl
 void qvlm_op_matmul(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w,
                     const qvlm_tensor *bias, int64_t n);
 
+/* Several products of the same x, all W with the same k: part i is exactly
+ * qvlm_op_matmul(s, y_i, ldy_i, x, ldx, W_i, bias_i, n), run in one pass (one thread
+ * fork-join instead of one per product, x prepared once). At most 8 parts. */
+typedef struct qvlm_matmul_part {
+    float *y;
+    int64_t ldy;
+    const qvlm_tensor *w;    /* [d_i][k] */
+    const qvlm_tensor *bias; /* [d_i] or NULL */
+} qvlm_matmul_part;
+void qvlm_op_matmul_multi(qvlm_stream *s, int n_parts, const qvlm_matmul_part *parts, const float *x, int64_t ldx,
+                          int64_t n);
+
 /* RMSNorm per row: y = x * rsqrt(mean(x^2) + eps) * (w_offset + w). w_offset = 1 for the
  * zero-centred norms of the text tower (qwen35-arch §3.2), 0 for ordinary ones. */
 void qvlm_op_rms_norm(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w,

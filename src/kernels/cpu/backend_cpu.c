@@ -214,6 +214,29 @@ static void cpu_matmul(qvlm_stream *st, float *y, int64_t ldy, const float *x, i
                     d, s->mm_work);
 }
 
+static void cpu_matmul_multi(qvlm_stream *st, int n_parts, const qvlm_matmul_part *parts, const float *x, int64_t ldx,
+                             int64_t n) {
+    cpu_stream *s = cpu_stream_of(st);
+    qvlm_mm_part mp[8];
+    if (QVLM_NEVER(n_parts < 1 || n_parts > 8)) return;
+    const int64_t k = qvlm_tensor_cols(parts[0].w);
+    for (int i = 0; i < n_parts; i++) {
+        const qvlm_tensor *w = parts[i].w;
+        if (QVLM_NEVER(qvlm_tensor_cols(w) != k)) return;
+        mp[i] = (qvlm_mm_part){parts[i].y, parts[i].ldy, w->data, w->dtype,
+                               parts[i].bias ? (const float *)parts[i].bias->data : NULL, w->n_dims == 3 ? w->ne[1] : w->ne[0]};
+    }
+    size_t need = qvlm_cpu_matmul_work_bytes(&s->be->cpu, n, k, parts[0].w->dtype);
+    if (need > s->mm_work_bytes) { /* not reserved: grow once (the rare path, as cpu_matmul) */
+        void *p = cpu_alloc(&s->be->base, need);
+        if (QVLM_NEVER(!p)) return;
+        cpu_free(&s->be->base, s->mm_work);
+        s->mm_work = p;
+        s->mm_work_bytes = need;
+    }
+    qvlm_cpu_matmul_multi(&s->be->cpu, n_parts, mp, x, ldx, n, k, s->mm_work);
+}
+
 static const qvlm_backend_ops CPU_OPS = {
     .name = cpu_name,
     .destroy = cpu_destroy,
@@ -253,6 +276,7 @@ static const qvlm_backend_ops CPU_OPS = {
     .gather_rows = cpu_gather_rows,
     .scatter_add_rows = cpu_scatter_add_rows,
     .add_rms_norm = cpu_add_rms_norm,
+    .matmul_multi = cpu_matmul_multi,
     .add_layer_norm = cpu_add_layer_norm,
 };
 

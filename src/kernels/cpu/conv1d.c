@@ -23,8 +23,15 @@ static void conv_task(void *p, int ith, int nth) {
     int64_t c0 = b0 * 16, c1 = QVLM_MIN((int64_t)b1 * 16, a->C);
     if (c0 >= c1) return;
     float *wt = (float *)a->wt;
-    for (int64_t c = c0; c < c1; c++)
-        for (int64_t k = 0; k < a->K; k++) wt[k * a->C + c] = cpu_weight_at(j->w, c * a->K + k);
+    const int64_t K = a->K, C = a->C;
+    if (j->w->dtype == QVLM_DTYPE_BF16) { /* the common case, without a dtype switch per element */
+        const qvlm_bf16 *w = j->w->data;
+        for (int64_t c = c0; c < c1; c++)
+            for (int64_t k = 0; k < K; k++) wt[k * C + c] = qvlm_bf16_to_f32(w[c * K + k]);
+    } else {
+        for (int64_t c = c0; c < c1; c++)
+            for (int64_t k = 0; k < K; k++) wt[k * C + c] = cpu_weight_at(j->w, c * K + k);
+    }
 #if defined(__x86_64__)
     if (j->isa >= QVLM_ISA_AVX512) {
         qvlm_conv_avx512(a, c0, c1);
