@@ -85,6 +85,15 @@ qvlm_status qvlm_stream_reserve_matmul(qvlm_stream *s, int64_t n_rows, int64_t k
 /* Wait until all queued ops have finished (no-op on the CPU). */
 void qvlm_stream_sync(qvlm_stream *s);
 
+/* ---- load-time weight conversion (host memory, for any backend) -------------------------------
+ * Quantise `rows` rows of k elements of src (F32, BF16 or F16) to Q8_0 (kernels/cpu/quant.h's
+ * format and rounding) into dst, rows * qvlm_dtype_row_bytes(QVLM_DTYPE_Q8_0, k) bytes, split
+ * over the threads of `pool` (NULL: the calling thread). QVLM_E_INVALID when k is not a
+ * positive multiple of 32 or src_type is not a float type; QVLM_E_CORRUPT naming the row when
+ * a value is not finite or overflows the half scale. On failure dst is partly written. */
+qvlm_status qvlm_quantize_rows_q8_0(void *dst, const void *src, qvlm_dtype src_type, int64_t rows, int64_t k,
+                                   struct qvlm_pool *pool, qvlm_error *err);
+
 /* Copies between host and backend memory, and within the backend. */
 void qvlm_op_upload(qvlm_stream *s, void *dst, const void *host_src, size_t n_bytes);
 void qvlm_op_download(qvlm_stream *s, void *host_dst, const void *src, size_t n_bytes);

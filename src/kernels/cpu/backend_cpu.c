@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/quant.h"
 
 /* ---- device ----------------------------------------------------------------------------- */
 
@@ -158,7 +159,8 @@ static void get_rows_task(void *p, int ith, int nth) {
     size_t row_bytes = qvlm_dtype_row_bytes(j->table->dtype, j->dim);
     for (long t = r0; t < r1; t++) {
         const uint8_t *src = (const uint8_t *)j->table->data + (size_t)j->ids[t] * row_bytes;
-        qvlm_to_f32(j->y + t * j->dim, src, j->table->dtype, (size_t)j->dim);
+        if (j->table->dtype == QVLM_DTYPE_Q8_0) qvlm_dequantize_q8_0(j->y + t * j->dim, src, j->dim);
+        else qvlm_to_f32(j->y + t * j->dim, src, j->table->dtype, (size_t)j->dim);
     }
 }
 
