@@ -33,7 +33,8 @@ qvlm_status qvlm_quantize_q8_0(void *dst, const void *src, qvlm_dtype src_type, 
             if (!isfinite(v[i]))
                 return qvlm_errorf(err, QVLM_E_CORRUPT, "q8_0: element %lld is not finite",
                                    (long long)(b * QVLM_Q8_0_BLOCK + i));
-            amax = fmaxf(amax, fabsf(v[i]));
+            float a = fabsf(v[i]);
+            amax = a > amax ? a : amax; /* fmaxf for finite values, without the libm call */
         }
         qvlm_f16 dh = qvlm_f32_to_f16(amax / 127.0f);
         if ((dh & 0x7c00u) == 0x7c00u)
@@ -47,7 +48,7 @@ qvlm_status qvlm_quantize_q8_0(void *dst, const void *src, qvlm_dtype src_type, 
             /* Divide by the stored d (not its unrounded value) so the error bound holds for
              * what the kernels will multiply back. */
             float qf = d > 0.0f ? nearbyintf(v[i] / d) : 0.0f;
-            qf = fminf(fmaxf(qf, -127.0f), 127.0f);
+            qf = qf < -127.0f ? -127.0f : qf > 127.0f ? 127.0f : qf; /* finite: |x| <= amax */
             blk[2 + i] = (uint8_t)(int8_t)qf;
         }
     }
