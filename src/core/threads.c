@@ -36,8 +36,10 @@ struct qvlm_pool {
     int nth;
     uint32_t job_id; /* under run_lock */
 
-    /* (job id << 32) | next unclaimed slot. A claim is a compare-and-swap that also checks the
-     * job id, so a worker that read a finished job's state can never take a slot of the next. */
+    /* (job id << 32) | (nth << 16) | next unclaimed slot, in one word: a claim is a
+     * compare-and-swap of the whole word, so it succeeds only while that job still has an
+     * unclaimed slot. Then the job cannot have finished, and fn/ctx are still its own; a
+     * worker holding a finished job's word can never take a slot of the next one. */
     _Atomic uint64_t claim;
     _Atomic int n_done;          /* slots of the current job that have returned */
     _Atomic unsigned generation; /* bumped once per job: wakes the workers */
@@ -57,11 +59,12 @@ int qvlm_cpu_count(void) {
 static void run_slots(struct qvlm_pool *p, uint32_t job) {
     for (;;) {
         uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
-        if ((uint32_t)(c >> 32) != job || (int)(uint32_t)c >= p->nth) return;
+        int next = (int)(c & 0xffff), nth = (int)((c >> 16) & 0xffff);
+        if ((uint32_t)(c >> 32) != job || next >= nth) return;
         if (!atomic_compare_exchange_weak_explicit(&p->claim, &c, c + 1, memory_order_acq_rel, memory_order_acquire))
             continue;
         /* The job cannot finish (nor fn/ctx change) before this slot returns. */
-        p->fn(p->ctx, (int)(uint32_t)c, p->nth);
+        p->fn(p->ctx, next, nth);
         atomic_fetch_add_explicit(&p->n_done, 1, memory_order_release);
     }
 }
@@ -152,7 +155,7 @@ void qvlm_pool_run_n(qvlm_pool *p, qvlm_task_fn fn, void *ctx, int max_threads) 
     p->ctx = ctx;
     p->nth = nth;
     atomic_store_explicit(&p->n_done, 0, memory_order_relaxed);
-    atomic_store_explicit(&p->claim, (uint64_t)job << 32, memory_order_release);
+    atomic_store_explicit(&p->claim, (uint64_t)job << 32 | (uint64_t)nth << 16, memory_order_release);
     atomic_fetch_add_explicit(&p->generation, 1, memory_order_acq_rel);
     pthread_mutex_lock(&p->sleep_lock);
     if (p->n_sleeping > 0) pthread_cond_broadcast(&p->wake);

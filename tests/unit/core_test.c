@@ -106,8 +106,9 @@ static void test_pool_slots_once_each(void) {
             for (int i = 0; i < 16; i++) ok &= atomic_load(&c.ran[i]) == (i < nth ? 1 : 0);
             if (!ok) {
                 qvlm_pool_destroy(pool);
-                QTEST_FAIL("pool of %d, rep %d (nth %d): a slot ran %d times (overlap %d)", sizes[si], rep, nth,
-                           atomic_load(&c.ran[0]), atomic_load(&c.overlap));
+                QTEST_FAIL("pool of %d, rep %d (nth %d): slots ran %d %d %d %d times (overlap %d)", sizes[si], rep, nth,
+                           atomic_load(&c.ran[0]), atomic_load(&c.ran[1]), atomic_load(&c.ran[2]), atomic_load(&c.ran[3]),
+                           atomic_load(&c.overlap));
             }
         }
         qvlm_pool_destroy(pool);
