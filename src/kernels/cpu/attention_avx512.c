@@ -43,7 +43,7 @@ AI void softmax_row(__m512 s[4], int nv, float *m, float *l, float *acc, int64_t
     float corr = qvlm_vexp(*m - mnew);
     *l = *l * corr;
     __m512 cv = _mm512_set1_ps(corr);
-    for (int64_t c = 0; c < d; c += 16) {
+    for (int64_t c = 0; c < d && corr != 1.0f; c += 16) { /* acc * 1 = acc: skip (same bits) */
         __mmask16 mc = qvlm_mask16(d - c);
         _mm512_mask_storeu_ps(acc + c, mc, _mm512_mul_ps(_mm512_maskz_loadu_ps(mc, acc + c), cv));
     }
@@ -285,6 +285,173 @@ void qvlm_attn_seg_unit_avx512(const qvlm_attn_seg_job *j, int64_t si, int64_t h
         }
         for (int64_t r = 0; r < nb; r++) finish_row(j->out + (s0 + b0 + r) * H * d + h * d, acc + r * dp, ls[r], d);
     }
+}
+
+/* ---- vision, BF16 precision: vdpbf16ps for Q K^T and P V --------------------------------------------
+ * Packed (as 32-bit words, each a bf16 pair (low = even element, high = odd)):
+ *   Kt2 [tile][m][64 keys]   = (k[2m], k[2m+1]) of each key: 4 zmm per m, one vdpbf16ps per 16 scores
+ *   Vp  [tile][key pair][dp] = (v[2p][c], v[2p+1][c]): the P V product over key pairs
+ *   q and p rows are bf16 arrays, whose 32-bit words are already the pairs. */
+
+/* 16 floats (masked) -> 16 bf16 (vcvtneps2bf16 = qvlm_ref_round_bf16) widened back to 32-bit
+ * lanes: the bf16 bits in the low half. */
+AI __m512i bf16_lanes(__m512 v) { return _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v)); }
+
+/* Rounded p of one row: the weights as the P V product sees them, summed for l. */
+AI void softmax_row_bh(__m512 s[4], int nv, float *m, float *l, float *acc, int64_t d, uint16_t *prow) {
+    __m512 ninf = _mm512_set1_ps(-INFINITY);
+    __mmask16 mk[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; v++) {
+        mk[v] = qvlm_mask16(nv - 16 * v);
+        s[v] = _mm512_mask_mov_ps(ninf, mk[v], s[v]);
+    }
+    __m512 mx = _mm512_max_ps(_mm512_max_ps(s[0], s[1]), _mm512_max_ps(s[2], s[3]));
+    float mt = _mm512_reduce_max_ps(mx);
+    float mnew = mt > *m ? mt : *m;
+    float corr = qvlm_vexp(*m - mnew);
+    *l = *l * corr;
+    __m512 cv = _mm512_set1_ps(corr);
+    for (int64_t c = 0; c < d && corr != 1.0f; c += 16) { /* acc * 1 = acc: skip (same bits) */
+        __mmask16 mc = qvlm_mask16(d - c);
+        _mm512_mask_storeu_ps(acc + c, mc, _mm512_mul_ps(_mm512_maskz_loadu_ps(mc, acc + c), cv));
+    }
+    __m512 mn = _mm512_set1_ps(mnew), sum = _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; v++) {
+        __m256bh pb = _mm512_cvtneps_pbh(_mm512_maskz_mov_ps(mk[v], qvlm_vexp16(_mm512_sub_ps(s[v], mn))));
+        _mm256_storeu_si256((__m256i *)(prow + 16 * v), (__m256i)pb);
+        __m512 pr = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)pb), 16));
+        sum = v == 0 ? pr : _mm512_add_ps(sum, pr);
+    }
+    *l = *l + qvlm_vtree16x(sum);
+    *m = mnew;
+}
+
+AI void pv_block_bh(const int NV, float *acc, int64_t lda, const uint32_t *P2, const uint32_t *vp, int64_t ldv,
+                    int64_t n_pairs, int nc) {
+    __m512 a[4][4];
+    __mmask16 mk[4];
+#pragma GCC unroll 4
+    for (int u = 0; u < NV; u++) mk[u] = qvlm_mask16(nc - 16 * u);
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+#pragma GCC unroll 4
+        for (int u = 0; u < NV; u++) a[r][u] = _mm512_maskz_loadu_ps(mk[u], acc + r * lda + 16 * u);
+    for (int64_t mp = 0; mp < n_pairs; mp++) {
+        __m512bh vv[4];
+#pragma GCC unroll 4
+        for (int u = 0; u < NV; u++) vv[u] = (__m512bh)_mm512_maskz_loadu_epi32(mk[u], vp + mp * ldv + 16 * u);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            __m512bh p = (__m512bh)_mm512_set1_epi32((int)P2[r * (TILE / 2) + mp]);
+#pragma GCC unroll 4
+            for (int u = 0; u < NV; u++) a[r][u] = _mm512_dpbf16_ps(a[r][u], p, vv[u]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+#pragma GCC unroll 4
+        for (int u = 0; u < NV; u++) _mm512_mask_storeu_ps(acc + r * lda + 16 * u, mk[u], a[r][u]);
+}
+
+void qvlm_attn_seg_unit_avx512bf16(const qvlm_attn_seg_job *j, int64_t si, int64_t h, float *scratch) {
+    const int64_t d = j->head_dim, dp = pad16(d), d2 = (d + 1) / 2, d2p = pad16(d2), H = j->n_heads, ld = 3 * H * d;
+    const int64_t s0 = j->seg[si], s1 = j->seg[si + 1], Ns = s1 - s0, n_tiles = (Ns + TILE - 1) / TILE;
+    const int64_t QB = QVLM_ATTN_SEG_ROWS;
+    uint32_t *Kt2 = (uint32_t *)scratch;     /* [n_tiles][d2][TILE] */
+    uint32_t *Vp = Kt2 + n_tiles * d2 * TILE; /* [n_tiles][TILE/2][dp] */
+    uint32_t *Q2 = Vp + n_tiles * (TILE / 2) * dp; /* [QB][d2p] */
+    float *acc = (float *)(Q2 + QB * d2p);   /* [QB][dp] */
+    float *ms = acc + QB * dp, *ls = ms + QB;
+    uint32_t *P2 = (uint32_t *)(ls + QB);    /* [4][TILE/2] */
+    const float *K = j->qkv + s0 * ld + H * d + h * d, *V = j->qkv + s0 * ld + 2 * H * d + h * d;
+    /* one row (d floats) -> bf16 pairs as words, zero-padded to d2 words */
+    uint32_t row2[QVLM_ATTN_MAX_HEAD_DIM / 2 + 16];
+#define ROW_TO_PAIRS(src)                                                                                       \
+    do {                                                                                                        \
+        for (int64_t c = 0; c < 2 * d2; c += 32) {                                                              \
+            __m512 lo = _mm512_maskz_loadu_ps(qvlm_mask16(d - c), (src) + c);                                   \
+            __m512 hi = _mm512_maskz_loadu_ps(qvlm_mask16(d - c - 16), (src) + c + 16);                         \
+            _mm512_storeu_si512(row2 + c / 2, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));                             \
+        }                                                                                                       \
+    } while (0)
+    for (int64_t t = 0; t < n_tiles; t++) {
+        const int64_t n = QVLM_MIN((int64_t)TILE, Ns - t * TILE);
+        uint32_t *kt = Kt2 + t * d2 * TILE;
+        for (int64_t i = 0; i < TILE; i++) {
+            if (i < n) ROW_TO_PAIRS(K + (t * TILE + i) * ld);
+            for (int64_t mm = 0; mm < d2; mm++) kt[mm * TILE + i] = i < n ? row2[mm] : 0u;
+        }
+        uint32_t *vp = Vp + t * (TILE / 2) * dp;
+        for (int64_t mp = 0; mp < TILE / 2; mp++) {
+            const int64_t i0 = t * TILE + 2 * mp;
+            for (int64_t c = 0; c < d; c += 16) {
+                __mmask16 mc = qvlm_mask16(d - c);
+                __m512 a = 2 * mp < n ? _mm512_maskz_loadu_ps(mc, V + i0 * ld + c) : _mm512_setzero_ps();
+                __m512 b = 2 * mp + 1 < n ? _mm512_maskz_loadu_ps(mc, V + (i0 + 1) * ld + c) : _mm512_setzero_ps();
+                __m512i w = _mm512_or_si512(bf16_lanes(a), _mm512_slli_epi32(bf16_lanes(b), 16));
+                _mm512_mask_storeu_epi32(vp + mp * dp + c, mc, w);
+            }
+        }
+    }
+    for (int64_t b0 = 0; b0 < Ns; b0 += QB) {
+        const int64_t nb = QVLM_MIN(QB, Ns - b0);
+        for (int64_t r = 0; r < nb; r++) {
+            ROW_TO_PAIRS(j->qkv + (s0 + b0 + r) * ld + h * d);
+            memcpy(Q2 + r * d2p, row2, (size_t)d2 * sizeof(uint32_t));
+        }
+        for (int64_t r = 0; r < QB; r++) {
+            ms[r] = -INFINITY, ls[r] = 0.0f;
+            memset(acc + r * dp, 0, (size_t)dp * sizeof(float));
+        }
+        for (int64_t t = 0; t < n_tiles; t++) {
+            const int nv = (int)QVLM_MIN((int64_t)TILE, Ns - t * TILE);
+            const uint32_t *kt = Kt2 + t * d2 * TILE;
+            for (int64_t r0 = 0; r0 < nb; r0 += 4) {
+                const uint32_t *q[4];
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++) q[r] = Q2 + (r0 + r < nb ? r0 + r : 0) * d2p;
+                __m512 s[4][4];
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++)
+#pragma GCC unroll 4
+                    for (int v = 0; v < 4; v++) s[r][v] = _mm512_setzero_ps();
+                for (int64_t mm = 0; mm < d2; mm++) {
+                    __m512bh kv[4];
+#pragma GCC unroll 4
+                    for (int v = 0; v < 4; v++) kv[v] = (__m512bh)_mm512_loadu_si512(kt + mm * TILE + 16 * v);
+#pragma GCC unroll 4
+                    for (int r = 0; r < 4; r++) {
+                        __m512bh qb = (__m512bh)_mm512_set1_epi32((int)q[r][mm]);
+#pragma GCC unroll 4
+                        for (int v = 0; v < 4; v++) s[r][v] = _mm512_dpbf16_ps(s[r][v], qb, kv[v]);
+                    }
+                }
+                __m512 sc = _mm512_set1_ps(j->scale);
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++) {
+#pragma GCC unroll 4
+                    for (int v = 0; v < 4; v++) s[r][v] = _mm512_mul_ps(s[r][v], sc);
+                    softmax_row_bh(s[r], nv, &ms[r0 + r], &ls[r0 + r], acc + (r0 + r) * dp, d,
+                                   (uint16_t *)(P2 + r * (TILE / 2)));
+                }
+                const int64_t n_pairs = (nv + 1) / 2;
+                for (int64_t c0 = 0; c0 < d; c0 += 64) {
+                    int nc = (int)QVLM_MIN((int64_t)64, d - c0);
+                    const uint32_t *vp = Vp + t * (TILE / 2) * dp + c0;
+                    switch ((nc + 15) / 16) {
+                    case 1: pv_block_bh(1, acc + r0 * dp + c0, dp, P2, vp, dp, n_pairs, nc); break;
+                    case 2: pv_block_bh(2, acc + r0 * dp + c0, dp, P2, vp, dp, n_pairs, nc); break;
+                    case 3: pv_block_bh(3, acc + r0 * dp + c0, dp, P2, vp, dp, n_pairs, nc); break;
+                    default: pv_block_bh(4, acc + r0 * dp + c0, dp, P2, vp, dp, n_pairs, nc); break;
+                    }
+                }
+            }
+        }
+        for (int64_t r = 0; r < nb; r++) finish_row(j->out + (s0 + b0 + r) * H * d + h * d, acc + r * dp, ls[r], d);
+    }
+#undef ROW_TO_PAIRS
 }
 
 #endif /* __x86_64__ */

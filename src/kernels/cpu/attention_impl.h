@@ -19,6 +19,16 @@
  *     against 16 keys of a transposed K tile (the tiles are matrix products).
  * Masked keys inside a tile (the causal edge) contribute exact zeros, so a row's bits do not
  * depend on the other rows of its block: cpu.h's determinism contract.
+ *
+ * Vision in BF16 precision (cpu.h's fast mode, as the matrix products): q, k, v and p are
+ * rounded to bf16 (vcvtneps2bf16: qvlm_ref_round_bf16) and both products follow vdpbf16ps,
+ * element pairs (2m, 2m+1) zero-padded, odd element first, each step qvlm_ref_fma_ftz:
+ *     s_i    = chain over m of fma_ftz(q[2m+1], k[2m+1], .), fma_ftz(q[2m], k[2m], .);  * scale
+ *     p_i    = bf16(vexp(s_i - mnew));  l = l * corr + tsum(p)   (the rounded p, so the
+ *              weights of the output sum to l exactly)
+ *     acc[c] = chain over key pairs m of fma_ftz(p[2m+1], v[2m+1][c], .), fma_ftz(p[2m], v[2m][c], .)
+ * The AVX-512 kernel runs it with vdpbf16ps where the CPU has AVX512_BF16; other CPUs run the
+ * scalar reference in this precision (same bits, slowly).
  */
 #ifndef QVLM_KERNELS_CPU_ATTENTION_IMPL_H
 #define QVLM_KERNELS_CPU_ATTENTION_IMPL_H
@@ -28,7 +38,7 @@
 #define QVLM_ATTN_TILE 64
 #define QVLM_ATTN_MAX_HEAD_DIM 512 /* bounded by config validation */
 #define QVLM_ATTN_TEXT_TOKENS 4   /* tokens per text work unit (x the query heads of a group) */
-#define QVLM_ATTN_SEG_ROWS 32     /* query rows per vision block */
+#define QVLM_ATTN_SEG_ROWS 256     /* query rows per vision block */
 
 typedef struct qvlm_attn_text_job {
     float *out;
@@ -45,6 +55,7 @@ typedef struct qvlm_attn_seg_job {
     const int64_t *seg;
     int64_t n_seg, n_heads, head_dim, n_rows;
     float scale;
+    bool bf16; /* BF16 precision (see above) */
 } qvlm_attn_seg_job;
 
 /* K row of absolute key position p for KV head kvh (text). */
@@ -72,8 +83,10 @@ size_t qvlm_attn_seg_scratch_floats(int64_t max_seg_rows, int64_t head_dim);
 #if defined(__x86_64__)
 /* Tokens [t0, t1) of every query head of KV head kvh. */
 void qvlm_attn_text_unit_avx512(const qvlm_attn_text_job *j, int64_t kvh, int64_t t0, int64_t t1, float *scratch);
-/* Every row of segment si, head h. */
+/* Every row of segment si, head h; F32 precision. */
 void qvlm_attn_seg_unit_avx512(const qvlm_attn_seg_job *j, int64_t si, int64_t h, float *scratch);
+/* The same in BF16 precision (needs AVX512_BF16). */
+void qvlm_attn_seg_unit_avx512bf16(const qvlm_attn_seg_job *j, int64_t si, int64_t h, float *scratch);
 #endif
 
 #endif /* QVLM_KERNELS_CPU_ATTENTION_IMPL_H */

@@ -17,6 +17,7 @@
  * exp is qvlm_vexp (vmath.h) everywhere except in the per-token gates, which use libm in
  * code shared by every ISA. Every sum is an fmaf chain over one index in increasing order. */
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "kernels/cpu/gated_delta_impl.h"
@@ -154,15 +155,17 @@ static void ref_head(const qvlm_gdn_job *j, int64_t h, float *work) {
 struct gdn_task_ctx {
     qvlm_gdn_job job;
     qvlm_isa isa;
+    _Atomic int64_t next_head; /* heads are handed out one at a time */
 };
 
+/* Heads come from a shared counter: threads stay even whichever the OS runs, and a head's
+ * result does not depend on the slot (or scratch) that computes it. */
 static void gdn_task(void *p, int ith, int nth) {
     struct gdn_task_ctx *tc = p;
     const qvlm_gdn_job *j = &tc->job;
-    long h0, h1;
-    qvlm_split_rows(j->d.n_v_heads, ith, nth, &h0, &h1);
     float *work = j->scratch + (size_t)ith * j->scratch_per_thread;
-    for (long h = h0; h < h1; h++) {
+    (void)nth;
+    for (int64_t h; (h = atomic_fetch_add_explicit(&tc->next_head, 1, memory_order_relaxed)) < j->d.n_v_heads;) {
 #if defined(__x86_64__)
         if (tc->isa >= QVLM_ISA_AVX512) {
             qvlm_gdn_head_avx512(j, h, work);
@@ -181,6 +184,6 @@ void cpu_gated_delta(qvlm_stream *s, float *out, const float *qkv, int64_t ldqkv
     float *scratch = cpu_scratch(s, per * sizeof(float), nth);
     if (QVLM_NEVER(scratch == NULL)) return;
     struct gdn_task_ctx tc = {{out, qkv, a, b, ldqkv, ldab, A_log, dt_bias, S, *d, T, chunked, scratch, per},
-                              cpu_stream_of(s)->be->cpu.isa};
+                              cpu_stream_of(s)->be->cpu.isa, 0};
     cpu_parallel(s, d->n_v_heads, 1, gdn_task, &tc);
 }
