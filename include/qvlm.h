@@ -61,12 +61,18 @@ typedef enum qvlm_precision_mode {
 
 typedef void (*qvlm_progress_fn)(void *user, const char *stage, int64_t done, int64_t total);
 
+typedef enum qvlm_weight_quant {
+    QVLM_QUANT_NONE = 0, /* weights as stored (bf16 in the Hub checkpoints) */
+    QVLM_QUANT_Q8_0 = 1  /* text-tower matrix weights quantised to Q8_0 at load (CPU only) */
+} qvlm_weight_quant;
+
 typedef struct qvlm_model_params {
     qvlm_device device;
     int n_threads;                 /* CPU threads; 0 = all online CPUs */
     qvlm_precision_mode precision;
     qvlm_progress_fn progress;     /* optional: stage "load", weight bytes bound / total */
     void *progress_user;
+    qvlm_weight_quant quant;       /* load-time quantisation; QVLM_QUANT_NONE by default */
 } qvlm_model_params;
 
 /* Defaults: CPU, all cores, f32. */

@@ -1,12 +1,14 @@
 /* cmd_bench.c - `qvlm bench`: speed on a model directory (use `qvlm synth` for real shapes).
  *
- *   qvlm bench --model DIR [--threads N] [--precision f32|bf16] [--prompt 512] [--gen 128]
- *              [--reps 3] [--json]
+ *   qvlm bench --model DIR [--threads N] [--precision f32|bf16] [--quant none|q8_0]
+ *              [--prompt 512] [--gen 128] [--reps 3] [--vision 448x448,1024x768|none] [--json]
  *
  * Prompt processing: tokens/s of a fresh prefill of --prompt random tokens. Decode: tokens/s of
- * --gen greedy tokens after it. Each is the best of --reps runs after one warm-up. Next to the
- * numbers: the machine's measured memory bandwidth and the decode bound it implies (weight bytes
- * read per token / read bandwidth). */
+ * --gen greedy tokens after it. Each is the best of --reps runs after one warm-up. Vision: the
+ * tower's time on a random image of each size, then the prefill of its tokens with the features
+ * already cached. Next to the numbers, the bounds measured on this machine by the same run:
+ * decode = weight bytes read per token / read bandwidth; prefill and vision = their
+ * matrix-product FLOPs / the multiply-add peak of the precision's instruction on all threads. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,6 +122,71 @@ static double decode_weight_bytes(const qvlm_model *m) {
     return b;
 }
 
+/* FLOPs of the text tower's matrix products per prefill token (2 per weight of every
+ * projection and MLP; MoE: the routed top-k and the shared expert), without the lm_head, which
+ * a prefill runs for its last position only. */
+static double prefill_flops_per_token(const qvlm_model *m) {
+    const qvlm_text_config *t = &m->cfg.text;
+    double w = 0;
+    for (int64_t i = 0; i < t->num_hidden_layers; i++) {
+        const qvlm_layer *l = &m->layers[i];
+        const qvlm_tensor *list[8];
+        int n = 0;
+        if (l->is_full) list[n++] = &l->attn.q_proj, list[n++] = &l->attn.k_proj, list[n++] = &l->attn.v_proj, list[n++] = &l->attn.o_proj;
+        else
+            list[n++] = &l->gdn.in_proj_qkv, list[n++] = &l->gdn.in_proj_z, list[n++] = &l->gdn.in_proj_a,
+            list[n++] = &l->gdn.in_proj_b, list[n++] = &l->gdn.out_proj;
+        for (int k = 0; k < n; k++) w += (double)qvlm_tensor_rows(list[k]) * (double)qvlm_tensor_cols(list[k]);
+        const qvlm_mlp_weights *mlps[2] = {&l->mlp, NULL};
+        double scale = 1;
+        if (m->cfg.model_type == QVLM_MODEL_QWEN3_5_MOE) mlps[0] = &l->moe.expert[0], mlps[1] = &l->moe.shared, scale = (double)t->num_experts_per_tok;
+        for (int k = 0; k < 2 && mlps[k]; k++) {
+            const qvlm_tensor *g = &mlps[k]->gate_proj;
+            w += (k == 0 ? scale : 1) * 3.0 * (double)qvlm_tensor_rows(g) * (double)qvlm_tensor_cols(g);
+        }
+    }
+    return 2.0 * w;
+}
+
+/* FLOPs of the vision tower on one image of n patches (matrix products and attention). */
+static double vision_flops(const qvlm_model *m, int64_t n) {
+    const qvlm_vision_config *v = &m->cfg.vision;
+    const double H = (double)v->hidden_size, I = (double)v->intermediate_size, N = (double)n;
+    const double g = (double)(v->spatial_merge_size * v->spatial_merge_size), pd = (double)(v->in_channels * v->temporal_patch_size * v->patch_size * v->patch_size);
+    double per_block = 2 * N * (3 * H * H + H * H + 2 * H * I) + 4 * N * N * H; /* qkv, proj, fc1+fc2; QK^T and PV */
+    double merger = 2 * (N / g) * (g * H * g * H + g * H * (double)v->out_hidden_size);
+    return 2 * N * pd * H + (double)v->depth * per_block + merger;
+}
+
+struct peak_job {
+    qvlm_isa isa;
+    qvlm_precision prec;
+    double flops[64];
+};
+
+static void peak_task(void *p, int ith, int nth) {
+    struct peak_job *j = p;
+    j->flops[ith & 63] = qvlm_cpu_peak_probe(j->isa, j->prec, 20 * 1000 * 1000);
+}
+
+/* FLOP/s of the precision's multiply-add instruction on every thread at once (best of 3). */
+static double measure_peak(int threads, qvlm_precision prec) {
+    qvlm_pool *pool = NULL;
+    qvlm_error err;
+    if (qvlm_pool_create(threads, &pool, &err)) return 0;
+    struct peak_job j = {qvlm_cpu_detect_isa(), prec, {0}};
+    double best = 0;
+    for (int r = 0; r < 3; r++) {
+        double t0 = now_s();
+        qvlm_pool_run(pool, peak_task, &j);
+        double dt = now_s() - t0, f = 0;
+        for (int i = 0; i < threads && i < 64; i++) f += j.flops[i];
+        if (f / dt > best) best = f / dt;
+    }
+    qvlm_pool_destroy(pool);
+    return best;
+}
+
 /* ---- timing ---------------------------------------------------------------------------------- */
 
 static int count_tokens(void *u, int32_t t) {
@@ -169,7 +236,9 @@ static qvlm_status bench_image(qvlm_model *m, int w, int h, vision_result *r, qv
     qvlm_cache_config cc = {(size_t)8 << 30, NULL, 0};
     qvlm_status rc = qvlm_model_cache_create(m, &cc, &c, err);
     qvlm_session_params sp = {.cache = c};
-    int32_t ids[3] = {m->cfg.vision_start_token_id, m->cfg.image_token_id, m->cfg.vision_end_token_id};
+    /* The two prompts differ in their first token: the second finds the image's features in
+     * the cache but no state checkpoint, so its prefill covers every image token. */
+    int32_t ids[4] = {100, m->cfg.vision_start_token_id, m->cfg.image_token_id, m->cfg.vision_end_token_id};
     qvlm_image_input in = {.rgb = rgb, .width = w, .height = h};
     *r = (vision_result){w, h, 0, 0, 0, 0};
     if (!rc) rc = qvlm_session_create(m, &sp, &s, err);
@@ -177,23 +246,26 @@ static qvlm_status bench_image(qvlm_model *m, int w, int h, vision_result *r, qv
     if (!rc) {
         qvlm_backend_mem_stats(m->be, &base, NULL);
         qvlm_backend_mem_reset_peak(m->be);
-        rc = qvlm_session_prompt(s, ids, 3, &in, 1, err);
+        rc = qvlm_session_prompt(s, ids, 4, &in, 1, err);
         qvlm_backend_mem_stats(m->be, NULL, &peak);
     }
     qvlm_prompt_stats st;
     if (!rc) {
         qvlm_session_prompt_stats(s, &st);
         r->tower_ms = st.vision_ms;
-        r->tokens = st.prompt_tokens - 2;
+        r->tokens = st.prompt_tokens - 3;
         r->peak_mib = (double)(peak - base) / 1048576.0;
         qvlm_session_destroy(s);
         s = NULL;
         rc = qvlm_session_create(m, &sp, &s, err); /* fresh state, features cached */
     }
-    if (!rc) rc = qvlm_session_prompt(s, ids, 3, &in, 1, err);
+    ids[0] = 101;
+    if (!rc) rc = qvlm_session_prompt(s, ids, 4, &in, 1, err);
     if (!rc) {
         qvlm_session_prompt_stats(s, &st);
         r->prefill_ms = st.prefill_ms;
+        if (st.images_encoded != 0 || st.reused_tokens != 0)
+            rc = qvlm_errorf(err, QVLM_E_INTERNAL, "image prefill: expected cached features and no reused state");
     }
     qvlm_session_destroy(s);
     qvlm_cache_destroy(c);
@@ -236,6 +308,10 @@ int qvlm_cmd_bench(int argc, char **argv) {
             if (strcmp(val, "f32") == 0) mp.precision = QVLM_PRECISION_F32;
             else if (strcmp(val, "bf16") == 0) mp.precision = QVLM_PRECISION_BF16;
             else bad = true;
+        } else if (cli_opt(argc, argv, &i, "--quant", &val, &bad)) {
+            if (strcmp(val, "none") == 0) mp.quant = QVLM_QUANT_NONE;
+            else if (strcmp(val, "q8_0") == 0) mp.quant = QVLM_QUANT_Q8_0;
+            else bad = true;
         } else if (cli_opt(argc, argv, &i, "--scenario", &val, &bad)) scenario = val;
         else if (cli_opt(argc, argv, &i, "--cache-dir", &val, &bad)) cache_dir = val;
         else if (cli_opt(argc, argv, &i, "--vision", &val, &bad)) vision_sizes = val;
@@ -246,7 +322,7 @@ int qvlm_cmd_bench(int argc, char **argv) {
         }
     }
     if (bad || !dir) {
-        fprintf(stderr, "usage: qvlm bench --model DIR [--threads N] [--precision f32|bf16] [--prompt 512] [--gen 128] "
+        fprintf(stderr, "usage: qvlm bench --model DIR [--threads N] [--precision f32|bf16] [--quant none|q8_0] [--prompt 512] [--gen 128] "
                         "[--reps 3] [--vision 448x448,1024x768|none] [--json]\n"
                         "       qvlm bench --model DIR --scenario multiturn|interleaved|edit|reimage|restart|tailedit "
                         "[--cache-dir DIR]\n");
@@ -311,16 +387,30 @@ int qvlm_cmd_bench(int argc, char **argv) {
     int nth = threads > 0 ? threads : qvlm_cpu_count();
     double copy_gbs, read_gbs;
     measure_bandwidth(nth, &copy_gbs, &read_gbs);
+    const qvlm_precision prec = mp.precision == QVLM_PRECISION_BF16 ? QVLM_PREC_BF16 : QVLM_PREC_F32;
+    const double peak = measure_peak(nth, prec);
     double wbytes = decode_weight_bytes(m), bound = read_gbs * 1e9 / wbytes;
     double pp_tps = n_prompt / best_pp, tg_tps = best_tg < 1e29 ? 1.0 / best_tg : 0;
+    const double pp_flops = prefill_flops_per_token(m), pp_bound = peak / pp_flops;
+    const char *quant = mp.quant == QVLM_QUANT_Q8_0 ? "q8_0" : "none";
     char cpu[256];
     cpu_model_name(cpu, sizeof(cpu));
+    double load1 = -1;
+    FILE *lf = fopen("/proc/loadavg", "r");
+    if (lf && fscanf(lf, "%lf", &load1) != 1) load1 = -1;
+    if (lf) fclose(lf);
     if (json) {
-        json_t *o = json_pack("{s:s, s:i, s:s, s:s, s:f, s:f, s:i, s:i, s:f, s:f, s:f, s:f}", "cpu", cpu, "threads", nth,
-                              "backend", qvlm_backend_name(m->be), "model", dir, "prefill_tok_s", pp_tps, "decode_tok_s",
-                              tg_tps, "prompt_tokens", n_prompt, "gen_tokens", n_gen, "copy_bandwidth_gbs", copy_gbs,
-                              "read_bandwidth_gbs", read_gbs, "decode_weight_gb", wbytes / 1e9, "decode_bound_tok_s", bound);
-        json_t *vms = json_object(), *vpf = json_object(), *vmem = json_object(), *vtok = json_object();
+        json_t *o = json_pack("{s:s, s:i, s:s, s:s, s:s, s:f, s:f, s:i, s:i, s:f, s:f, s:f, s:f}", "cpu", cpu, "threads", nth,
+                              "backend", qvlm_backend_name(m->be), "model", dir, "quant", quant, "prefill_tok_s", pp_tps,
+                              "decode_tok_s", tg_tps, "prompt_tokens", n_prompt, "gen_tokens", n_gen, "copy_bandwidth_gbs",
+                              copy_gbs, "read_bandwidth_gbs", read_gbs, "decode_weight_gb", wbytes / 1e9,
+                              "decode_bound_tok_s", bound);
+        json_object_set_new(o, "peak_gflops", json_real(peak / 1e9));
+        json_object_set_new(o, "prefill_gflop_per_token", json_real(pp_flops / 1e9));
+        json_object_set_new(o, "prefill_bound_tok_s", json_real(pp_bound));
+        json_object_set_new(o, "load_average", json_real(load1));
+        json_t *vms = json_object(), *vpf = json_object(), *vmem = json_object(), *vtok = json_object(),
+               *vbound = json_object();
         for (int k = 0; k < n_vr; k++) {
             char key[32];
             snprintf(key, sizeof(key), "%dx%d", vr[k].w, vr[k].h);
@@ -328,25 +418,38 @@ int qvlm_cmd_bench(int argc, char **argv) {
             json_object_set_new(vpf, key, json_real(vr[k].prefill_ms));
             json_object_set_new(vmem, key, json_real(vr[k].peak_mib));
             json_object_set_new(vtok, key, json_integer(vr[k].tokens));
+            json_object_set_new(vbound, key, json_real(1e3 * vision_flops(m, vr[k].tokens * 4) / peak));
         }
         json_object_set_new(o, "vision_ms", vms);
         json_object_set_new(o, "image_prefill_ms", vpf);
         json_object_set_new(o, "vision_peak_mib", vmem);
         json_object_set_new(o, "image_tokens", vtok);
-        char *s = json_dumps(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
-        puts(s);
-        free(s);
+        json_object_set_new(o, "vision_bound_ms", vbound);
+        char *str = json_dumps(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+        puts(str);
+        free(str);
         json_decref(o);
     } else {
-        for (int k = 0; k < n_vr; k++)
-            printf("vision:   %dx%d: tower %.0f ms (peak %.0f MiB), prefill of its %lld tokens %.0f ms\n", vr[k].w,
-                   vr[k].h, vr[k].tower_ms, vr[k].peak_mib, (long long)vr[k].tokens, vr[k].prefill_ms);
-        printf("cpu:      %s, %d threads (%s)\n", cpu, nth, qvlm_backend_name(m->be));
-        printf("prefill:  %8.1f tok/s  (%d tokens)\n", pp_tps, n_prompt);
-        printf("decode:   %8.2f tok/s  (%d tokens)\n", tg_tps, n_gen);
-        printf("memory:   copy %.1f GB/s (read+write), read %.1f GB/s\n", copy_gbs, read_gbs);
-        printf("bound:    %.2f GB of weights per decode token -> %.1f tok/s at the read bandwidth (%.0f%% reached)\n",
-               wbytes / 1e9, bound, 100.0 * tg_tps / bound);
+        printf("cpu: %s, %d threads, %s, weights %s, load average %.2f\n", cpu, nth, qvlm_backend_name(m->be),
+               mp.quant == QVLM_QUANT_Q8_0 ? "q8_0 (quantised at load)" : "as stored", load1);
+        printf("machine: read %.1f GB/s, copy %.1f GB/s (read+write), %s multiply-add peak %.0f GFLOP/s\n", read_gbs,
+               copy_gbs, prec == QVLM_PREC_BF16 ? "bf16" : "f32", peak / 1e9);
+        printf("\n%-30s %14s %14s %8s  %s\n", "", "measured", "bound", "of bound", "bound from");
+        char what[64];
+        snprintf(what, sizeof(what), "prefill (%d tokens)", n_prompt);
+        printf("%-30s %8.1f tok/s %8.1f tok/s %7.0f%%  %.2f GFLOP/token / peak\n", what, pp_tps, pp_bound,
+               100 * pp_tps / pp_bound, pp_flops / 1e9);
+        snprintf(what, sizeof(what), "decode (%d tokens)", n_gen);
+        printf("%-30s %8.2f tok/s %8.1f tok/s %7.0f%%  %.2f GB/token / read bandwidth\n", what, tg_tps, bound,
+               100 * tg_tps / bound, wbytes / 1e9);
+        for (int k = 0; k < n_vr; k++) {
+            double vf = vision_flops(m, vr[k].tokens * 4), vb = 1e3 * vf / peak;
+            snprintf(what, sizeof(what), "vision %dx%d", vr[k].w, vr[k].h);
+            printf("%-30s %11.0f ms %11.0f ms %7.0f%%  %.0f GFLOP / peak; peak memory %.0f MiB\n", what, vr[k].tower_ms, vb,
+                   100 * vb / vr[k].tower_ms, vf / 1e9, vr[k].peak_mib);
+            snprintf(what, sizeof(what), "image prefill (%lld tokens)", (long long)vr[k].tokens);
+            printf("%-30s %11.0f ms\n", what, vr[k].prefill_ms);
+        }
     }
     qvlm_model_destroy(m);
     return 0;

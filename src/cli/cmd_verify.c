@@ -73,6 +73,11 @@ typedef struct verify {
     json_t *meta;
     qvlm_st_file ref;
     qvlm_backend *be;
+    qvlm_weight_quant quant; /* --quant: also run a load-time quantised copy and report its errors */
+    double q_logits_max, q_logits_sum, q_logits_n; /* over every prompt's logits */
+    int64_t q_greedy_same, q_greedy_total;
+    qvlm_model *qmodel;      /* that copy (NULL without --quant) */
+    qvlm_text_ctx *qtext;
     qvlm_model *model;
     qvlm_stream *stream;
     qvlm_text_ctx *text;
@@ -291,7 +296,7 @@ static qvlm_status run_images(verify *v, qvlm_error *err) {
 /* Greedy decode: each new token at text position n + rope_delta on all three axes, as
  * transformers' generate does after a multimodal prompt. */
 static qvlm_status greedy_decode(verify *v, const char *name, qvlm_seq_state *st, const float *last, int64_t n,
-                                 int64_t delta, const int64_t *ref, qvlm_error *err) {
+                                 int64_t delta, const int64_t *ref, int64_t *out, qvlm_error *err) {
     const int64_t V = v->model->cfg.text.vocab_size;
     int64_t *greedy = malloc(N_GREEDY * sizeof(int64_t));
     float *step = malloc((size_t)V * sizeof(float));
@@ -313,6 +318,7 @@ static qvlm_status greedy_decode(verify *v, const char *name, qvlm_seq_state *st
         tok = argmax(step, V);
     }
     free(step);
+    memcpy(out, greedy, N_GREEDY * sizeof(int64_t));
     char cname[96];
     snprintf(cname, sizeof(cname), "%s.greedy", name);
     add_check(v, cname, (double)mism, 0, 0, mism == 0 && !rc);
@@ -335,6 +341,57 @@ static void check_logits(verify *v, const char *name, const float *logits, const
         double mean64, mx64 = diff64(logits, (const double *)t64->data, n, &mean64);
         add_check(v, key, mx64, mean64, use64 ? LOGIT_TOL : -1, !use64 || mx64 <= LOGIT_TOL);
     }
+}
+
+/* --quant: the same prompt through the quantised model; its logits against the unquantised
+ * model's (same precision, same code: the difference is the weights alone) and against the
+ * reference, and its 12 greedy tokens against both. Informational checks (no tolerance). */
+static qvlm_status run_quant_prompt(verify *v, const char *name, const int32_t *ids, const float *const *rows,
+                                    const int32_t *pos, int64_t n, int64_t delta, const float *base_logits,
+                                    const int64_t *base_greedy, const qvlm_st_tensor *tlog, const int64_t *ref_greedy,
+                                    qvlm_error *err) {
+    const int64_t V = v->model->cfg.text.vocab_size;
+    float *logits = malloc((size_t)(n * V) * sizeof(float)), *step = malloc((size_t)V * sizeof(float));
+    seq s = {0};
+    qvlm_status rc = logits && step ? seq_init(v, &s, n + N_GREEDY, err) : qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+    if (!rc) {
+        qvlm_text_batch b = {ids, rows, pos, n, n, logits, NULL, NULL};
+        rc = qvlm_text_forward(v->qtext, &s.st, &b, err);
+    }
+    int64_t same_base = 0, same_ref = 0;
+    int32_t tok = rc ? 0 : argmax(logits + (n - 1) * V, V);
+    for (int k = 0; k < N_GREEDY && !rc; k++) {
+        same_base += tok == base_greedy[k];
+        same_ref += tok == ref_greedy[k];
+        if (k + 1 == N_GREEDY) break;
+        int32_t p = (int32_t)(n + k + delta), p3[3] = {p, p, p};
+        qvlm_text_batch b = {&tok, NULL, p3, 1, 1, step, NULL, NULL};
+        rc = qvlm_text_forward(v->qtext, &s.st, &b, err);
+        tok = argmax(step, V);
+    }
+    if (!rc) {
+        char cname[96];
+        double mean, mx = diff(logits, base_logits, n * V, &mean);
+        snprintf(cname, sizeof(cname), "%s.q8_0_vs_unquantised.logits", name);
+        add_check(v, cname, mx, mean, -1, true);
+        mx = diff(logits, (const float *)tlog->data, n * V, &mean);
+        snprintf(cname, sizeof(cname), "%s.q8_0_vs_reference.logits", name);
+        add_check(v, cname, mx, mean, -1, true);
+        /* "max" = greedy tokens that differ, out of N_GREEDY */
+        snprintf(cname, sizeof(cname), "%s.q8_0_vs_unquantised.greedy", name);
+        add_check(v, cname, (double)(N_GREEDY - same_base), 0, -1, true);
+        snprintf(cname, sizeof(cname), "%s.q8_0_vs_reference.greedy", name);
+        add_check(v, cname, (double)(N_GREEDY - same_ref), 0, -1, true);
+        v->q_greedy_same += same_base;
+        v->q_greedy_total += N_GREEDY;
+        v->q_logits_max = fmax(v->q_logits_max, diff(logits, base_logits, n * V, &mean));
+        v->q_logits_sum += mean * (double)(n * V);
+        v->q_logits_n += (double)(n * V);
+    }
+    seq_free(v, &s);
+    free(logits);
+    free(step);
+    return rc;
 }
 
 static qvlm_status run_prompt(verify *v, const char *name, json_t *info, qvlm_error *err) {
@@ -402,7 +459,10 @@ static qvlm_status run_prompt(verify *v, const char *name, json_t *info, qvlm_er
         check_logits(v, name, logits, tlog, n * V);
         char cname[96];
         snprintf(cname, sizeof(cname), "%s.logits", name);
-        rc = greedy_decode(v, name, &s.st, logits + (n - 1) * V, n, next_pos - n, ref_i64(tgr), err);
+        int64_t base_greedy[N_GREEDY];
+        rc = greedy_decode(v, name, &s.st, logits + (n - 1) * V, n, next_pos - n, ref_i64(tgr), base_greedy, err);
+        if (!rc && v->qmodel)
+            rc = run_quant_prompt(v, name, ids, rows, pos, n, next_pos - n, logits, base_greedy, tlog, ref_i64(tgr), err);
         int64_t lshape[2] = {n, V};
         add_dump(v, cname, QVLM_DTYPE_F32, 2, lshape, logits);
         logits = NULL; /* owned by the dump list now */
@@ -554,13 +614,16 @@ static qvlm_status run_conversation(verify *v, qvlm_error *err) {
 static void usage(FILE *f) {
     fprintf(f, "usage: qvlm verify --reference FIXTURE_DIR [--model MODEL_DIR] [--dump FILE] [--json]\n"
                "                   [--threads N] [--precision f32|bf16] [--rope-freq bf16|f32]\n"
-               "                   [--conversation [--cache both|on|off] [--cache-dir DIR]]\n"
+               "                   [--quant q8_0] [--conversation [--cache both|on|off] [--cache-dir DIR]]\n"
                "Runs every prompt of FIXTURE_DIR/reference.json and compares logits (max |diff| <= 1e-3)\n"
                "and 12 greedy tokens (identical) with FIXTURE_DIR/reference.safetensors.\n"
                "MODEL_DIR defaults to FIXTURE_DIR/model. Exit status 0 only if every check passes.\n"
                "--rope-freq bf16 (default) reproduces the fixture generator, whose model was cast to bf16\n"
                "and back, rounding its RoPE frequencies; f32 is what from_pretrained and qvlm use, and is\n"
                "checked against FIXTURE_DIR/reference_f64.safetensors when present.\n"
+               "--quant q8_0 also loads the model with its text-tower matrix weights quantised to Q8_0 and\n"
+               "reports, per prompt, its logits' max/mean |error| against the unquantised model (same precision)\n"
+               "and the reference, and how many of its 12 greedy tokens differ (informational: not pass/fail).\n"
                "--conversation runs the turn prompts in order in one session, as a chat client would, with\n"
                "the cache on and/or off; both agree with the reference and, with 'both', with each other\n"
                "(<= 1e-4). --cache-dir keeps the cache on disk.\n");
@@ -591,6 +654,13 @@ static int parse_args(verify *v, int argc, char **argv) {
                 fprintf(stderr, "qvlm verify: --rope-freq must be bf16 or f32\n");
                 bad = true;
             }
+        } else if (cli_opt(argc, argv, &i, "--quant", &val, &bad)) {
+            if (strcmp(val, "q8_0") == 0) v->quant = QVLM_QUANT_Q8_0;
+            else if (strcmp(val, "none") == 0) v->quant = QVLM_QUANT_NONE;
+            else {
+                fprintf(stderr, "qvlm verify: --quant must be q8_0 or none\n");
+                bad = true;
+            }
         } else if (cli_opt(argc, argv, &i, "--cache", &val, &bad)) {
             if (strcmp(val, "on") && strcmp(val, "off") && strcmp(val, "both")) {
                 fprintf(stderr, "qvlm verify: --cache must be on, off or both\n");
@@ -605,6 +675,10 @@ static int parse_args(verify *v, int argc, char **argv) {
             fprintf(stderr, "qvlm verify: unknown option '%s'\n", argv[i]);
             bad = true;
         }
+    }
+    if (!bad && v->quant != QVLM_QUANT_NONE && v->conversation) {
+        fprintf(stderr, "qvlm verify: --quant runs the prompts, not --conversation\n");
+        bad = true;
     }
     if (!bad && !v->ref_dir) {
         fprintf(stderr, "qvlm verify: --reference is required\n");
@@ -640,6 +714,12 @@ static qvlm_status setup(verify *v, qvlm_error *err) {
         if (len > max_len) max_len = len;
     }
     if (!rc) rc = qvlm_text_ctx_create(v->model, v->stream, max_len, &v->text, err);
+    if (!rc && v->quant != QVLM_QUANT_NONE) {
+        qvlm_model_opts qo = mo;
+        qo.quant = v->quant;
+        rc = qvlm_model_load_dir(model_dir, v->be, &qo, &v->qmodel, err);
+        if (!rc) rc = qvlm_text_ctx_create(v->qmodel, v->stream, max_len, &v->qtext, err);
+    }
     free(meta_path);
     free(st_path);
     free(model_dir);
@@ -649,6 +729,8 @@ static qvlm_status setup(verify *v, qvlm_error *err) {
 static void teardown(verify *v) {
     for (int64_t i = 0; i < v->n_images; i++) qvlm_backend_free(v->be, v->embeds[i]);
     qvlm_text_ctx_destroy(v->text);
+    qvlm_text_ctx_destroy(v->qtext);
+    qvlm_model_free(v->qmodel);
     qvlm_stream_destroy(v->stream);
     qvlm_model_free(v->model);
     qvlm_backend_destroy(v->be);
@@ -679,6 +761,11 @@ static bool report(verify *v) {
         json_object_set_new(o, "backend", json_string(qvlm_backend_name(v->be)));
         json_object_set_new(o, "checks", arr);
         if (v->turns) json_object_set(o, "turns", v->turns);
+        if (v->qmodel && v->q_greedy_total)
+            json_object_set_new(o, "q8_0", json_pack("{s:f, s:f, s:I, s:I}", "logits_max_abs_err", v->q_logits_max,
+                                                     "logits_mean_abs_err", v->q_logits_sum / v->q_logits_n,
+                                                     "greedy_same", (json_int_t)v->q_greedy_same, "greedy_total",
+                                                     (json_int_t)v->q_greedy_total));
         json_object_set_new(o, "ok", json_boolean(all));
         char *s = json_dumps(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
         if (s) puts(s);
@@ -694,6 +781,10 @@ static bool report(verify *v) {
                 printf("  %s %-28s max %.3g mean %.3g (tol %g)\n", c->ok ? "ok  " : "FAIL", c->name, c->max_err,
                        c->mean_err, c->tol);
         }
+        if (v->qmodel && v->q_greedy_total)
+            printf("q8_0 vs unquantised weights (%s precision): logits max |err| %.3g, mean |err| %.3g; greedy tokens "
+                   "agree %lld/%lld\n", v->precision == QVLM_COMPUTE_BF16 ? "bf16" : "f32", v->q_logits_max,
+                   v->q_logits_sum / v->q_logits_n, (long long)v->q_greedy_same, (long long)v->q_greedy_total);
         printf("%s\n", all ? "verify: all checks passed" : "verify: FAILED");
     }
     return all;

@@ -157,3 +157,11 @@ char *qvlm_path_join(const char *dir, const char *name) {
     memcpy(s + k, name, b + 1);
     return s;
 }
+
+void qvlm_advise_hugepages(void *p, size_t bytes) {
+#ifdef MADV_HUGEPAGE
+    if (p && bytes) (void)madvise(p, bytes, MADV_HUGEPAGE);
+#else
+    (void)p, (void)bytes;
+#endif
+}

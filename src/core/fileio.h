@@ -38,4 +38,8 @@ int qvlm_path_exists(const char *path);
 /* Join dir and name into a fresh string (malloc); NULL on allocation failure. */
 char *qvlm_path_join(const char *dir, const char *name);
 
+/* Ask the kernel to back [p, p + bytes) with transparent huge pages (p 2 MiB aligned); a hint:
+ * nothing happens where THP is off or unsupported. */
+void qvlm_advise_hugepages(void *p, size_t bytes);
+
 #endif /* QVLM_CORE_FILEIO_H */

@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -29,13 +30,19 @@ struct qvlm_pool {
 
     pthread_mutex_t run_lock; /* serialises callers of qvlm_pool_run */
 
-    /* The current job. Written by the caller before `generation` is bumped. */
+    /* The current job. Written by the caller before `claim` and `generation` are published. */
     qvlm_task_fn fn;
     void *ctx;
     int nth;
+    uint32_t job_id; /* under run_lock */
 
-    _Atomic unsigned generation; /* bumped once per job */
-    _Atomic int n_done;          /* workers finished with the current job */
+    /* (job id << 32) | (nth << 16) | next unclaimed slot, in one word: a claim is a
+     * compare-and-swap of the whole word, so it succeeds only while that job still has an
+     * unclaimed slot. Then the job cannot have finished, and fn/ctx are still its own; a
+     * worker holding a finished job's word can never take a slot of the next one. */
+    _Atomic uint64_t claim;
+    _Atomic int n_done;          /* slots of the current job that have returned */
+    _Atomic unsigned generation; /* bumped once per job: wakes the workers */
     _Atomic int stop;
 
     pthread_mutex_t sleep_lock;
@@ -46,6 +53,20 @@ struct qvlm_pool {
 int qvlm_cpu_count(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
+}
+
+/* Run slots of job `job` until none is left unclaimed (or the job is no longer current). */
+static void run_slots(struct qvlm_pool *p, uint32_t job) {
+    for (;;) {
+        uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
+        int next = (int)(c & 0xffff), nth = (int)((c >> 16) & 0xffff);
+        if ((uint32_t)(c >> 32) != job || next >= nth) return;
+        if (!atomic_compare_exchange_weak_explicit(&p->claim, &c, c + 1, memory_order_acq_rel, memory_order_acquire))
+            continue;
+        /* The job cannot finish (nor fn/ctx change) before this slot returns. */
+        p->fn(p->ctx, next, nth);
+        atomic_fetch_add_explicit(&p->n_done, 1, memory_order_release);
+    }
 }
 
 static void *worker_main(void *arg) {
@@ -71,8 +92,7 @@ static void *worker_main(void *arg) {
         }
         if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
         seen = gen;
-        if (w->ith < p->nth) p->fn(p->ctx, w->ith, p->nth);
-        atomic_fetch_add_explicit(&p->n_done, 1, memory_order_acq_rel);
+        run_slots(p, (uint32_t)(atomic_load_explicit(&p->claim, memory_order_acquire) >> 32));
     }
     return NULL;
 }
@@ -130,20 +150,21 @@ void qvlm_pool_run_n(qvlm_pool *p, qvlm_task_fn fn, void *ctx, int max_threads) 
     }
     pthread_mutex_lock(&p->run_lock);
     int nth = max_threads < p->n_threads ? max_threads : p->n_threads;
+    uint32_t job = ++p->job_id;
     p->fn = fn;
     p->ctx = ctx;
     p->nth = nth;
     atomic_store_explicit(&p->n_done, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->claim, (uint64_t)job << 32 | (uint64_t)nth << 16, memory_order_release);
     atomic_fetch_add_explicit(&p->generation, 1, memory_order_acq_rel);
     pthread_mutex_lock(&p->sleep_lock);
     if (p->n_sleeping > 0) pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->sleep_lock);
 
-    fn(ctx, 0, nth);
+    run_slots(p, job);
 
-    /* Every worker acknowledges every job (even those with ith >= nth), so the next job
-     * can never be mistaken for this one. */
-    while (atomic_load_explicit(&p->n_done, memory_order_acquire) < p->n_threads - 1) cpu_relax();
+    /* Wait only for slots that workers have started; unclaimed ones were run here. */
+    while (atomic_load_explicit(&p->n_done, memory_order_acquire) < nth) cpu_relax();
     pthread_mutex_unlock(&p->run_lock);
 }
 

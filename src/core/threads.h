@@ -1,8 +1,16 @@
 /* threads.h - a small fork-join thread pool used by every heavy op.
  *
  * qvlm_pool_run(pool, fn, ctx) calls fn(ctx, ith, nth) once for every ith in [0, nth) and
- * returns when all calls have finished; the calling thread runs ith = 0 itself. Ops split
- * their rows by (ith, nth) the way ggml does, so no two threads write the same row.
+ * returns when all calls have finished. Ops split their rows by (ith, nth) the way ggml does,
+ * so no two calls write the same row, and index per-call scratch by ith (two calls with the
+ * same ith never run at once).
+ *
+ * The calls ("slots") are claimed dynamically: the calling thread and every awake worker
+ * take the next unclaimed slot until none is left. A worker that the OS has descheduled (the
+ * machine is shared, or has as many busy threads as cores) therefore never holds a job up
+ * unless it has already started a slot: the other threads run its share. Which thread runs a
+ * slot is not fixed, so fn must not depend on the thread (our kernels' results depend only on
+ * ith and nth).
  *
  * Workers spin briefly after a job (decode issues hundreds of small jobs per token and a
  * condition-variable wake costs microseconds), then sleep. One job runs at a time: callers

@@ -157,7 +157,9 @@ static qvlm_status fingerprint(const qvlm_model *m, uint64_t fp[2], qvlm_error *
         return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
     }
     XXH3_128bits_reset(st);
-    XXH3_128bits_update(st, "qvlm-cache-v1", 13);
+    /* v2: the CPU kernels' numerics changed (vectorised exp, norms, DeltaNet and attention
+     * orders), so states saved by v1 builds are not the bits this build computes. */
+    XXH3_128bits_update(st, "qvlm-cache-v2", 13);
     XXH3_128bits_update(st, cfg, n);
     for (size_t i = 0; i < m->st.n_index; i++) {
         const qvlm_st_tensor *t = m->st.index[i];
@@ -169,6 +171,11 @@ static qvlm_status fingerprint(const qvlm_model *m, uint64_t fp[2], qvlm_error *
     /* Numerics that change the state: the compute precision and the RoPE frequency rounding. */
     int opts[3] = {(int)qvlm_backend_kind_of(m->be), (int)qvlm_backend_precision(m->be), m->opts.rope_freq_bf16};
     XXH3_128bits_update(st, opts, sizeof(opts));
+    if (m->opts.quant != QVLM_QUANT_NONE) { /* load-time quantised weights are other weights */
+        int q = (int)m->opts.quant;
+        XXH3_128bits_update(st, "quant", 5);
+        XXH3_128bits_update(st, &q, sizeof(q));
+    }
     XXH128_hash_t h = XXH3_128bits_digest(st);
     XXH3_freeState(st);
     free(cfg);

@@ -76,6 +76,35 @@ void qvlm_op_rms_norm(qvlm_stream *s, float *y, int64_t ldy, const float *x, int
     s->be->ops->rms_norm(s, y, ldy, x, ldx, w, w_offset, eps, n_rows, dim);
 }
 
+void qvlm_op_matmul_multi(qvlm_stream *s, int n_parts, const qvlm_matmul_part *parts, const float *x, int64_t ldx,
+                          int64_t n) {
+    if (s->be->ops->matmul_multi) {
+        s->be->ops->matmul_multi(s, n_parts, parts, x, ldx, n);
+        return;
+    }
+    for (int i = 0; i < n_parts; i++) qvlm_op_matmul(s, parts[i].y, parts[i].ldy, x, ldx, parts[i].w, parts[i].bias, n);
+}
+
+void qvlm_op_add_rms_norm(qvlm_stream *s, float *y, float *x, const float *delta, const qvlm_tensor *w, float w_offset,
+                          float eps, int64_t n_rows, int64_t dim) {
+    if (s->be->ops->add_rms_norm) {
+        s->be->ops->add_rms_norm(s, y, x, delta, w, w_offset, eps, n_rows, dim);
+        return;
+    }
+    qvlm_op_add(s, x, x, delta, n_rows * dim);
+    qvlm_op_rms_norm(s, y, dim, x, dim, w, w_offset, eps, n_rows, dim);
+}
+
+void qvlm_op_add_layer_norm(qvlm_stream *s, float *y, float *x, const float *delta, const qvlm_tensor *w,
+                            const qvlm_tensor *b, float eps, int64_t n_rows, int64_t dim) {
+    if (s->be->ops->add_layer_norm) {
+        s->be->ops->add_layer_norm(s, y, x, delta, w, b, eps, n_rows, dim);
+        return;
+    }
+    qvlm_op_add(s, x, x, delta, n_rows * dim);
+    qvlm_op_layer_norm(s, y, x, w, b, eps, n_rows, dim);
+}
+
 void qvlm_op_layer_norm(qvlm_stream *s, float *y, const float *x, const qvlm_tensor *w, const qvlm_tensor *b, float eps, int64_t n_rows, int64_t dim) {
     s->be->ops->layer_norm(s, y, x, w, b, eps, n_rows, dim);
 }

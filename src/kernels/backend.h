@@ -85,6 +85,15 @@ qvlm_status qvlm_stream_reserve_matmul(qvlm_stream *s, int64_t n_rows, int64_t k
 /* Wait until all queued ops have finished (no-op on the CPU). */
 void qvlm_stream_sync(qvlm_stream *s);
 
+/* ---- load-time weight conversion (host memory, for any backend) -------------------------------
+ * Quantise `rows` rows of k elements of src (F32, BF16 or F16) to Q8_0 (kernels/cpu/quant.h's
+ * format and rounding) into dst, rows * qvlm_dtype_row_bytes(QVLM_DTYPE_Q8_0, k) bytes, split
+ * over the threads of `pool` (NULL: the calling thread). QVLM_E_INVALID when k is not a
+ * positive multiple of 32 or src_type is not a float type; QVLM_E_CORRUPT naming the row when
+ * a value is not finite or overflows the half scale. On failure dst is partly written. */
+qvlm_status qvlm_quantize_rows_q8_0(void *dst, const void *src, qvlm_dtype src_type, int64_t rows, int64_t k,
+                                   struct qvlm_pool *pool, qvlm_error *err);
+
 /* Copies between host and backend memory, and within the backend. */
 void qvlm_op_upload(qvlm_stream *s, void *dst, const void *host_src, size_t n_bytes);
 void qvlm_op_download(qvlm_stream *s, void *host_dst, const void *src, size_t n_bytes);
@@ -106,10 +115,29 @@ void qvlm_op_add_weighted_rows(qvlm_stream *s, float *y, const qvlm_tensor *tabl
 void qvlm_op_matmul(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w,
                     const qvlm_tensor *bias, int64_t n);
 
+/* Several products of the same x, all W with the same k: part i is exactly
+ * qvlm_op_matmul(s, y_i, ldy_i, x, ldx, W_i, bias_i, n), run in one pass (one thread
+ * fork-join instead of one per product, x prepared once). At most 8 parts. */
+typedef struct qvlm_matmul_part {
+    float *y;
+    int64_t ldy;
+    const qvlm_tensor *w;    /* [d_i][k] */
+    const qvlm_tensor *bias; /* [d_i] or NULL */
+} qvlm_matmul_part;
+void qvlm_op_matmul_multi(qvlm_stream *s, int n_parts, const qvlm_matmul_part *parts, const float *x, int64_t ldx,
+                          int64_t n);
+
 /* RMSNorm per row: y = x * rsqrt(mean(x^2) + eps) * (w_offset + w). w_offset = 1 for the
  * zero-centred norms of the text tower (qwen35-arch §3.2), 0 for ordinary ones. */
 void qvlm_op_rms_norm(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w,
                       float w_offset, float eps, int64_t n_rows, int64_t dim);
+/* The residual add fused with the norm after it: x[r][:] += delta[r][:] (x written), then
+ * y[r][:] = RMSNorm(x[r][:]) exactly as qvlm_op_rms_norm. Rows at stride dim; y may alias delta. */
+void qvlm_op_add_rms_norm(qvlm_stream *s, float *y, float *x, const float *delta, const qvlm_tensor *w, float w_offset,
+                          float eps, int64_t n_rows, int64_t dim);
+/* Likewise with LayerNorm. */
+void qvlm_op_add_layer_norm(qvlm_stream *s, float *y, float *x, const float *delta, const qvlm_tensor *w,
+                            const qvlm_tensor *b, float eps, int64_t n_rows, int64_t dim);
 /* LayerNorm per row with weight and bias (biased variance). */
 void qvlm_op_layer_norm(qvlm_stream *s, float *y, const float *x, const qvlm_tensor *w, const qvlm_tensor *b,
                         float eps, int64_t n_rows, int64_t dim);

@@ -64,6 +64,14 @@ typedef struct qvlm_backend_ops {
     void (*gather_rows)(qvlm_stream *s, float *y, const float *x, const int32_t *rows, int64_t n, int64_t dim);
     void (*scatter_add_rows)(qvlm_stream *s, float *y, const float *x, const int32_t *rows, const float *scale,
                              int64_t n, int64_t dim);
+
+    /* (optional) fused forms; NULL: backend.c runs the unfused ops */
+    void (*add_rms_norm)(qvlm_stream *s, float *y, float *x, const float *delta, const qvlm_tensor *w,
+                         float w_offset, float eps, int64_t n_rows, int64_t dim);
+    void (*matmul_multi)(qvlm_stream *s, int n_parts, const qvlm_matmul_part *parts, const float *x, int64_t ldx,
+                         int64_t n);
+    void (*add_layer_norm)(qvlm_stream *s, float *y, float *x, const float *delta, const qvlm_tensor *w,
+                           const qvlm_tensor *b, float eps, int64_t n_rows, int64_t dim);
 } qvlm_backend_ops;
 
 /* Every backend struct starts with this header. */

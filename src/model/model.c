@@ -300,6 +300,101 @@ static qvlm_status widen_vision_biases(qvlm_model *m, qvlm_error *err) {
     return rc;
 }
 
+/* ---- load-time quantisation ------------------------------------------------------------------- */
+
+/* Host memory for a converted weight: 2 MiB aligned and backed by huge pages when large (the
+ * decode kernels stream it; 4 KiB pages stop the hardware prefetchers at every page). */
+static void *alloc_weight(size_t bytes) {
+    const size_t huge = (size_t)2 << 20;
+    void *p = NULL;
+    if (bytes >= huge) {
+        size_t rounded = (bytes + huge - 1) & ~(huge - 1);
+        if (posix_memalign(&p, huge, rounded) != 0) return NULL;
+        qvlm_advise_hugepages(p, rounded);
+        return p;
+    }
+    return posix_memalign(&p, 64, bytes ? bytes : 64) == 0 ? p : NULL;
+}
+
+/* Replace weight t (2-D, rows a multiple of 32 long, a float dtype) by a Q8_0 copy owned by
+ * the model; other weights are left as they are. */
+static qvlm_status quantize_weight(qvlm_model *m, qvlm_tensor *t, const char *what, qvlm_error *err) {
+    if (!t->data || t->n_dims != 2 || t->ne[1] % 32 != 0 ||
+        (t->dtype != QVLM_DTYPE_BF16 && t->dtype != QVLM_DTYPE_F16 && t->dtype != QVLM_DTYPE_F32))
+        return QVLM_OK;
+    const int64_t rows = t->ne[0], k = t->ne[1];
+    const size_t bytes = (size_t)rows * qvlm_dtype_row_bytes(QVLM_DTYPE_Q8_0, k);
+    void *p = alloc_weight(bytes);
+    if (!p) return qvlm_errorf(err, QVLM_E_NOMEM, "%s: out of memory for %zu bytes of Q8_0 weights", what, bytes);
+    qvlm_status rc = qvlm_quantize_rows_q8_0(p, t->data, t->dtype, rows, k, qvlm_backend_host_pool(m->be), err);
+    if (rc) {
+        free(p);
+        return qvlm_error_prefix(err, rc, "%s: %s", m->dir, what);
+    }
+    rc = own_host(m, p, err);
+    if (rc) return rc;
+    int64_t ne[2] = {rows, k};
+    qvlm_backend_weight_free(m->be, t);
+    m->quant_bytes += bytes;
+    return qvlm_backend_weight(m->be, p, QVLM_DTYPE_Q8_0, 2, ne, t, err);
+}
+
+static qvlm_status quantize_mlp(qvlm_model *m, qvlm_mlp_weights *w, const char *what, qvlm_error *err) {
+    char name[96];
+    snprintf(name, sizeof(name), "%s gate_proj", what);
+    qvlm_status rc = quantize_weight(m, &w->gate_proj, name, err);
+    snprintf(name, sizeof(name), "%s up_proj", what);
+    if (!rc) rc = quantize_weight(m, &w->up_proj, name, err);
+    snprintf(name, sizeof(name), "%s down_proj", what);
+    if (!rc) rc = quantize_weight(m, &w->down_proj, name, err);
+    return rc;
+}
+
+static qvlm_status quantize_text(qvlm_model *m, qvlm_error *err) {
+    if (qvlm_backend_kind_of(m->be) != QVLM_BACKEND_CPU)
+        return qvlm_errorf(err, QVLM_E_UNSUPPORTED, "load-time q8_0 quantisation is implemented for the CPU backend only");
+    const qvlm_text_config *t = &m->cfg.text;
+    qvlm_status rc = quantize_weight(m, &m->embed_tokens, "embed_tokens", err);
+    if (!rc && m->tied) m->lm_head = m->embed_tokens; /* one quantised matrix serves both */
+    else if (!rc) rc = quantize_weight(m, &m->lm_head, "lm_head", err);
+    for (int64_t i = 0; i < t->num_hidden_layers && !rc; i++) {
+        qvlm_layer *l = &m->layers[i];
+        char what[64];
+#define Q(field, label)                                                                                 \
+    do {                                                                                                \
+        snprintf(what, sizeof(what), "layer %lld %s", (long long)i, label);                             \
+        if (!rc) rc = quantize_weight(m, &(field), what, err);                                          \
+    } while (0)
+        if (l->is_full) {
+            Q(l->attn.q_proj, "q_proj");
+            Q(l->attn.k_proj, "k_proj");
+            Q(l->attn.v_proj, "v_proj");
+            Q(l->attn.o_proj, "o_proj");
+        } else {
+            Q(l->gdn.in_proj_qkv, "in_proj_qkv");
+            Q(l->gdn.in_proj_z, "in_proj_z");
+            Q(l->gdn.in_proj_a, "in_proj_a");
+            Q(l->gdn.in_proj_b, "in_proj_b");
+            Q(l->gdn.out_proj, "out_proj");
+        }
+        if (m->cfg.model_type == QVLM_MODEL_QWEN3_5_MOE) {
+            Q(l->moe.router, "router");
+            Q(l->moe.shared_gate, "shared_expert_gate");
+            snprintf(what, sizeof(what), "layer %lld shared_expert", (long long)i);
+            if (!rc) rc = quantize_mlp(m, &l->moe.shared, what, err);
+            for (int64_t e = 0; e < t->num_experts && !rc; e++) {
+                snprintf(what, sizeof(what), "layer %lld expert %lld", (long long)i, (long long)e);
+                rc = quantize_mlp(m, &l->moe.expert[e], what, err);
+            }
+        } else {
+            snprintf(what, sizeof(what), "layer %lld mlp", (long long)i);
+            if (!rc) rc = quantize_mlp(m, &l->mlp, what, err);
+        }
+#undef Q
+    }
+    return rc;
+}
+
 /* preprocessor_config.json must agree with vision_config on the patch geometry: the patches
  * the processor cuts are what the patch embedding was trained on. */
 static qvlm_status load_preprocess(qvlm_model *m, qvlm_error *err) {
@@ -358,6 +453,9 @@ qvlm_status qvlm_model_load_dir(const char *dir, qvlm_backend *be, const qvlm_mo
     if (!rc && m->cfg.vision.present) rc = widen_vision_biases(m, err);
     if (!rc && m->cfg.vision.present) rc = load_preprocess(m, err);
     if (!rc) rc = load_text_files(m, err);
+    if (!rc && m->opts.quant == QVLM_QUANT_Q8_0) rc = quantize_text(m, err);
+    else if (!rc && m->opts.quant != QVLM_QUANT_NONE)
+        rc = qvlm_errorf(err, QVLM_E_INVALID, "unknown weight quantisation %d", (int)m->opts.quant);
     if (rc) {
         qvlm_model_free(m);
         return rc;

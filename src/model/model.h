@@ -11,6 +11,7 @@
 #define QVLM_MODEL_MODEL_H
 
 #include "core/safetensors.h"
+#include "qvlm.h"
 #include "kernels/backend.h"
 #include "model/config.h"
 #include "model/image_preprocess.h"
@@ -79,7 +80,11 @@ typedef struct qvlm_vision_weights {
 
 /* Load-time choices. */
 typedef struct qvlm_model_opts {
-    bool rope_freq_bf16; /* see qvlm_rope_params.freq_bf16; false for real use */
+    bool rope_freq_bf16;     /* see qvlm_rope_params.freq_bf16; false for real use */
+    qvlm_weight_quant quant; /* QVLM_QUANT_Q8_0: every 2-D matrix weight of the text tower whose
+                                rows are a multiple of 32 long (the embedding / lm_head, projections,
+                                MLPs, experts, router) is replaced at load by a Q8_0 copy the model
+                                owns; the vision tower and 1-D weights stay as stored */
     qvlm_progress_fn progress; /* optional: "load", tensor bytes bound / total */
     void *progress_user;
 } qvlm_model_opts;
@@ -104,6 +109,7 @@ typedef struct qvlm_model {
     size_t n_owned, cap_owned;
     int64_t n_params;         /* text + vision parameters bound */
     size_t weight_bytes;      /* their bytes as stored */
+    size_t quant_bytes;       /* bytes of the load-time quantised copies (0 without --quant) */
 } qvlm_model;
 
 /* Load the checkpoint in `dir` onto backend `be` (borrowed; it must outlive the model).

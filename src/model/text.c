@@ -138,10 +138,11 @@ static void gdn_layer(qvlm_text_ctx *c, const qvlm_gdn_weights *w, void *state, 
     float *conv_state = state;
     float *S = (float *)((uint8_t *)state + conv_state_bytes(t));
     float *qkv = c->a, *z = c->b, *conv = c->c, *core = c->d, *normed = c->a;
-    qvlm_op_matmul(c->s, qkv, cd, c->xn, H, &w->in_proj_qkv, NULL, T);
-    qvlm_op_matmul(c->s, z, vd, c->xn, H, &w->in_proj_z, NULL, T);
-    qvlm_op_matmul(c->s, c->gates, 2 * Hv, c->xn, H, &w->in_proj_a, NULL, T);
-    qvlm_op_matmul(c->s, c->gates + Hv, 2 * Hv, c->xn, H, &w->in_proj_b, NULL, T);
+    const qvlm_matmul_part in_proj[4] = {{qkv, cd, &w->in_proj_qkv, NULL},
+                                         {z, vd, &w->in_proj_z, NULL},
+                                         {c->gates, 2 * Hv, &w->in_proj_a, NULL},
+                                         {c->gates + Hv, 2 * Hv, &w->in_proj_b, NULL}};
+    qvlm_op_matmul_multi(c->s, 4, in_proj, c->xn, H, T);
     qvlm_op_conv1d_silu(c->s, conv, qkv, cd, conv_state, &w->conv1d, T, cd, K);
     qvlm_gdn_dims d = {t->linear_num_key_heads, Hv, t->linear_key_head_dim, t->linear_value_head_dim};
     /* transformers runs the chunked form for every multi-token call and the recurrence for
@@ -159,9 +160,10 @@ static void attn_layer(qvlm_text_ctx *c, const qvlm_attn_weights *w, const qvlm_
     const qvlm_text_config *t = &c->m->cfg.text;
     const int64_t D = t->head_dim, Hq = t->num_attention_heads, Hkv = t->num_key_value_heads, H = t->hidden_size;
     float *qg = c->a, *k = c->b, *v = c->c, *q = c->d, *o = c->c;
-    qvlm_op_matmul(c->s, qg, 2 * Hq * D, c->xn, H, &w->q_proj, NULL, T);
-    qvlm_op_matmul(c->s, k, Hkv * D, c->xn, H, &w->k_proj, NULL, T);
-    qvlm_op_matmul(c->s, v, Hkv * D, c->xn, H, &w->v_proj, NULL, T);
+    const qvlm_matmul_part proj[3] = {{qg, 2 * Hq * D, &w->q_proj, NULL},
+                                      {k, Hkv * D, &w->k_proj, NULL},
+                                      {v, Hkv * D, &w->v_proj, NULL}};
+    qvlm_op_matmul_multi(c->s, 3, proj, c->xn, H, T);
     /* Per head, the first D values of q_proj are the query and the last D the gate. */
     qvlm_op_rms_norm(c->s, q, D, qg, 2 * D, &w->q_norm, 1.0f, t->rms_norm_eps, T * Hq, D);
     qvlm_op_rms_norm(c->s, k, D, k, D, &w->k_norm, 1.0f, t->rms_norm_eps, T * Hkv, D);
@@ -180,8 +182,8 @@ static void attn_layer(qvlm_text_ctx *c, const qvlm_attn_weights *w, const qvlm_
 /* out[n][H] = down(silu(gate x) * up x) for x [n][H] at row stride H. */
 static void swiglu(qvlm_text_ctx *c, const qvlm_mlp_weights *w, float *out, const float *x, int64_t n) {
     const int64_t H = c->m->cfg.text.hidden_size, I = w->gate_proj.ne[0];
-    qvlm_op_matmul(c->s, c->a, I, x, H, &w->gate_proj, NULL, n);
-    qvlm_op_matmul(c->s, c->b, I, x, H, &w->up_proj, NULL, n);
+    const qvlm_matmul_part gate_up[2] = {{c->a, I, &w->gate_proj, NULL}, {c->b, I, &w->up_proj, NULL}};
+    qvlm_op_matmul_multi(c->s, 2, gate_up, x, H, n);
     qvlm_op_silu_mul(c->s, c->a, I, c->a, I, c->b, I, n, I);
     qvlm_op_matmul(c->s, out, H, c->a, I, &w->down_proj, NULL, n);
 }
@@ -253,9 +255,12 @@ qvlm_status qvlm_text_forward(qvlm_text_ctx *c, qvlm_seq_state *st, const qvlm_t
 
     const size_t per_gdn = conv_state_bytes(t) + rec_state_bytes(t), kvl = kv_layer_bytes(t, st->kv_block_tokens);
     int64_t g = 0, a = 0;
-    for (int64_t i = 0; i < t->num_hidden_layers; i++) {
+    const int64_t L = t->num_hidden_layers;
+    /* Each residual add is fused with the norm that reads its result (the next sub-layer's
+     * input norm); only the last layer's final add stands alone. */
+    qvlm_op_rms_norm(c->s, c->xn, H, c->x, H, &m->layers[0].input_layernorm, 1.0f, t->rms_norm_eps, T, H);
+    for (int64_t i = 0; i < L; i++) {
         const qvlm_layer *l = &m->layers[i];
-        qvlm_op_rms_norm(c->s, c->xn, H, c->x, H, &l->input_layernorm, 1.0f, t->rms_norm_eps, T, H);
         if (l->is_full) {
             qvlm_kv_view kv = {st->kv_blocks, st->n_kv_blocks, st->kv_block_tokens, (size_t)(2 * a) * kvl,
                                (size_t)(2 * a + 1) * kvl};
@@ -265,12 +270,14 @@ qvlm_status qvlm_text_forward(qvlm_text_ctx *c, qvlm_seq_state *st, const qvlm_t
             gdn_layer(c, &l->gdn, (uint8_t *)st->recurrent + (size_t)g * per_gdn, T);
             g++;
         }
-        qvlm_op_add(c->s, c->x, c->x, c->out, T * H);
-        qvlm_op_rms_norm(c->s, c->xn, H, c->x, H, &l->post_attention_layernorm, 1.0f, t->rms_norm_eps, T, H);
+        qvlm_op_add_rms_norm(c->s, c->xn, c->x, c->out, &l->post_attention_layernorm, 1.0f, t->rms_norm_eps, T, H);
         if (m->cfg.model_type == QVLM_MODEL_QWEN3_5_MOE) moe_layer(c, &l->moe, T);
         else swiglu(c, &l->mlp, c->out, c->xn, T);
-        qvlm_op_add(c->s, c->x, c->x, c->out, T * H);
-        if (b->trace && i + 1 < t->num_hidden_layers) b->trace(b->trace_user, i + 1, c->x, T, H);
+        if (i + 1 < L)
+            qvlm_op_add_rms_norm(c->s, c->xn, c->x, c->out, &m->layers[i + 1].input_layernorm, 1.0f, t->rms_norm_eps, T, H);
+        else
+            qvlm_op_add(c->s, c->x, c->x, c->out, T * H);
+        if (b->trace && i + 1 < L) b->trace(b->trace_user, i + 1, c->x, T, H);
     }
     if (b->trace) { /* transformers reports the last hidden state after the final norm */
         qvlm_op_rms_norm(c->s, c->xn, H, c->x, H, &m->norm, 1.0f, t->rms_norm_eps, T, H);

@@ -71,25 +71,26 @@ static void pos_taps(const qvlm_grid *g, int64_t side, const int32_t *rc, int32_
     }
 }
 
-static void vision_block(const qvlm_model *m, qvlm_stream *s, const qvlm_vision_block *b, vscratch *v, int64_t N,
-                         int64_t n_seg) {
+/* One block; expects LN1(x) in xn, and leaves LN1 of the next block (when there is one) of
+ * the new x in xn: each residual add is fused with the norm that reads it. */
+static void vision_block(const qvlm_model *m, qvlm_stream *s, const qvlm_vision_block *b,
+                         const qvlm_vision_block *next, vscratch *v, int64_t N, int64_t n_seg) {
     const qvlm_vision_config *c = &m->cfg.vision;
     const int64_t Hv = c->hidden_size, H = c->num_heads, hd = Hv / H, I = c->intermediate_size;
-    qvlm_op_layer_norm(s, v->xn, v->x, &b->norm1_w, &b->norm1_b, 1e-6f, N, Hv);
     qvlm_op_matmul(s, v->qkv, 3 * Hv, v->xn, Hv, &b->qkv_w, &b->qkv_b, N);
-    qvlm_op_rope_vision(s, v->qkv, 3 * Hv, H, hd, hd, v->rc, N, c->rope_theta, m->opts.rope_freq_bf16);
-    qvlm_op_rope_vision(s, v->qkv + Hv, 3 * Hv, H, hd, hd, v->rc, N, c->rope_theta, m->opts.rope_freq_bf16);
+    /* q and k heads are adjacent in a qkv row: one call rotates both (same angles). */
+    qvlm_op_rope_vision(s, v->qkv, 3 * Hv, 2 * H, hd, hd, v->rc, N, c->rope_theta, m->opts.rope_freq_bf16);
     qvlm_op_attention_segments(s, v->attn, v->qkv, v->seg, n_seg, H, hd, 1.0f / sqrtf((float)hd));
     qvlm_op_matmul(s, v->xn, Hv, v->attn, Hv, &b->proj_w, &b->proj_b, N);
-    qvlm_op_add(s, v->x, v->x, v->xn, N * Hv);
-    qvlm_op_layer_norm(s, v->xn, v->x, &b->norm2_w, &b->norm2_b, 1e-6f, N, Hv);
+    qvlm_op_add_layer_norm(s, v->xn, v->x, v->xn, &b->norm2_w, &b->norm2_b, 1e-6f, N, Hv);
     for (int64_t r = 0; r < N; r += MLP_ROWS) {
         int64_t n = QVLM_MIN((int64_t)MLP_ROWS, N - r);
         qvlm_op_matmul(s, v->mlp, I, v->xn + r * Hv, Hv, &b->fc1_w, &b->fc1_b, n);
         qvlm_op_gelu(s, v->mlp, n * I, true);
         qvlm_op_matmul(s, v->attn + r * Hv, Hv, v->mlp, I, &b->fc2_w, &b->fc2_b, n);
     }
-    qvlm_op_add(s, v->x, v->x, v->attn, N * Hv);
+    if (next) qvlm_op_add_layer_norm(s, v->xn, v->x, v->attn, &next->norm1_w, &next->norm1_b, 1e-6f, N, Hv);
+    else qvlm_op_add(s, v->x, v->x, v->attn, N * Hv);
 }
 
 /* LN per patch, then each group of merge^2 consecutive rows as one vector: fc1, exact GELU, fc2. */
@@ -179,7 +180,10 @@ qvlm_status qvlm_vision_encode(const qvlm_model *m, qvlm_stream *s, const float 
             qvlm_op_matmul(s, v.x + r * Hv, Hv, v.pix, pd, &m->vision.patch_w, &m->vision.patch_b, n);
         }
         qvlm_op_add_weighted_rows(s, v.x, &m->vision.pos_embed, v.tap_idx, v.tap_w, N, 4);
-        for (int64_t b = 0; b < c->depth; b++) vision_block(m, s, &m->vision.blocks[b], &v, N, n_seg);
+        const qvlm_vision_block *blk = m->vision.blocks;
+        if (c->depth > 0) qvlm_op_layer_norm(s, v.xn, v.x, &blk[0].norm1_w, &blk[0].norm1_b, 1e-6f, N, Hv);
+        for (int64_t b = 0; b < c->depth; b++)
+            vision_block(m, s, &blk[b], b + 1 < c->depth ? &blk[b + 1] : NULL, &v, N, n_seg);
         merger(m, s, &v, N, out);
         qvlm_stream_sync(s);
     }

@@ -1,5 +1,6 @@
 /* core_test.c - status messages, dtype conversions, the thread pool, atomic file writes. */
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <unistd.h>
 
 #include "core/dtype.h"
@@ -73,6 +74,47 @@ static void test_pool_runs_every_slice(void) {
     qvlm_pool_destroy(pool);
 }
 
+struct slot_ctx {
+    _Atomic int ran[16];     /* calls per slot */
+    _Atomic int running[16]; /* calls of a slot in progress */
+    _Atomic int overlap;     /* a slot ran twice at once */
+    int sleepy;              /* slot that sleeps (a descheduled thread), or -1 */
+};
+
+static void slot_task(void *p, int ith, int nth) {
+    struct slot_ctx *c = p;
+    if (atomic_fetch_add(&c->running[ith], 1) != 0) atomic_store(&c->overlap, 1);
+    if (ith == c->sleepy) usleep(200);
+    atomic_fetch_add(&c->ran[ith], 1);
+    atomic_fetch_sub(&c->running[ith], 1);
+    (void)nth;
+}
+
+/* Slots are claimed dynamically: each runs exactly once, never twice at once, also with more
+ * threads than CPUs (descheduled workers) and with one slow slot. */
+static void test_pool_slots_once_each(void) {
+    qvlm_error err;
+    int sizes[2] = {3, 9};
+    for (int si = 0; si < 2; si++) {
+        qvlm_pool *pool;
+        ASSERT_OK(qvlm_pool_create(sizes[si], &pool, &err), &err);
+        for (int rep = 0; rep < 3000; rep++) {
+            struct slot_ctx c = {.sleepy = rep % 50 == 0 ? rep % sizes[si] : -1};
+            int nth = 1 + rep % sizes[si];
+            qvlm_pool_run_n(pool, slot_task, &c, nth);
+            bool ok = atomic_load(&c.overlap) == 0;
+            for (int i = 0; i < 16; i++) ok &= atomic_load(&c.ran[i]) == (i < nth ? 1 : 0);
+            if (!ok) {
+                qvlm_pool_destroy(pool);
+                QTEST_FAIL("pool of %d, rep %d (nth %d): slots ran %d %d %d %d times (overlap %d)", sizes[si], rep, nth,
+                           atomic_load(&c.ran[0]), atomic_load(&c.ran[1]), atomic_load(&c.ran[2]), atomic_load(&c.ran[3]),
+                           atomic_load(&c.overlap));
+            }
+        }
+        qvlm_pool_destroy(pool);
+    }
+}
+
 static void test_atomic_write(void) {
     qvlm_error err;
     char path[256];
@@ -94,6 +136,7 @@ int main(void) {
     RUN(test_bf16_round_trip);
     RUN(test_f16_round_trip);
     RUN(test_pool_runs_every_slice);
+    RUN(test_pool_slots_once_each);
     RUN(test_atomic_write);
     return qtest_done();
 }

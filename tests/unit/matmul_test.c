@@ -437,6 +437,55 @@ static void test_rows_identical_for_any_n_and_thread_count(void) {
     if (why[0]) QTEST_FAIL("%s", why);
 }
 
+/* ---- several products of one x ------------------------------------------------------------------- */
+
+/* qvlm_cpu_matmul_multi gives every part the bits of its own qvlm_cpu_matmul call: parts of
+ * mixed dtypes and sizes (not multiples of 16), with and without bias, n = 1 / 5 / 300,
+ * 1-3 threads, both precisions. */
+static void test_multi_equals_separate_calls(void) {
+    enum { K = 96, NMAX = 300 };
+    qvlm_error err;
+    qvlm_pool *pools[3];
+    for (int i = 0; i < 3; i++) ASSERT_OK(qvlm_pool_create(i + 1, &pools[i], &err), &err);
+    static const int64_t DS[4] = {200, 16, 37, 5};
+    static const qvlm_dtype WT[4] = {QVLM_DTYPE_BF16, QVLM_DTYPE_Q8_0, QVLM_DTYPE_F32, QVLM_DTYPE_BF16};
+    float *x = malloc(sizeof(float) * NMAX * K), *wf[4], *bias[4], *ya[4], *yb[4];
+    void *w[4];
+    fill(x, (size_t)NMAX * K);
+    for (int i = 0; i < 4; i++) {
+        wf[i] = malloc(sizeof(float) * (size_t)(DS[i] * K));
+        bias[i] = malloc(sizeof(float) * (size_t)DS[i]);
+        fill(wf[i], (size_t)(DS[i] * K));
+        fill(bias[i], (size_t)DS[i]);
+        w[i] = make_weights(wf[i], WT[i], DS[i], K);
+        ya[i] = malloc(sizeof(float) * (size_t)(NMAX * DS[i]));
+        yb[i] = malloc(sizeof(float) * (size_t)(NMAX * DS[i]));
+    }
+    char why[256] = "";
+    static const int64_t NS[3] = {1, 5, NMAX};
+    for (int th = 0; th < 3 && !why[0]; th++)
+        for (size_t pi = 0; pi < 2 && !why[0]; pi++)
+            for (int ni = 0; ni < 3 && !why[0]; ni++) {
+                qvlm_cpu cpu = {pools[th], qvlm_cpu_detect_isa(), PRECS[pi]};
+                void *work = work_for(&cpu, NMAX, K);
+                qvlm_mm_part parts[4];
+                for (int i = 0; i < 4; i++) {
+                    qvlm_cpu_matmul(&cpu, ya[i], DS[i], x, K, w[i], WT[i], i == 2 ? NULL : bias[i], NS[ni], K, DS[i], work);
+                    parts[i] = (qvlm_mm_part){yb[i], DS[i], w[i], WT[i], i == 2 ? NULL : bias[i], DS[i]};
+                }
+                qvlm_cpu_matmul_multi(&cpu, 4, parts, x, K, NS[ni], K, work);
+                for (int i = 0; i < 4 && !why[0]; i++)
+                    if (first_diff(yb[i], ya[i], NS[ni], DS[i], DS[i]) >= 0)
+                        snprintf(why, sizeof(why), "%s n=%lld threads %d: part %d differs", prec_name(PRECS[pi]),
+                                 (long long)NS[ni], th + 1, i);
+                free(work);
+            }
+    for (int i = 0; i < 4; i++) free(wf[i]), free(bias[i]), free(w[i]), free(ya[i]), free(yb[i]);
+    free(x);
+    for (int i = 0; i < 3; i++) qvlm_pool_destroy(pools[i]);
+    if (why[0]) QTEST_FAIL("%s", why);
+}
+
 /* ---- work size ------------------------------------------------------------------------------------- */
 
 static void test_work_bytes_monotone_and_dtype_free(void) {
@@ -505,6 +554,7 @@ int main(void) {
     RUN(test_isas_bitwise_random_and_edge_shapes);
     RUN(test_isas_bitwise_special_values);
     RUN(test_rows_identical_for_any_n_and_thread_count);
+    RUN(test_multi_equals_separate_calls);
     RUN(test_work_bytes_monotone_and_dtype_free);
     RUN(test_q8_0_round_trip_within_half_scale);
     return qtest_done();

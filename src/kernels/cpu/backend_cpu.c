@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/quant.h"
 
 /* ---- device ----------------------------------------------------------------------------- */
 
@@ -158,7 +159,8 @@ static void get_rows_task(void *p, int ith, int nth) {
     size_t row_bytes = qvlm_dtype_row_bytes(j->table->dtype, j->dim);
     for (long t = r0; t < r1; t++) {
         const uint8_t *src = (const uint8_t *)j->table->data + (size_t)j->ids[t] * row_bytes;
-        qvlm_to_f32(j->y + t * j->dim, src, j->table->dtype, (size_t)j->dim);
+        if (j->table->dtype == QVLM_DTYPE_Q8_0) qvlm_dequantize_q8_0(j->y + t * j->dim, src, j->dim);
+        else qvlm_to_f32(j->y + t * j->dim, src, j->table->dtype, (size_t)j->dim);
     }
 }
 
@@ -214,6 +216,29 @@ static void cpu_matmul(qvlm_stream *st, float *y, int64_t ldy, const float *x, i
                     d, s->mm_work);
 }
 
+static void cpu_matmul_multi(qvlm_stream *st, int n_parts, const qvlm_matmul_part *parts, const float *x, int64_t ldx,
+                             int64_t n) {
+    cpu_stream *s = cpu_stream_of(st);
+    qvlm_mm_part mp[8];
+    if (QVLM_NEVER(n_parts < 1 || n_parts > 8)) return;
+    const int64_t k = qvlm_tensor_cols(parts[0].w);
+    for (int i = 0; i < n_parts; i++) {
+        const qvlm_tensor *w = parts[i].w;
+        if (QVLM_NEVER(qvlm_tensor_cols(w) != k)) return;
+        mp[i] = (qvlm_mm_part){parts[i].y, parts[i].ldy, w->data, w->dtype,
+                               parts[i].bias ? (const float *)parts[i].bias->data : NULL, w->n_dims == 3 ? w->ne[1] : w->ne[0]};
+    }
+    size_t need = qvlm_cpu_matmul_work_bytes(&s->be->cpu, n, k, parts[0].w->dtype);
+    if (need > s->mm_work_bytes) { /* not reserved: grow once (the rare path, as cpu_matmul) */
+        void *p = cpu_alloc(&s->be->base, need);
+        if (QVLM_NEVER(!p)) return;
+        cpu_free(&s->be->base, s->mm_work);
+        s->mm_work = p;
+        s->mm_work_bytes = need;
+    }
+    qvlm_cpu_matmul_multi(&s->be->cpu, n_parts, mp, x, ldx, n, k, s->mm_work);
+}
+
 static const qvlm_backend_ops CPU_OPS = {
     .name = cpu_name,
     .destroy = cpu_destroy,
@@ -252,6 +277,9 @@ static const qvlm_backend_ops CPU_OPS = {
     .moe_route = cpu_moe_route,
     .gather_rows = cpu_gather_rows,
     .scatter_add_rows = cpu_scatter_add_rows,
+    .add_rms_norm = cpu_add_rms_norm,
+    .matmul_multi = cpu_matmul_multi,
+    .add_layer_norm = cpu_add_layer_norm,
 };
 
 qvlm_status qvlm_backend_cpu_create(const qvlm_backend_params *p, qvlm_backend **out, qvlm_error *err) {

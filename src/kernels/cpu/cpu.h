@@ -86,6 +86,20 @@ void qvlm_cpu_matmul(const qvlm_cpu *cpu, float *y, int64_t ldy, const float *x,
                      const void *w, qvlm_dtype wt, const float *bias, int64_t n, int64_t k,
                      int64_t d, void *work);
 
+/* Several products of the same x in one pass (one fork-join instead of one per product):
+ * part i computes y_i = x W_i^T (+ bias_i) exactly as qvlm_cpu_matmul would (same bits). The
+ * parts share k and the precision; each has its own dtype, d and y. At most 8 parts. */
+typedef struct qvlm_mm_part {
+    float *y;          /* rows at ldy */
+    int64_t ldy;
+    const void *w;     /* [d][k] of dtype wt */
+    qvlm_dtype wt;
+    const float *bias; /* [d] or NULL */
+    int64_t d;
+} qvlm_mm_part;
+void qvlm_cpu_matmul_multi(const qvlm_cpu *cpu, int n_parts, const qvlm_mm_part *parts, const float *x, int64_t ldx,
+                           int64_t n, int64_t k, void *work);
+
 /* ---- benchmark helper ------------------------------------------------------------------------
  * Run a register-only multiply-add loop (the instruction the matmul of `isa` and `precision`
  * uses: vfmadd231ps zmm/ymm, vdpbf16ps zmm, or scalar fmaf) for `iters` iterations on the

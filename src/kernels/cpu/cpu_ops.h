@@ -38,6 +38,10 @@ float cpu_weight_at(const qvlm_tensor *w, int64_t i);
 
 void cpu_rms_norm(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w,
                   float w_offset, float eps, int64_t n_rows, int64_t dim);
+void cpu_add_rms_norm(qvlm_stream *s, float *y, float *x, const float *delta, const qvlm_tensor *w, float w_offset,
+                      float eps, int64_t n_rows, int64_t dim);
+void cpu_add_layer_norm(qvlm_stream *s, float *y, float *x, const float *delta, const qvlm_tensor *w,
+                        const qvlm_tensor *b, float eps, int64_t n_rows, int64_t dim);
 void cpu_layer_norm(qvlm_stream *s, float *y, const float *x, const qvlm_tensor *w, const qvlm_tensor *b,
                     float eps, int64_t n_rows, int64_t dim);
 void cpu_gated_rms_norm(qvlm_stream *s, float *y, const float *x, const float *z, const qvlm_tensor *w, float eps,

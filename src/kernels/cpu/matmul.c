@@ -98,12 +98,16 @@ static void compute(const qvlm_cpu *cpu, const qvlm_mm_ctx *c, int64_t t0, int64
 
 /* ---- pool jobs ------------------------------------------------------------------------------ */
 
+#define MAX_PARTS 8
+
 struct mm_job {
     const qvlm_cpu *cpu;
-    const qvlm_mm_ctx *c;
-    int64_t t0, t1;     /* tokens of this chunk */
-    int split_rows;     /* 1: threads split rows, 0: tokens */
-    uint8_t *scratch;   /* nth * scratch_bytes */
+    const qvlm_mm_ctx *c; /* [n_parts], sharing x, k and the packed x */
+    int n_parts;
+    int64_t t0, t1;       /* tokens of this chunk */
+    int split_rows;       /* 1: threads split rows, 0: tokens */
+    int64_t n_blocks;     /* blocks of 16 rows over all parts */
+    uint8_t *scratch;     /* nth * scratch_bytes */
     size_t scratch_bytes;
 };
 
@@ -114,70 +118,92 @@ static void pack_task(void *p, int ith, int nth) {
     if (r0 < r1) pack_x(j->cpu, j->c, j->t0 + r0, j->t0 + r1);
 }
 
+/* Row blocks are counted per part (a part's rows [16b, 16b + 16)), so a thread boundary never
+ * falls inside a 16-row block of any part's y. */
 static void compute_task(void *p, int ith, int nth) {
     struct mm_job *j = p;
     void *scratch = j->scratch + (size_t)ith * j->scratch_bytes;
     long b0, b1;
     if (j->split_rows) {
-        int64_t d = j->c->d;
-        qvlm_split_rows((long)((d + 15) / 16), ith, nth, &b0, &b1);
-        int64_t r0 = b0 * 16, r1 = b1 * 16 < d ? b1 * 16 : d;
-        compute(j->cpu, j->c, j->t0, j->t1, r0, r1, scratch);
+        qvlm_split_rows((long)j->n_blocks, ith, nth, &b0, &b1);
+        int64_t base = 0;
+        for (int i = 0; i < j->n_parts && b0 < b1; i++) {
+            const qvlm_mm_ctx *c = &j->c[i];
+            int64_t nb = (c->d + 15) / 16, lo = QVLM_MAX((int64_t)b0 - base, (int64_t)0), hi = QVLM_MIN((int64_t)b1 - base, nb);
+            if (lo < hi) compute(j->cpu, c, j->t0, j->t1, lo * 16, QVLM_MIN(hi * 16, c->d), scratch);
+            base += nb;
+        }
     } else {
         int64_t nt = j->t1 - j->t0;
         qvlm_split_rows((long)((nt + 3) / 4), ith, nth, &b0, &b1);
         int64_t s0 = j->t0 + b0 * 4, s1 = j->t0 + b1 * 4 < j->t1 ? j->t0 + b1 * 4 : j->t1;
-        compute(j->cpu, j->c, s0, s1, 0, j->c->d, scratch);
+        for (int i = 0; i < j->n_parts; i++) compute(j->cpu, &j->c[i], s0, s1, 0, j->c[i].d, scratch);
+    }
+}
+
+void qvlm_cpu_matmul_multi(const qvlm_cpu *cpu, int n_parts, const qvlm_mm_part *parts, const float *x, int64_t ldx,
+                           int64_t n, int64_t k, void *work) {
+    assert(n_parts >= 1 && n_parts <= MAX_PARTS);
+    if (n <= 0) return;
+    qvlm_mm_ctx c[MAX_PARTS];
+    int64_t d_total = 0, n_blocks = 0;
+    for (int i = 0; i < n_parts; i++) {
+        const qvlm_mm_part *pt = &parts[i];
+        assert(pt->wt == QVLM_DTYPE_F32 || pt->wt == QVLM_DTYPE_F16 || pt->wt == QVLM_DTYPE_BF16 || pt->wt == QVLM_DTYPE_Q8_0);
+        assert(pt->wt != QVLM_DTYPE_Q8_0 || k % 32 == 0);
+        assert(ldx >= k && pt->ldy >= pt->d);
+        c[i] = (qvlm_mm_ctx){
+            .mode = mode_of(cpu),
+            .precision = cpu->precision,
+            .y = pt->y, .ldy = pt->ldy, .x = x, .ldx = ldx,
+            .w = pt->w, .wt = pt->wt, .w_row_bytes = qvlm_dtype_row_bytes(pt->wt, k),
+            .bias = pt->bias, .k = k, .d = pt->d,
+            .nu = units(k),
+        };
+        if (k <= 0) { /* empty sums: y = bias or 0 */
+            for (int64_t t = 0; t < n; t++)
+                for (int64_t jj = 0; jj < pt->d; jj++) pt->y[t * pt->ldy + jj] = pt->bias ? pt->bias[jj] : 0.0f;
+            continue;
+        }
+        c[i].tail = (int)(k - (c[i].nu - 1) * QVLM_MM_UNIT);
+        c[i].xp_elem = c[i].mode == QVLM_MM_NATIVE ? sizeof(uint16_t) : sizeof(float);
+        c[i].jb_rows = qvlm_mm_jb_rows(k, c[i].xp_elem); /* panels have the packed x's element size */
+        c[i].xp = work;
+        d_total += pt->d;
+        n_blocks += (pt->d + 15) / 16;
+    }
+    if (k <= 0 || d_total == 0) return;
+
+    int nth_pool = qvlm_pool_size(cpu->pool);
+    struct mm_job job = {
+        .cpu = cpu, .c = c, .n_parts = n_parts, .n_blocks = n_blocks,
+        .scratch = (uint8_t *)work + xp_region_bytes(n, k),
+        .scratch_bytes = qvlm_mm_thread_scratch_bytes(k),
+    };
+    for (int64_t t0 = 0; t0 < n; t0 += QVLM_MM_CHUNK) {
+        int64_t nc = n - t0 < QVLM_MM_CHUNK ? n - t0 : QVLM_MM_CHUNK;
+        for (int i = 0; i < n_parts; i++) c[i].t_base = t0;
+        job.t0 = t0;
+        job.t1 = t0 + nc;
+        if (c[0].mode != QVLM_MM_SCALAR) {
+            /* Packing is O(n*k): below ~64K elements a thread wake-up costs more than it saves. */
+            if (nc * k < 64 * 1024) pack_x(cpu, &c[0], job.t0, job.t1);
+            else qvlm_pool_run(cpu->pool, pack_task, &job);
+        }
+        int64_t macs = nc * k * d_total;
+        int nth = (int)(macs / MIN_MACS_PER_THREAD);
+        nth = nth < 1 ? 1 : nth > nth_pool ? nth_pool : nth;
+        job.split_rows = d_total >= (int64_t)MIN_ROWS_PER_THREAD * nth || nc < 4 * (int64_t)nth;
+        qvlm_pool_run_n(cpu->pool, compute_task, &job, nth);
     }
 }
 
 void qvlm_cpu_matmul(const qvlm_cpu *cpu, float *y, int64_t ldy, const float *x, int64_t ldx,
                      const void *w, qvlm_dtype wt, const float *bias, int64_t n, int64_t k,
                      int64_t d, void *work) {
-    assert(wt == QVLM_DTYPE_F32 || wt == QVLM_DTYPE_F16 || wt == QVLM_DTYPE_BF16 || wt == QVLM_DTYPE_Q8_0);
-    assert(wt != QVLM_DTYPE_Q8_0 || k % 32 == 0);
-    assert(ldx >= k && ldy >= d);
-    if (n <= 0 || d <= 0) return;
-    qvlm_mm_ctx c = {
-        .mode = mode_of(cpu),
-        .precision = cpu->precision,
-        .y = y, .ldy = ldy, .x = x, .ldx = ldx,
-        .w = w, .wt = wt, .w_row_bytes = qvlm_dtype_row_bytes(wt, k),
-        .bias = bias, .k = k, .d = d,
-        .nu = units(k),
-    };
-    if (k <= 0) { /* empty sums: y = bias or 0 */
-        for (int64_t t = 0; t < n; t++)
-            for (int64_t j = 0; j < d; j++) y[t * ldy + j] = bias ? bias[j] : 0.0f;
-        return;
-    }
-    c.tail = (int)(k - (c.nu - 1) * QVLM_MM_UNIT);
-    c.xp_elem = c.mode == QVLM_MM_NATIVE ? sizeof(uint16_t) : sizeof(float);
-    c.jb_rows = qvlm_mm_jb_rows(k, c.xp_elem); /* panels have the packed x's element size */
-    c.xp = work;
-
-    int nth_pool = qvlm_pool_size(cpu->pool);
-    struct mm_job job = {
-        .cpu = cpu, .c = &c,
-        .scratch = (uint8_t *)work + xp_region_bytes(n, k),
-        .scratch_bytes = qvlm_mm_thread_scratch_bytes(k),
-    };
-    for (int64_t t0 = 0; t0 < n; t0 += QVLM_MM_CHUNK) {
-        int64_t nc = n - t0 < QVLM_MM_CHUNK ? n - t0 : QVLM_MM_CHUNK;
-        c.t_base = t0;
-        job.t0 = t0;
-        job.t1 = t0 + nc;
-        if (c.mode != QVLM_MM_SCALAR) {
-            /* Packing is O(n*k): below ~64K elements a thread wake-up costs more than it saves. */
-            if (nc * k < 64 * 1024) pack_x(cpu, &c, job.t0, job.t1);
-            else qvlm_pool_run(cpu->pool, pack_task, &job);
-        }
-        int64_t macs = nc * k * d;
-        int nth = (int)(macs / MIN_MACS_PER_THREAD);
-        nth = nth < 1 ? 1 : nth > nth_pool ? nth_pool : nth;
-        job.split_rows = d >= (int64_t)MIN_ROWS_PER_THREAD * nth || nc < 4 * (int64_t)nth;
-        qvlm_pool_run_n(cpu->pool, compute_task, &job, nth);
-    }
+    if (d <= 0) return;
+    qvlm_mm_part part = {y, ldy, w, wt, bias, d};
+    qvlm_cpu_matmul_multi(cpu, 1, &part, x, ldx, n, k, work);
 }
 
 /* ---- benchmark helpers --------------------------------------------------------------------- */
