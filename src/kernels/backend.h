@@ -84,6 +84,22 @@ qvlm_backend *qvlm_stream_backend(qvlm_stream *s);
 qvlm_status qvlm_stream_reserve_matmul(qvlm_stream *s, int64_t n_rows, int64_t k, qvlm_error *err);
 /* Wait until all queued ops have finished (no-op on the CPU). */
 void qvlm_stream_sync(qvlm_stream *s);
+/* Ops return nothing; a device backend records the first failure (a launch, a copy, an
+ * allocation of scratch) on the stream and skips later ops. Returns that failure (message in
+ * err) and clears it, or QVLM_OK. CPU: always QVLM_OK. After a device fault the device may stay
+ * unusable; the message says what failed first. */
+qvlm_status qvlm_stream_status(qvlm_stream *s, qvlm_error *err);
+
+/* Optional decode-step recording. A caller that runs the same sequence of ops with the same
+ * buffers and shapes once per generated token (only host-array contents such as ids,
+ * positions, pos0 and the KV block table change) may bracket it with step_begin / step_end.
+ * If step_begin returns true the backend may record the ops and run them at step_end (CUDA:
+ * replay one CUDA graph instead of hundreds of launches; a changed sequence is re-captured).
+ * Between the two, results are not visible to the host: the bracket must not contain
+ * downloads, syncs or callbacks that read backend memory (a backend that meets one runs what
+ * it has recorded and finishes the step op by op). CPU: begin returns false, end does nothing. */
+bool qvlm_stream_step_begin(qvlm_stream *s);
+void qvlm_stream_step_end(qvlm_stream *s);
 
 /* Copies between host and backend memory, and within the backend. */
 void qvlm_op_upload(qvlm_stream *s, void *dst, const void *host_src, size_t n_bytes);
@@ -106,10 +122,28 @@ void qvlm_op_add_weighted_rows(qvlm_stream *s, float *y, const qvlm_tensor *tabl
 void qvlm_op_matmul(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w,
                     const qvlm_tensor *bias, int64_t n);
 
+/* Several products of one input: outs[i].y = x W_i^T for i < n_outs (no bias). The same
+ * as n_outs qvlm_op_matmul calls (the default); a backend may read x once and launch once. */
+typedef struct qvlm_matmul_out {
+    float *y;
+    int64_t ldy;
+    const qvlm_tensor *w;
+} qvlm_matmul_out;
+void qvlm_op_matmul_multi(qvlm_stream *s, const qvlm_matmul_out *outs, int n_outs, const float *x, int64_t ldx,
+                          int64_t n);
+/* SwiGLU's first half: y = silu(x Wg^T) * (x Wu^T), rows at ldy. tmp (rows at ldy, the size
+ * of y) is scratch the default (two matmuls and silu_mul) uses; a backend may fuse. */
+void qvlm_op_matmul_swiglu(qvlm_stream *s, float *y, int64_t ldy, float *tmp, const float *x, int64_t ldx,
+                           const qvlm_tensor *wg, const qvlm_tensor *wu, int64_t n);
+
 /* RMSNorm per row: y = x * rsqrt(mean(x^2) + eps) * (w_offset + w). w_offset = 1 for the
  * zero-centred norms of the text tower (qwen35-arch §3.2), 0 for ordinary ones. */
 void qvlm_op_rms_norm(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w,
                       float w_offset, float eps, int64_t n_rows, int64_t dim);
+/* The residual add and the next norm: x += delta; xn = rms_norm(x) (rows contiguous, dim
+ * wide). The same as qvlm_op_add then qvlm_op_rms_norm (the default). */
+void qvlm_op_add_rms_norm(qvlm_stream *s, float *x, const float *delta, float *xn, const qvlm_tensor *w,
+                          float w_offset, float eps, int64_t n_rows, int64_t dim);
 /* LayerNorm per row with weight and bias (biased variance). */
 void qvlm_op_layer_norm(qvlm_stream *s, float *y, const float *x, const qvlm_tensor *w, const qvlm_tensor *b,
                         float eps, int64_t n_rows, int64_t dim);
@@ -147,6 +181,12 @@ void qvlm_op_gated_delta(qvlm_stream *s, float *out, const float *qkv, int64_t l
 /* Gated RMSNorm per row of dim: y = (w * (x * rsqrt(mean(x^2)+eps))) * silu(z). */
 void qvlm_op_gated_rms_norm(qvlm_stream *s, float *y, const float *x, const float *z, const qvlm_tensor *w,
                             float eps, int64_t n_rows, int64_t dim);
+/* qvlm_op_gated_delta into core [T][Hv][dv], then qvlm_op_gated_rms_norm(y, core, z, norm_w)
+ * over rows of dv (the default). A backend may fuse the two and leave core unwritten. */
+void qvlm_op_gated_delta_norm(qvlm_stream *s, float *y, float *core, const float *z, const qvlm_tensor *norm_w,
+                              float eps, const float *qkv, int64_t ldqkv, const float *a, const float *b,
+                              int64_t ldab, const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,
+                              const qvlm_gdn_dims *d, int64_t T, bool chunked);
 
 /* Interleaved multimodal RoPE on the first rot_dim dims of each head, in place (§3.4 step 3).
  * x: T rows at stride ldx, each with n_heads heads at stride head_stride. pos [3][T] (t, h, w).
@@ -198,8 +238,9 @@ void qvlm_op_attention_segments(qvlm_stream *s, float *out, const float *qkv, co
                                 int64_t n_heads, int64_t head_dim, float scale);
 
 /* Mixture of experts (qwen35-arch §3.6). */
-/* probs = softmax over E of logits (f32), then the top k per row, renormalised. idx/weight are
- * host arrays [n_rows][k]. Ties break toward the lower expert index. */
+/* probs = softmax over E of logits (f32, backend memory [n_rows][E]), then the top k per row,
+ * renormalised. idx/weight are host arrays [n_rows][k], filled when the call returns (a device
+ * backend waits for them). Ties break toward the lower expert index. */
 void qvlm_op_moe_route(qvlm_stream *s, int32_t *idx, float *weight, const float *logits, int64_t n_rows,
                        int64_t n_experts, int64_t k);
 /* y[i][:] = x[rows[i]][:] for i < n (row length dim). */

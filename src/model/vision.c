@@ -182,6 +182,7 @@ qvlm_status qvlm_vision_encode(const qvlm_model *m, qvlm_stream *s, const float 
         for (int64_t b = 0; b < c->depth; b++) vision_block(m, s, &m->vision.blocks[b], &v, N, n_seg);
         merger(m, s, &v, N, out);
         qvlm_stream_sync(s);
+        rc = qvlm_stream_status(s, err);
     }
     free_scratch(be, &v);
     return rc;

@@ -1,0 +1,187 @@
+/* gemv.cu - matrix products of few rows (decode): memory-bound, so every weight byte is read
+ * once, with 16-byte loads, by one warp per pair of output rows; up to QCU_GEMV_MAX matrices
+ * that share the input go in one launch (q/k/v, the four GDN projections), and the SwiGLU form
+ * computes gate and up rows together and writes silu(gate) * up.
+ *
+ * Each output element is a function of its own row and x only: lane l sums the chunks
+ * l, l+32, ... of the row in order, then the warp adds the 32 partial sums in a fixed tree, so
+ * the result does not depend on n, on the other matrices of the launch or on the grid. */
+#include "kernels/cuda/cuda_common.cuh"
+
+#define WARPS 8
+
+template <int WDT>
+struct wtraits {
+    static const int per16 = WDT == QCU_F32 ? 4 : 8; /* elements per 16-byte load */
+    static const int esize = WDT == QCU_F32 ? 4 : 2;
+};
+
+template <int WDT>
+__device__ __forceinline__ void unpack(const uint4 &v, float *w) {
+    if (WDT == QCU_F32) {
+        w[0] = __uint_as_float(v.x), w[1] = __uint_as_float(v.y), w[2] = __uint_as_float(v.z), w[3] = __uint_as_float(v.w);
+    } else {
+        const unsigned u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            if (WDT == QCU_BF16) {
+                w[2 * i] = __uint_as_float(u[i] << 16);
+                w[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+            } else {
+                w[2 * i] = f16_to_f32((uint16_t)(u[i] & 0xffffu));
+                w[2 * i + 1] = f16_to_f32((uint16_t)(u[i] >> 16));
+            }
+        }
+    }
+}
+
+__device__ __forceinline__ float xval(float v, int round) { return round ? round_bf16(v) : v; }
+
+/* A unit is two output rows (plain) or one gate/up row pair (swiglu). */
+template <int WDT, int NR, bool VEC>
+__global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_units) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t unit = (int64_t)blockIdx.x * WARPS + warp;
+    if (unit >= n_units) return;
+    const int64_t k = a.k;
+    const char *wr[2];
+    int mi[2];
+    int64_t jr[2];
+    bool live[2];
+    if (a.mode == 1) {
+        for (int u = 0; u < 2; u++) {
+            mi[u] = u, jr[u] = unit, live[u] = true;
+            wr[u] = (const char *)a.m[u].w + unit * k * wtraits<WDT>::esize;
+        }
+    } else {
+        for (int u = 0; u < 2; u++) {
+            int64_t g = unit * 2 + u;
+            int mm = 0;
+            while (mm < a.n_mats && g >= a.m[mm].d) g -= a.m[mm].d, mm++;
+            live[u] = mm < a.n_mats;
+            mi[u] = live[u] ? mm : 0, jr[u] = g;
+            wr[u] = live[u] ? (const char *)a.m[mm].w + g * k * wtraits<WDT>::esize : NULL;
+        }
+    }
+    float acc[2][NR];
+#pragma unroll
+    for (int u = 0; u < 2; u++)
+#pragma unroll
+        for (int t = 0; t < NR; t++) acc[u][t] = 0.0f;
+    if (VEC) {
+        const int P = wtraits<WDT>::per16;
+        const int64_t nch = k / P;
+        for (int64_t c = lane; c < nch; c += 32) {
+            float w[2][8];
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                uint4 v = {0, 0, 0, 0};
+                if (live[u]) v = __ldg((const uint4 *)wr[u] + c);
+                unpack<WDT>(v, w[u]);
+            }
+#pragma unroll
+            for (int t = 0; t < NR; t++) {
+                if (t >= a.n) break;
+                const float4 *xp = (const float4 *)(a.x + t * a.ldx) + c * (P / 4);
+                float xv[8];
+                const float4 x0 = __ldg(xp);
+                xv[0] = xval(x0.x, a.round_bf16), xv[1] = xval(x0.y, a.round_bf16);
+                xv[2] = xval(x0.z, a.round_bf16), xv[3] = xval(x0.w, a.round_bf16);
+                if (P == 8) {
+                    const float4 x1 = __ldg(xp + 1);
+                    xv[4] = xval(x1.x, a.round_bf16), xv[5] = xval(x1.y, a.round_bf16);
+                    xv[6] = xval(x1.z, a.round_bf16), xv[7] = xval(x1.w, a.round_bf16);
+                }
+#pragma unroll
+                for (int u = 0; u < 2; u++)
+#pragma unroll
+                    for (int e = 0; e < P; e++) acc[u][t] += w[u][e] * xv[e];
+            }
+        }
+    } else {
+        for (int64_t i = lane; i < k; i += 32) {
+            float w[2];
+#pragma unroll
+            for (int u = 0; u < 2; u++) w[u] = live[u] ? wload(wr[u], WDT, i) : 0.0f;
+#pragma unroll
+            for (int t = 0; t < NR; t++) {
+                if (t >= a.n) break;
+                const float xv = xval(a.x[t * a.ldx + i], a.round_bf16);
+#pragma unroll
+                for (int u = 0; u < 2; u++) acc[u][t] += w[u] * xv;
+            }
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < 2; u++)
+#pragma unroll
+        for (int t = 0; t < NR; t++) acc[u][t] = warp_sum(acc[u][t]);
+    if (lane != 0) return;
+    for (int t = 0; t < NR && t < a.n; t++) {
+        if (a.mode == 1) {
+            float g = acc[0][t], up = acc[1][t];
+            if (a.m[0].bias) g += a.m[0].bias[unit];
+            if (a.m[1].bias) up += a.m[1].bias[unit];
+            a.m[0].y[t * a.m[0].ldy + unit] = silu_f(g) * up;
+        } else {
+            for (int u = 0; u < 2; u++) {
+                if (!live[u]) continue;
+                const qcu_gemv_mat &M = a.m[mi[u]];
+                M.y[t * M.ldy + jr[u]] = M.bias ? acc[u][t] + M.bias[jr[u]] : acc[u][t];
+            }
+        }
+    }
+}
+
+typedef void (*gemv_kernel)(qcu_gemv_args, int64_t);
+
+template <int WDT, bool VEC>
+static gemv_kernel pick_nr(int64_t n) {
+    if (n <= 1) return k_gemv<WDT, 1, VEC>;
+    if (n <= 2) return k_gemv<WDT, 2, VEC>;
+    if (n <= 4) return k_gemv<WDT, 4, VEC>;
+    return k_gemv<WDT, 8, VEC>;
+}
+
+template <int WDT>
+static gemv_kernel pick_vec(int64_t n, bool vec) {
+    return vec ? pick_nr<WDT, true>(n) : pick_nr<WDT, false>(n);
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+extern "C" int qcu_gemv(void *st, const void *ap) {
+    const qcu_gemv_args *a = (const qcu_gemv_args *)ap;
+    if (a->n < 1 || a->n > QCU_GEMV_MAX_ROWS || a->n_mats < 1 || a->n_mats > QCU_GEMV_MAX) return 1;
+    if (a->mode == 1 && (a->n_mats != 2 || a->m[0].d != a->m[1].d || a->m[0].wdt != a->m[1].wdt)) return 1;
+    const int wdt = a->m[0].wdt;
+    bool same = true;
+    for (int i = 1; i < a->n_mats; i++) same &= a->m[i].wdt == wdt;
+    if (!same) { /* one launch per matrix */
+        for (int i = 0; i < a->n_mats; i++) {
+            qcu_gemv_args b = *a;
+            b.m[0] = a->m[i];
+            b.n_mats = 1;
+            int e = qcu_gemv(st, &b);
+            if (e) return e;
+        }
+        return 0;
+    }
+    const int esize = wdt == QCU_F32 ? 4 : 2;
+    bool vec = ((a->k * esize) % 16 == 0) && aligned16(a->x) && (a->ldx % 4 == 0);
+    for (int i = 0; i < a->n_mats; i++) vec &= aligned16(a->m[i].w);
+    int64_t rows = 0;
+    for (int i = 0; i < a->n_mats; i++) rows += a->m[i].d;
+    const int64_t units = a->mode == 1 ? a->m[0].d : (rows + 1) / 2;
+    if (units <= 0) return 0;
+    gemv_kernel k = wdt == QCU_BF16 ? pick_vec<QCU_BF16>(a->n, vec)
+                    : wdt == QCU_F16 ? pick_vec<QCU_F16>(a->n, vec)
+                                     : pick_vec<QCU_F32>(a->n, vec);
+    QVLM_LAUNCH(k, qcu_blocks(units, WARPS), WARPS * 32, 0, st, *a, units);
+    QCU_DONE();
+}
+
+extern "C" int qcu_gemv_init(size_t smem_optin) {
+    (void)smem_optin;
+    return 0;
+}
