@@ -206,11 +206,11 @@ static void one_matmul(env *e, int64_t n, int64_t k, int64_t d, qvlm_dtype dt, b
 }
 
 static void test_matmul(void) {
-    const int64_t ns[] = {1, 3, 8, 9, 37}, ks[] = {64, 100, 264}, ds[] = {33, 130};
+    const int64_t ns[] = {1, 3, 8, 9, 37}, ks[] = {64, 100, 264, 2056}, ds[] = {33, 130};
     const qvlm_dtype dts[] = {QVLM_DTYPE_BF16, QVLM_DTYPE_F16, QVLM_DTYPE_F32};
     for (int p = 0; p < 2; p++)
         for (int a = 0; a < 5; a++)
-            for (int b = 0; b < 3; b++)
+            for (int b = 0; b < 4; b++)
                 for (int c = 0; c < 2; c++)
                     for (int t = 0; t < 3; t++) {
                         int before = qtest_cur_failed;

@@ -303,9 +303,9 @@ extern "C" int qcu_attn_init(size_t smem_optin) {
     return e;
 }
 
-extern "C" int qcu_init(size_t smem_optin) {
+extern "C" int qcu_init(size_t smem_optin, int n_sm) {
     int e = qcu_attn_init(smem_optin);
     if (!e) e = qcu_gdn_init(smem_optin);
-    if (!e) e = qcu_gemv_init(smem_optin);
+    if (!e) e = qcu_gemv_init(smem_optin, n_sm);
     return e;
 }

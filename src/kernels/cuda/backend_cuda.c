@@ -124,7 +124,7 @@ typedef struct cuda_backend {
     char name[400];
     int n_sm;
     size_t smem_optin;
-    bool graphs, sync_each;
+    bool graphs, sync_each, stats, profile;
     pthread_mutex_t mu;           /* allocs, weights, f32 copies, stats, the stream order */
     ptr_map allocs;               /* qvlm_backend_alloc: ptr -> bytes */
     ptr_map weights;              /* weight data -> bytes */
@@ -160,6 +160,14 @@ struct cuda_stream {
     size_t g_cmd_len, g_cmd_cap, g_step_used;
     cudaGraphExec_t gexec;
     long n_captures, n_replays;
+    /* QVLM_CUDA_PROFILE: GPU time per launcher, each op timed alone (slow; for analysis) */
+    cudaEvent_t ev_a, ev_b;
+    struct prof_entry {
+        const char *name;
+        long n;
+        double ms;
+    } prof[64];
+    int n_prof;
 };
 
 static cuda_stream *cs_of(qvlm_stream *s) { return (cuda_stream *)s; }
@@ -209,9 +217,29 @@ typedef struct cmd_hdr {
     uint64_t size;
 } cmd_hdr;
 
+static void profile_add(cuda_stream *s, const char *name, float ms) {
+    int i = 0;
+    while (i < s->n_prof && strcmp(s->prof[i].name, name) != 0) i++;
+    if (i == s->n_prof) {
+        if (i == 64) return;
+        s->prof[s->n_prof++] = (struct prof_entry){name, 0, 0};
+    }
+    s->prof[i].n++;
+    s->prof[i].ms += ms;
+}
+
 static void run_cmd(cuda_stream *s, cudaStream_t st, qcu_launch_fn fn, const void *args, const char *name) {
+    const bool prof = s->be->profile && st == s->cs && s->ev_a;
+    if (prof) SCU(s, cudaEventRecord(s->ev_a, st));
     int e = fn((void *)st, args);
     if (e) fail_launch(s, e, name);
+    if (!e && prof) {
+        float ms = 0;
+        SCU(s, cudaEventRecord(s->ev_b, st));
+        SCU(s, cudaEventSynchronize(s->ev_b));
+        SCU(s, cudaEventElapsedTime(&ms, s->ev_a, s->ev_b));
+        profile_add(s, name, ms);
+    }
     if (!e && s->be->sync_each && st == s->cs) SCU(s, cudaStreamSynchronize(s->cs));
 }
 
@@ -489,6 +517,15 @@ static void cu_stream_destroy(qvlm_stream *st) {
     cuda_stream *s = cs_of(st);
     cuda_backend *be = s->be;
     if (s->cs) cudaStreamSynchronize(s->cs);
+    if (be->stats && (s->n_captures || s->n_replays))
+        fprintf(stderr, "qvlm: cuda stream: %ld decode-step graphs captured, %ld replayed\n", s->n_captures, s->n_replays);
+    double tot = 0;
+    for (int i = 0; i < s->n_prof; i++) tot += s->prof[i].ms;
+    for (int i = 0; tot > 0 && i < s->n_prof; i++)
+        fprintf(stderr, "qvlm: cuda profile: %-24s %8ld calls %10.3f ms %9.2f us/call %5.1f%%\n", s->prof[i].name,
+                s->prof[i].n, s->prof[i].ms, 1e3 * s->prof[i].ms / (double)s->prof[i].n, 100.0 * s->prof[i].ms / tot);
+    if (s->ev_a) cudaEventDestroy(s->ev_a);
+    if (s->ev_b) cudaEventDestroy(s->ev_b);
     pthread_mutex_lock(&be->mu);
     if (atomic_load(&be->last) == s) atomic_store(&be->last, NULL);
     pthread_mutex_unlock(&be->mu);
@@ -521,6 +558,8 @@ static qvlm_status cu_stream_create(qvlm_backend *bep, qvlm_stream **out, qvlm_e
     if (!rc) rc = QVLM_CU(err, cudaStreamCreateWithFlags(&s->cap, cudaStreamNonBlocking));
     if (!rc) rc = QVLM_CU(err, cudaEventCreateWithFlags(&s->ev_order, cudaEventDisableTiming));
     if (!rc) rc = QVLM_CU(err, cudaEventCreateWithFlags(&s->ev_step, cudaEventDisableTiming));
+    if (!rc && s->be->profile) rc = QVLM_CU(err, cudaEventCreateWithFlags(&s->ev_a, cudaEventDefault));
+    if (!rc && s->be->profile) rc = QVLM_CU(err, cudaEventCreateWithFlags(&s->ev_b, cudaEventDefault));
     if (!rc) rc = QVLM_CU(err, cudaMallocHost((void **)&s->h_ring, RING_BYTES));
     if (!rc) rc = QVLM_CU(err, cudaMalloc((void **)&s->d_ring, RING_BYTES));
     if (!rc) rc = QVLM_CU(err, cudaMallocHost((void **)&s->h_step, STEP_BYTES));
@@ -1191,7 +1230,10 @@ qvlm_status qvlm_backend_cuda_create(const qvlm_backend_params *p, qvlm_backend 
     be->smem_optin = prop.sharedMemPerBlockOptin;
     be->graphs = env_flag("QVLM_CUDA_GRAPHS", true);
     be->sync_each = env_flag("QVLM_CUDA_SYNC", false);
-    int e = qcu_init(be->smem_optin);
+    be->stats = env_flag("QVLM_CUDA_STATS", false);
+    be->profile = env_flag("QVLM_CUDA_PROFILE", false);
+    if (be->profile) be->graphs = false; /* op by op, each timed */
+    int e = qcu_init(be->smem_optin, be->n_sm);
     if (e) rc = qvlm_errorf(err, QVLM_E_UNSUPPORTED, "cuda: kernel set-up on %s failed: %s", prop.name,
                             cudaGetErrorString((cudaError_t)e));
     if (!rc) rc = qvlm_pool_create(p->n_threads, &be->pool, err);

@@ -22,7 +22,7 @@
 /* Per-file attribute set-up, called by qcu_init (attention.cu). */
 extern "C" int qcu_gdn_init(size_t smem_optin);
 extern "C" int qcu_attn_init(size_t smem_optin);
-extern "C" int qcu_gemv_init(size_t smem_optin);
+extern "C" int qcu_gemv_init(size_t smem_optin, int n_sm);
 
 /* Launchers end with this: the launch's own error (bad configuration), as an int. */
 #define QCU_DONE() return (int)cudaGetLastError()

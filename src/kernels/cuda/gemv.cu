@@ -37,23 +37,27 @@ __device__ __forceinline__ void unpack(const uint4 &v, float *w) {
 
 __device__ __forceinline__ float xval(float v, int round) { return round ? round_bf16(v) : v; }
 
-/* A unit is two output rows (plain) or one gate/up row pair (swiglu). */
+/* A unit is two output rows (plain) or one gate/up row pair (swiglu). KS warps share a unit,
+ * warp ks of the group taking the 16-byte chunks ks*32+lane, +32*KS, ...; their sums meet in
+ * shared memory in a fixed order. KS depends only on the matrix shapes and the device, so a
+ * row's result never depends on n. */
 template <int WDT, int NR, bool VEC>
-__global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_units) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int64_t unit = (int64_t)blockIdx.x * WARPS + warp;
-    if (unit >= n_units) return;
+__global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_units, int KS) {
+    __shared__ float red[WARPS][2][NR];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, ul = warp / KS, ks = warp % KS;
+    const int64_t unit = (int64_t)blockIdx.x * (WARPS / KS) + ul;
+    const bool uvalid = unit < n_units;
     const int64_t k = a.k;
-    const char *wr[2];
-    int mi[2];
-    int64_t jr[2];
-    bool live[2];
-    if (a.mode == 1) {
+    const char *wr[2] = {NULL, NULL};
+    int mi[2] = {0, 0};
+    int64_t jr[2] = {0, 0};
+    bool live[2] = {false, false};
+    if (uvalid && a.mode == 1) {
         for (int u = 0; u < 2; u++) {
             mi[u] = u, jr[u] = unit, live[u] = true;
             wr[u] = (const char *)a.m[u].w + unit * k * wtraits<WDT>::esize;
         }
-    } else {
+    } else if (uvalid) {
         for (int u = 0; u < 2; u++) {
             int64_t g = unit * 2 + u;
             int mm = 0;
@@ -70,8 +74,9 @@ __global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_
         for (int t = 0; t < NR; t++) acc[u][t] = 0.0f;
     if (VEC) {
         const int P = wtraits<WDT>::per16;
-        const int64_t nch = k / P;
-        for (int64_t c = lane; c < nch; c += 32) {
+        const int64_t nch = uvalid ? k / P : 0;
+#pragma unroll 2
+        for (int64_t c = (int64_t)ks * 32 + lane; c < nch; c += 32 * KS) {
             float w[2][8];
 #pragma unroll
             for (int u = 0; u < 2; u++) {
@@ -99,7 +104,8 @@ __global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_
             }
         }
     } else {
-        for (int64_t i = lane; i < k; i += 32) {
+        const int64_t kk = uvalid ? k : 0;
+        for (int64_t i = (int64_t)ks * 32 + lane; i < kk; i += 32 * KS) {
             float w[2];
 #pragma unroll
             for (int u = 0; u < 2; u++) w[u] = live[u] ? wload(wr[u], WDT, i) : 0.0f;
@@ -116,7 +122,24 @@ __global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_
     for (int u = 0; u < 2; u++)
 #pragma unroll
         for (int t = 0; t < NR; t++) acc[u][t] = warp_sum(acc[u][t]);
-    if (lane != 0) return;
+    if (KS > 1) {
+        if (lane == 0)
+#pragma unroll
+            for (int u = 0; u < 2; u++)
+#pragma unroll
+                for (int t = 0; t < NR; t++) red[warp][u][t] = acc[u][t];
+        __syncthreads();
+        if (ks != 0) return;
+#pragma unroll
+        for (int u = 0; u < 2; u++)
+#pragma unroll
+            for (int t = 0; t < NR; t++) {
+                float v = red[warp][u][t];
+                for (int j = 1; j < KS; j++) v += red[warp + j][u][t];
+                acc[u][t] = v;
+            }
+    }
+    if (lane != 0 || !uvalid) return;
     for (int t = 0; t < NR && t < a.n; t++) {
         if (a.mode == 1) {
             float g = acc[0][t], up = acc[1][t];
@@ -133,7 +156,9 @@ __global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_
     }
 }
 
-typedef void (*gemv_kernel)(qcu_gemv_args, int64_t);
+typedef void (*gemv_kernel)(qcu_gemv_args, int64_t, int);
+
+static int g_n_sm = 132;
 
 template <int WDT, bool VEC>
 static gemv_kernel pick_nr(int64_t n) {
@@ -177,11 +202,17 @@ extern "C" int qcu_gemv(void *st, const void *ap) {
     gemv_kernel k = wdt == QCU_BF16 ? pick_vec<QCU_BF16>(a->n, vec)
                     : wdt == QCU_F16 ? pick_vec<QCU_F16>(a->n, vec)
                                      : pick_vec<QCU_F32>(a->n, vec);
-    QVLM_LAUNCH(k, qcu_blocks(units, WARPS), WARPS * 32, 0, st, *a, units);
+    /* Split k over KS warps until about 16 warps per SM are busy, each still with at least
+     * one 16-byte chunk per lane. */
+    const int64_t chunks = vec ? a->k / (16 / esize) : a->k;
+    int KS = 1;
+    while (KS < WARPS && units * KS < (int64_t)g_n_sm * 16 && chunks >= (int64_t)32 * KS * 2) KS *= 2;
+    QVLM_LAUNCH(k, qcu_blocks(units * KS, WARPS), WARPS * 32, 0, st, *a, units, KS);
     QCU_DONE();
 }
 
-extern "C" int qcu_gemv_init(size_t smem_optin) {
+extern "C" int qcu_gemv_init(size_t smem_optin, int n_sm) {
     (void)smem_optin;
+    if (n_sm > 0) g_n_sm = n_sm;
     return 0;
 }

@@ -29,8 +29,9 @@ enum { QCU_F32 = 0, QCU_F16 = 1, QCU_BF16 = 2 };
 typedef int (*qcu_launch_fn)(void *stream, const void *args);
 
 /* Kernel attributes that must be set once per process before launches and never during a
- * graph capture (the large dynamic shared-memory opt-ins). smem_optin: the device's limit. */
-int qcu_init(size_t smem_optin);
+ * graph capture (the large dynamic shared-memory opt-ins), and the device's size for grid
+ * choices. smem_optin: the device's shared-memory limit per block; n_sm its multiprocessors. */
+int qcu_init(size_t smem_optin, int n_sm);
 
 /* ---- rows, elementwise (elementwise.cu) ---------------------------------------------------------- */
 
