@@ -280,6 +280,7 @@ static void run_cmds(cuda_stream *s, cudaStream_t st, const uint8_t *buf, size_t
 }
 
 static void free_grave(cuda_stream *s) {
+    if (s->n_grave) cudaStreamSynchronize(s->cs);
     for (int i = 0; i < s->n_grave; i++) cudaFree(s->grave[i]);
     s->n_grave = 0;
 }
@@ -356,7 +357,8 @@ static void *scratch(cuda_stream *s, size_t n) {
             }
             s->grave[s->n_grave++] = s->scratch;
         } else {
-            cudaFree(s->scratch); /* synchronises the device: earlier users are done */
+            cudaStreamSynchronize(s->cs); /* earlier users of the old buffer are done */
+            cudaFree(s->scratch);
         }
     }
     s->scratch = p, s->scratch_bytes = want;
@@ -398,7 +400,10 @@ static void cu_free(qvlm_backend *bep, void *p) {
     pthread_mutex_lock(&be->mu);
     if (pm_take(&be->allocs, (uintptr_t)p, &n)) be->mem_current -= n;
     pthread_mutex_unlock(&be->mu);
-    cudaFree(p); /* synchronises the device, so no queued op still reads it */
+    /* No queued op of any stream may still read it: wait for the device. Frees are rare
+     * (KV blocks, snapshots, session scratch), never inside a decode step. */
+    cudaDeviceSynchronize();
+    cudaFree(p);
 }
 
 static void cu_mem_stats(qvlm_backend *bep, size_t *cur, size_t *peak) {
