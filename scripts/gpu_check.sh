@@ -77,4 +77,5 @@ bench() { # tag dir full(1: also without graphs and a per-op profile)
 if has b08; then bench 08 $M/08b 1; fi
 if has b9; then bench 9b $M/9b 0; fi
 df -h /tmp | tail -1 >> "$S"
+(cd "$OUT" && tar czf logs.tgz --exclude=logs.tgz --exclude=summary.txt *.log *.txt 2>/dev/null && rm -f *.log bf16-report-*.txt)
 echo "== summary" && cat "$S"
