@@ -6,9 +6,9 @@
 #   scripts/gpu_check.sh PAYLOAD_DIR OUT_DIR [steps]
 # PAYLOAD_DIR holds bin/qvlm, bin/cuda_ops_test, lib/ (shared libraries the binaries need),
 # fx/<fixture>/ and tools/precision_report.py; OUT_DIR gets one log per step and summary.txt.
-# steps: a comma list of ops,verify,bf16,sanitize,b08,b9 (default: all). Each step has its own
+# steps: a comma list of ops,verify,bf16,sanitize,race,b08,b9 (default: all). Each step has its own
 # time limit and a failing step does not stop the others.
-P=$(cd "$1" && pwd); OUT=$2; STEPS=${3:-ops,verify,bf16,sanitize,b08,b9}
+P=$(cd "$1" && pwd); OUT=$2; STEPS=${3:-ops,verify,bf16,sanitize,race,b08,b9}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$P/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH}
 if ! ldconfig -p | grep -q libcublas.so.13 && [ ! -e /usr/local/cuda/lib64/libcublas.so.13 ]; then
@@ -59,6 +59,9 @@ if has sanitize; then
     done
     step initcheck-dense 240 $CS --tool initcheck --error-exitcode 99 $Q verify --reference $P/fx/tiny-dense --backend cuda --precision f32
     tail -2 "$OUT/initcheck-dense.log" >> "$S"
+fi
+if has race; then
+    CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
     step racecheck-dense 150 $CS --tool racecheck --error-exitcode 99 $Q verify --reference $P/fx/tiny-dense --backend cuda --precision f32
     tail -2 "$OUT/racecheck-dense.log" >> "$S"
 fi

@@ -97,8 +97,8 @@ __global__ void __launch_bounds__(NT) k_attn(attn_p p) {
         }
         range[0] = lo, range[1] = hi;
     }
-    for (int64_t e = tid; e < BQ * D; e += NT) {
-        const int64_t i = e / D, d = e % D;
+    for (int e = tid; e < BQ * (int)D; e += NT) {
+        const int i = e / (int)D, d = e - i * (int)D;
         Qs[i * ldqs + d] = rq[i] ? rq[i][d] : 0.0f;
     }
     __syncthreads();
@@ -108,16 +108,34 @@ __global__ void __launch_bounds__(NT) k_attn(attn_p p) {
 #pragma unroll
     for (int j = 0; j < DJ; j++) acc[j] = 0.0f;
 
+    __shared__ const float *kp[BK], *vp[BK];
+    const int Di = (int)D, D4 = Di / 4;
+    const bool vec = (Di & 3) == 0;
     for (int64_t kb = k_lo; kb < k_hi; kb += BK) {
-        for (int64_t e = tid; e < BK * D; e += NT) {
-            const int64_t j = e / D, d = e % D, key = kb + j;
-            float kv = 0.0f, vv = 0.0f;
-            if (key < k_hi) {
-                kv = key_row<MODE>(p, key, hy, false)[d];
-                vv = key_row<MODE>(p, key, hy, true)[d];
+        if (tid < BK) {
+            const int64_t key = kb + tid;
+            kp[tid] = key < k_hi ? key_row<MODE>(p, key, hy, false) : NULL;
+            vp[tid] = key < k_hi ? key_row<MODE>(p, key, hy, true) : NULL;
+        }
+        __syncthreads();
+        if (vec) {
+            for (int e = tid; e < BK * D4; e += NT) {
+                const int j = e / D4, c = e - j * D4;
+                float4 kv = {0.0f, 0.0f, 0.0f, 0.0f}, vv = {0.0f, 0.0f, 0.0f, 0.0f};
+                if (kp[j]) {
+                    kv = ((const float4 *)kp[j])[c];
+                    vv = ((const float4 *)vp[j])[c];
+                }
+                float *kd = Ks + j * ldqs + 4 * c;
+                kd[0] = kv.x, kd[1] = kv.y, kd[2] = kv.z, kd[3] = kv.w;
+                *(float4 *)(Vs + j * Di + 4 * c) = vv;
             }
-            Ks[j * ldqs + d] = kv;
-            Vs[j * D + d] = vv;
+        } else {
+            for (int e = tid; e < BK * Di; e += NT) {
+                const int j = e / Di, d = e - j * Di;
+                Ks[j * ldqs + d] = kp[j] ? kp[j][d] : 0.0f;
+                Vs[j * Di + d] = vp[j] ? vp[j][d] : 0.0f;
+            }
         }
         __syncthreads();
         float sc[4];
@@ -130,7 +148,7 @@ __global__ void __launch_bounds__(NT) k_attn(attn_p p) {
             ok[mm] = rvalid && key >= ks && key < ke && key < k_hi;
             float dot = 0.0f;
             if (ok[mm])
-                for (int64_t d = 0; d < D; d++) dot += Qs[qi * ldqs + d] * Ks[kj * ldqs + d];
+                for (int d = 0; d < Di; d++) dot += Qs[qi * ldqs + d] * Ks[kj * ldqs + d];
             sc[mm] = dot * p.scale;
             if (ok[mm]) mt = fmaxf(mt, sc[mm]);
         }
@@ -182,6 +200,103 @@ __global__ void __launch_bounds__(NT) k_attn(attn_p p) {
         for (int j = 0; j < DJ; j++) {
             const int64_t d = l8 + 8 * j;
             if (d < D) pp[2 + d] = acc[j];
+        }
+    }
+}
+
+/* Few query rows (decode): one block per (KV head, key split), 4 warps taking every 4th key;
+ * a lane holds 4*NV dimensions of each of the R query rows (R = T * group <= 8) and of their
+ * accumulators; a key's score is a warp reduction. The warps' states merge in shared memory
+ * at the end. Reads each K/V row once for the whole group, with 16-byte loads. */
+#define DEC_WARPS 4
+template <int R, int NV>
+__global__ void __launch_bounds__(DEC_WARPS * 32) k_attn_dec(attn_p p) {
+    __shared__ float sm_m[DEC_WARPS][R], sm_l[DEC_WARPS][R];
+    __shared__ float sm_acc[DEC_WARPS][R][NV * 128];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t hy = blockIdx.x, split = blockIdx.y;
+    const int G = (int)(p.n_heads / p.n_kv_heads), nrows = (int)p.T * G, D = (int)p.D;
+    const int64_t pos0 = p.pos0[0];
+    const int64_t s0 = split * p.kps, kend = pos0 + p.T;
+    const int64_t s1 = s0 + p.kps < kend ? s0 + p.kps : kend;
+    float q[R][NV * 4], acc[R][NV * 4], m[R], l[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int t = r / G, h = (int)hy * G + r % G;
+        const float *qp = p.q + t * p.ldq + (int64_t)h * D;
+#pragma unroll
+        for (int i = 0; i < NV; i++) {
+            const int d = (lane + 32 * i) * 4;
+            float4 v = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (r < nrows && d < D) v = *(const float4 *)(qp + d);
+            q[r][4 * i] = v.x, q[r][4 * i + 1] = v.y, q[r][4 * i + 2] = v.z, q[r][4 * i + 3] = v.w;
+            acc[r][4 * i] = acc[r][4 * i + 1] = acc[r][4 * i + 2] = acc[r][4 * i + 3] = 0.0f;
+        }
+        m[r] = -INFINITY, l[r] = 0.0f;
+    }
+    for (int64_t key = s0 + warp; key < s1; key += DEC_WARPS) {
+        const float *kp = key_row<MODE_TEXT>(p, key, hy, false), *vp = key_row<MODE_TEXT>(p, key, hy, true);
+        float4 kv[NV], vv[NV];
+#pragma unroll
+        for (int i = 0; i < NV; i++) {
+            const int d = (lane + 32 * i) * 4;
+            kv[i] = vv[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (d < D) {
+                kv[i] = *(const float4 *)(kp + d);
+                vv[i] = *(const float4 *)(vp + d);
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            if (r >= nrows) break;
+            float dot = 0.0f;
+#pragma unroll
+            for (int i = 0; i < NV; i++)
+                dot += q[r][4 * i] * kv[i].x + q[r][4 * i + 1] * kv[i].y + q[r][4 * i + 2] * kv[i].z +
+                       q[r][4 * i + 3] * kv[i].w;
+            dot = warp_sum(dot) * p.scale;
+            if (key > pos0 + r / G) continue; /* causal: row t sees keys <= pos0 + t */
+            const float mnew = fmaxf(m[r], dot), corr = expf(m[r] - mnew), e = expf(dot - mnew);
+            l[r] = l[r] * corr + e;
+#pragma unroll
+            for (int i = 0; i < NV; i++) {
+                acc[r][4 * i] = acc[r][4 * i] * corr + e * vv[i].x;
+                acc[r][4 * i + 1] = acc[r][4 * i + 1] * corr + e * vv[i].y;
+                acc[r][4 * i + 2] = acc[r][4 * i + 2] * corr + e * vv[i].z;
+                acc[r][4 * i + 3] = acc[r][4 * i + 3] * corr + e * vv[i].w;
+            }
+            m[r] = mnew;
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        if (lane == 0) sm_m[warp][r] = m[r], sm_l[warp][r] = l[r];
+#pragma unroll
+        for (int i = 0; i < NV; i++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) sm_acc[warp][r][(lane + 32 * i) * 4 + c] = acc[r][4 * i + c];
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < nrows * D; e += blockDim.x) {
+        const int r = e / D, d = e - r * D;
+        float M = -INFINITY;
+        for (int w = 0; w < DEC_WARPS; w++)
+            if (sm_l[w][r] > 0.0f) M = fmaxf(M, sm_m[w][r]);
+        float L = 0.0f, O = 0.0f;
+        for (int w = 0; w < DEC_WARPS; w++)
+            if (sm_l[w][r] > 0.0f) {
+                const float f = expf(sm_m[w][r] - M);
+                L += sm_l[w][r] * f;
+                O += sm_acc[w][r][d] * f;
+            }
+        const int t = r / G, h = (int)hy * G + r % G;
+        const int64_t orow = (int64_t)t * p.n_heads + h;
+        if (p.n_splits == 1) {
+            p.out[orow * D + d] = L > 0.0f ? O / L : 0.0f;
+        } else {
+            float *pp = p.partial + (orow * p.n_splits + split) * (D + 2);
+            if (d == 0) pp[0] = M, pp[1] = L;
+            pp[2 + d] = O;
         }
     }
 }
@@ -256,6 +371,29 @@ static int run(void *st, const attn_p &p, int64_t rows_total, int64_t heads_y) {
     QCU_DONE();
 }
 
+static bool use_dec(int64_t T, int64_t Hq, int64_t Hkv, int64_t D) {
+    return Hkv > 0 && T * (Hq / Hkv) <= 8 && D % 4 == 0 && D <= 256;
+}
+
+extern "C" void qcu_attention_plan(int64_t T, int64_t Hq, int64_t Hkv, int64_t D, int64_t max_keys, int n_sm,
+                                   int64_t *n_splits, int64_t *kps) {
+    const int64_t base = use_dec(T, Hq, Hkv, D) ? Hkv : ((T * (Hq / Hkv) + BQ - 1) / BQ) * Hkv;
+    const int64_t min_keys = use_dec(T, Hq, Hkv, D) ? 32 : 64;
+    int64_t want = base >= n_sm ? 1 : (2 * (int64_t)n_sm + base - 1) / base;
+    int64_t most = (max_keys + min_keys - 1) / min_keys;
+    if (want > most) want = most;
+    if (want < 1) want = 1;
+    int64_t per = (max_keys + want - 1) / want;
+    per = (per + 31) / 32 * 32;
+    *kps = per > 0 ? per : 32;
+    *n_splits = want > 1 ? (max_keys + *kps - 1) / *kps : 1;
+}
+
+template <int R>
+static attn_kernel pick_dec(int64_t D) {
+    return D <= 128 ? k_attn_dec<R, 1> : k_attn_dec<R, 2>;
+}
+
 extern "C" int qcu_attention(void *st, const void *ap) {
     const qcu_attention_args *a = (const qcu_attention_args *)ap;
     attn_p p;
@@ -264,6 +402,19 @@ extern "C" int qcu_attention(void *st, const void *ap) {
     p.block_tokens = a->block_tokens, p.k_off = a->k_off, p.v_off = a->v_off, p.T = a->T, p.n_heads = a->n_heads;
     p.n_kv_heads = a->n_kv_heads, p.D = a->head_dim, p.n_splits = a->n_splits > 0 ? a->n_splits : 1;
     p.kps = a->keys_per_split, p.scale = a->scale;
+    if (use_dec(a->T, a->n_heads, a->n_kv_heads, a->head_dim)) {
+        const int64_t rows = a->T * (a->n_heads / a->n_kv_heads);
+        attn_kernel k = rows <= 1 ? pick_dec<1>(p.D) : rows <= 2 ? pick_dec<2>(p.D) : rows <= 4 ? pick_dec<4>(p.D)
+                                                                                                : pick_dec<8>(p.D);
+        QVLM_LAUNCH(k, dim3((unsigned)a->n_kv_heads, (unsigned)p.n_splits), DEC_WARPS * 32, 0, st, p);
+        if (p.n_splits > 1) {
+            int e = (int)cudaGetLastError();
+            if (e) return e;
+            QVLM_LAUNCH(k_attn_combine, (unsigned)(a->T * a->n_heads), 64, 0, st, p.out, (const float *)p.partial,
+                        p.n_splits, p.D);
+        }
+        QCU_DONE();
+    }
     return run<MODE_TEXT>(st, p, a->T * a->n_heads, a->n_kv_heads);
 }
 

@@ -146,6 +146,7 @@ struct cuda_stream {
     uint8_t *h_step, *d_step;
     size_t step_off;
     uint8_t *h_dl;
+    void *sync; /* QCU_SYNC_BYTES, zero between kernels */
     void *scratch;
     size_t scratch_bytes;
     void **grave; /* scratch buffers replaced while recording, freed after the step */
@@ -157,9 +158,13 @@ struct cuda_stream {
     uint8_t *cmd;
     size_t cmd_len, cmd_cap;
     uint8_t *g_cmd; /* the commands the graph holds */
-    size_t g_cmd_len, g_cmd_cap, g_step_used;
+    size_t g_cmd_len, g_cmd_cap, g_step_used, g_nodes;
     cudaGraphExec_t gexec;
     long n_captures, n_replays;
+    cudaEvent_t ev_g0, ev_g1; /* QVLM_CUDA_STATS: GPU time of replayed steps */
+    bool timing;
+    double replay_ms;
+    long n_timed;
     /* QVLM_CUDA_PROFILE: GPU time per launcher, each op timed alone (slow; for analysis) */
     cudaEvent_t ev_a, ev_b;
     struct prof_entry {
@@ -523,7 +528,10 @@ static void cu_stream_destroy(qvlm_stream *st) {
     cuda_backend *be = s->be;
     if (s->cs) cudaStreamSynchronize(s->cs);
     if (be->stats && (s->n_captures || s->n_replays))
-        fprintf(stderr, "qvlm: cuda stream: %ld decode-step graphs captured, %ld replayed\n", s->n_captures, s->n_replays);
+        fprintf(stderr, "qvlm: cuda stream: %ld decode-step graphs captured, %ld replayed, %.3f ms of GPU time per replay\n",
+                s->n_captures, s->n_replays, s->n_timed ? s->replay_ms / (double)s->n_timed : 0.0);
+    if (s->ev_g0) cudaEventDestroy(s->ev_g0);
+    if (s->ev_g1) cudaEventDestroy(s->ev_g1);
     double tot = 0;
     for (int i = 0; i < s->n_prof; i++) tot += s->prof[i].ms;
     for (int i = 0; tot > 0 && i < s->n_prof; i++)
@@ -541,6 +549,7 @@ static void cu_stream_destroy(qvlm_stream *st) {
     free_grave(s);
     cudaFree(s->d_ring);
     cudaFree(s->d_step);
+    cudaFree(s->sync);
     cudaFreeHost(s->h_ring);
     cudaFreeHost(s->h_step);
     cudaFreeHost(s->h_dl);
@@ -563,6 +572,8 @@ static qvlm_status cu_stream_create(qvlm_backend *bep, qvlm_stream **out, qvlm_e
     if (!rc) rc = QVLM_CU(err, cudaStreamCreateWithFlags(&s->cap, cudaStreamNonBlocking));
     if (!rc) rc = QVLM_CU(err, cudaEventCreateWithFlags(&s->ev_order, cudaEventDisableTiming));
     if (!rc) rc = QVLM_CU(err, cudaEventCreateWithFlags(&s->ev_step, cudaEventDisableTiming));
+    if (!rc && s->be->stats) rc = QVLM_CU(err, cudaEventCreateWithFlags(&s->ev_g0, cudaEventDefault));
+    if (!rc && s->be->stats) rc = QVLM_CU(err, cudaEventCreateWithFlags(&s->ev_g1, cudaEventDefault));
     if (!rc && s->be->profile) rc = QVLM_CU(err, cudaEventCreateWithFlags(&s->ev_a, cudaEventDefault));
     if (!rc && s->be->profile) rc = QVLM_CU(err, cudaEventCreateWithFlags(&s->ev_b, cudaEventDefault));
     if (!rc) rc = QVLM_CU(err, cudaMallocHost((void **)&s->h_ring, RING_BYTES));
@@ -570,6 +581,9 @@ static qvlm_status cu_stream_create(qvlm_backend *bep, qvlm_stream **out, qvlm_e
     if (!rc) rc = QVLM_CU(err, cudaMallocHost((void **)&s->h_step, STEP_BYTES));
     if (!rc) rc = QVLM_CU(err, cudaMalloc((void **)&s->d_step, STEP_BYTES));
     if (!rc) rc = QVLM_CU(err, cudaMallocHost((void **)&s->h_dl, DL_BYTES));
+    if (!rc) rc = QVLM_CU(err, cudaMalloc(&s->sync, QCU_SYNC_BYTES));
+    if (!rc) rc = QVLM_CU(err, cudaMemsetAsync(s->sync, 0, QCU_SYNC_BYTES, s->cs));
+    if (!rc) rc = QVLM_CU(err, cudaStreamSynchronize(s->cs));
     if (rc) {
         cudaGetLastError();
         cu_stream_destroy(&s->base);
@@ -616,10 +630,29 @@ static bool cu_step_begin(qvlm_stream *st) {
         SCU(s, cudaEventSynchronize(s->ev_step));
         s->step_pending = false;
     }
+    if (s->timing) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, s->ev_g0, s->ev_g1) == cudaSuccess) s->replay_ms += ms, s->n_timed++;
+        cudaGetLastError();
+        s->timing = false;
+    }
     s->recording = true;
     s->cmd_len = 0;
     s->step_off = 0;
     return true;
+}
+
+static bool same_launchers(const uint8_t *a, size_t na, const uint8_t *b, size_t nb) {
+    size_t i = 0, j = 0;
+    while (i < na && j < nb) {
+        cmd_hdr x, y;
+        memcpy(&x, a + i, sizeof(x));
+        memcpy(&y, b + j, sizeof(y));
+        if (x.fn != y.fn) return false;
+        i += sizeof(x) + ((x.size + 7) & ~(size_t)7);
+        j += sizeof(y) + ((y.size + 7) & ~(size_t)7);
+    }
+    return i == na && j == nb;
 }
 
 /* Capture the recorded commands into s->gexec. false: could not (the caller runs them). */
@@ -640,6 +673,14 @@ static bool capture(cuda_stream *s) {
         off += sizeof(h) + ((h.size + 7) & ~(size_t)7);
     }
     if (cudaStreamEndCapture(s->cap, &g) != cudaSuccess) ok = false;
+    size_t n_nodes = 0;
+    if (ok && cudaGraphGetNodes(g, NULL, &n_nodes) != cudaSuccess) ok = false;
+    /* Update the executable graph in place only when the topology is the same (same launchers
+     * in the same order, same node count); otherwise instantiate a new one. */
+    if (ok && s->gexec && !(n_nodes == s->g_nodes && same_launchers(s->g_cmd, s->g_cmd_len, s->cmd, s->cmd_len))) {
+        cudaGraphExecDestroy(s->gexec);
+        s->gexec = NULL;
+    }
     if (ok && s->gexec) {
         cudaGraphExecUpdateResultInfo info;
         if (cudaGraphExecUpdate(s->gexec, g, &info) != cudaSuccess) {
@@ -663,6 +704,7 @@ static bool capture(cuda_stream *s) {
     memcpy(s->g_cmd, s->cmd, s->cmd_len);
     s->g_cmd_len = s->cmd_len;
     s->g_step_used = s->step_off;
+    s->g_nodes = n_nodes;
     s->n_captures++;
     return true;
 }
@@ -689,7 +731,10 @@ static void cu_step_end(qvlm_stream *st) {
     }
     s->recording = false;
     order(s);
+    s->timing = same && s->ev_g0;
+    if (s->timing) SCU(s, cudaEventRecord(s->ev_g0, s->cs));
     SCU(s, cudaGraphLaunch(s->gexec, s->cs));
+    if (s->timing) SCU(s, cudaEventRecord(s->ev_g1, s->cs));
     SCU(s, cudaEventRecord(s->ev_step, s->cs));
     s->step_pending = true;
     s->n_replays += same;
@@ -979,6 +1024,7 @@ static void gdn(cuda_stream *s, float *out, float *y_norm, const float *z, const
     a.ldqkv = ldqkv, a.ldab = ldab, a.Hk = d->n_k_heads, a.Hv = d->n_v_heads, a.dk = d->k_dim, a.dv = d->v_dim;
     a.T = T, a.adt = dt_of(A_log), a.ddt = dt_of(dt_bias);
     if (y_norm) a.y_norm = y_norm, a.z = z, a.norm_w = norm_w->data, a.nwdt = dt_of(norm_w), a.norm_eps = eps;
+    a.sync = s->sync;
     SUBMIT(s, qcu_gdn_recurrent, a);
 }
 
@@ -1092,8 +1138,8 @@ static void cu_attention(qvlm_stream *st, float *out, const float *q, int64_t ld
     a.n_kv_heads = n_kv_heads, a.head_dim = head_dim, a.scale = scale;
     /* The split depends on the table's capacity, not on pos0, so recorded steps keep their shape
      * until the sequence needs another block. */
-    const int64_t rows = T * (n_heads / n_kv_heads), qtiles = (rows + 31) / 32;
-    choose_splits(s, qtiles * n_kv_heads, kv->n_blocks * kv->block_tokens, &a.n_splits, &a.keys_per_split);
+    qcu_attention_plan(T, n_heads, n_kv_heads, head_dim, kv->n_blocks * kv->block_tokens, s->be->n_sm, &a.n_splits,
+                       &a.keys_per_split);
     if (a.n_splits > 1) {
         a.partial = scratch(s, qcu_attention_partial_bytes(T * n_heads, a.n_splits, head_dim));
         if (!a.partial) return;

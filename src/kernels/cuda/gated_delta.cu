@@ -30,7 +30,7 @@ __global__ void __launch_bounds__(1024, 1)
     k_gdn_rec(float *out, const float *qkv, const float *ga, const float *gb, const void *A_log, int adt,
               const void *dt_bias, int ddt, float *S, const float *z, const void *nw, int nwdt, float *y_norm,
               float norm_eps, int64_t ldqkv, int64_t ldab, int64_t Hk, int64_t Hv, int64_t dk, int64_t dv, int64_t T,
-              int CB) {
+              int CB, float *part, unsigned *count) {
     QVLM_DYN_SMEM(float, sm);
     float *q = sm, *k = q + dk, *red = k + dk, *misc = red + RG * CB, *bred = misc + 4;
     const int64_t h = blockIdx.x, kh = h / (Hv / Hk);
@@ -97,7 +97,30 @@ __global__ void __launch_bounds__(1024, 1)
         float o = 0.0f;
 #pragma unroll
         for (int r = 0; r < RG; r++) o += red[r * CB + cx];
-        if (!y_norm) {
+        if (y_norm && part) {
+            /* T == 1 and the head's columns spread over gridDim.y blocks: each block leaves its
+             * outputs and its sum of squares; the last block of the head to finish normalises
+             * all of them (sums in block order, so the result does not depend on timing). */
+            __shared__ bool last;
+            if (ry == 0 && cvalid) out[h * dv + c] = o;
+            const float ss = block_sum((ry == 0 && cvalid) ? o * o : 0.0f, bred);
+            if (threadIdx.x == 0) part[h * gridDim.y + blockIdx.y] = ss;
+            __threadfence();
+            __syncthreads();
+            if (threadIdx.x == 0) last = atomicAdd(&count[h], 1u) == gridDim.y - 1;
+            __syncthreads();
+            if (last) {
+                __threadfence();
+                float tot = 0.0f;
+                for (unsigned b = 0; b < gridDim.y; b++) tot += __ldcg(&part[h * gridDim.y + b]);
+                const float inv = 1.0f / sqrtf(tot / (float)dv + norm_eps);
+                for (int64_t cc = threadIdx.x; cc < dv; cc += blockDim.x) {
+                    const float g = z[h * dv + cc];
+                    y_norm[h * dv + cc] = ((__ldcg(&out[h * dv + cc]) * inv) * wload(nw, nwdt, cc)) * (g / (1.0f + expf(-g)));
+                }
+                if (threadIdx.x == 0) count[h] = 0; /* ready for the next call */
+            }
+        } else if (!y_norm) {
             if (ry == 0 && cvalid) out[(t * Hv + h) * dv + c] = o;
         } else {
             /* gated RMSNorm over the dv outputs of this head (this block holds all of them) */
@@ -322,7 +345,7 @@ extern "C" int qcu_gdn_chunked(void *st, const void *p) {
 
 typedef void (*rec_kernel)(float *, const float *, const float *, const float *, const void *, int, const void *, int,
                            float *, const float *, const void *, int, float *, float, int64_t, int64_t, int64_t,
-                           int64_t, int64_t, int64_t, int64_t, int);
+                           int64_t, int64_t, int64_t, int64_t, int, float *, unsigned *);
 
 static rec_kernel rec_for(int64_t dk) {
     int64_t r = (dk + RG - 1) / RG;
@@ -339,13 +362,20 @@ extern "C" int qcu_gdn_recurrent(void *st, const void *p) {
     rec_kernel k = rec_for(a->dk);
     if (!k) return 1;
     if (a->T <= 0) return 0;
-    const int CB = a->dv <= 128 ? (int)((a->dv + 31) / 32 * 32) : 128;
-    const bool fuse = a->y_norm && a->dv <= 128;
+    /* Columns per block: 32 (a head's state over 4 SMs for dv = 128), unless the norm must be
+     * fused within one block (T > 1, or no sync area). */
+    const int64_t ncb32 = (a->dv + 31) / 32;
+    const bool cross = a->y_norm && a->T == 1 && a->sync && ncb32 > 1 && a->Hv <= QCU_SYNC_COUNTERS &&
+                       a->Hv * ncb32 <= QCU_SYNC_PARTS;
+    const int CB = cross || !a->y_norm ? 32 : a->dv <= 128 ? (int)(ncb32 * 32) : 128;
+    const bool fuse = a->y_norm && (cross || a->dv <= 128);
     dim3 g((unsigned)a->Hv, qcu_blocks(a->dv, CB));
     size_t smem = (size_t)(2 * a->dk + RG * CB + 4 + 32) * sizeof(float);
+    unsigned *count = cross ? (unsigned *)a->sync : (unsigned *)NULL;
+    float *part = cross ? (float *)((char *)a->sync + QCU_SYNC_COUNTERS * sizeof(unsigned)) : (float *)NULL;
     QVLM_LAUNCH(k, g, CB * RG, smem, st, a->out, a->qkv, a->a, a->b, a->A_log, a->adt, a->dt_bias, a->ddt, a->S, a->z,
                 a->norm_w, a->nwdt, fuse ? a->y_norm : (float *)NULL, a->norm_eps, a->ldqkv, a->ldab, a->Hk, a->Hv,
-                a->dk, a->dv, a->T, CB);
+                a->dk, a->dv, a->T, CB, part, count);
     if (a->y_norm && !fuse) {
         int e = (int)cudaGetLastError();
         if (e) return e;

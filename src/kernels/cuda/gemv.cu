@@ -37,39 +37,41 @@ __device__ __forceinline__ void unpack(const uint4 &v, float *w) {
 
 __device__ __forceinline__ float xval(float v, int round) { return round ? round_bf16(v) : v; }
 
-/* A unit is two output rows (plain) or one gate/up row pair (swiglu). KS warps share a unit,
- * warp ks of the group taking the 16-byte chunks ks*32+lane, +32*KS, ...; their sums meet in
- * shared memory in a fixed order. KS depends only on the matrix shapes and the device, so a
- * row's result never depends on n. */
+/* A unit is four weight rows: four output rows (plain), or gate and up of two output rows
+ * (swiglu). KS warps share a unit, warp ks of the group taking the 16-byte chunks
+ * ks*32+lane, +32*KS, ...; their sums meet in shared memory in a fixed order. KS depends only on
+ * the matrix shapes and the device, so a row's result never depends on n. */
+#define NW 4
 template <int WDT, int NR, bool VEC>
 __global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_units, int KS) {
-    __shared__ float red[WARPS][2][NR];
+    __shared__ float red[WARPS][NW][NR];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, ul = warp / KS, ks = warp % KS;
     const int64_t unit = (int64_t)blockIdx.x * (WARPS / KS) + ul;
     const bool uvalid = unit < n_units;
     const int64_t k = a.k;
-    const char *wr[2] = {NULL, NULL};
-    int mi[2] = {0, 0};
-    int64_t jr[2] = {0, 0};
-    bool live[2] = {false, false};
-    if (uvalid && a.mode == 1) {
-        for (int u = 0; u < 2; u++) {
-            mi[u] = u, jr[u] = unit, live[u] = true;
-            wr[u] = (const char *)a.m[u].w + unit * k * wtraits<WDT>::esize;
-        }
-    } else if (uvalid) {
-        for (int u = 0; u < 2; u++) {
-            int64_t g = unit * 2 + u;
+    const char *wr[NW];
+    int mi[NW];
+    int64_t jr[NW];
+    bool live[NW];
+#pragma unroll
+    for (int u = 0; u < NW; u++) {
+        wr[u] = NULL, mi[u] = 0, jr[u] = 0, live[u] = false;
+        if (!uvalid) continue;
+        if (a.mode == 1) { /* rows: gate j, up j, gate j+1, up j+1 */
+            const int64_t j = unit * 2 + u / 2;
+            mi[u] = u & 1, jr[u] = j, live[u] = j < a.m[0].d;
+        } else {
+            int64_t g = unit * NW + u;
             int mm = 0;
             while (mm < a.n_mats && g >= a.m[mm].d) g -= a.m[mm].d, mm++;
             live[u] = mm < a.n_mats;
             mi[u] = live[u] ? mm : 0, jr[u] = g;
-            wr[u] = live[u] ? (const char *)a.m[mm].w + g * k * wtraits<WDT>::esize : NULL;
         }
+        if (live[u]) wr[u] = (const char *)a.m[mi[u]].w + jr[u] * k * wtraits<WDT>::esize;
     }
-    float acc[2][NR];
+    float acc[NW][NR];
 #pragma unroll
-    for (int u = 0; u < 2; u++)
+    for (int u = 0; u < NW; u++)
 #pragma unroll
         for (int t = 0; t < NR; t++) acc[u][t] = 0.0f;
     if (VEC) {
@@ -77,12 +79,11 @@ __global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_
         const int64_t nch = uvalid ? k / P : 0;
 #pragma unroll 2
         for (int64_t c = (int64_t)ks * 32 + lane; c < nch; c += 32 * KS) {
-            float w[2][8];
+            uint4 v[NW];
 #pragma unroll
-            for (int u = 0; u < 2; u++) {
-                uint4 v = {0, 0, 0, 0};
-                if (live[u]) v = __ldg((const uint4 *)wr[u] + c);
-                unpack<WDT>(v, w[u]);
+            for (int u = 0; u < NW; u++) {
+                v[u] = make_uint4(0, 0, 0, 0);
+                if (live[u]) v[u] = __ldg((const uint4 *)wr[u] + c);
             }
 #pragma unroll
             for (int t = 0; t < NR; t++) {
@@ -98,40 +99,43 @@ __global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_
                     xv[6] = xval(x1.z, a.round_bf16), xv[7] = xval(x1.w, a.round_bf16);
                 }
 #pragma unroll
-                for (int u = 0; u < 2; u++)
+                for (int u = 0; u < NW; u++) {
+                    float w[8];
+                    unpack<WDT>(v[u], w);
 #pragma unroll
-                    for (int e = 0; e < P; e++) acc[u][t] += w[u][e] * xv[e];
+                    for (int e = 0; e < P; e++) acc[u][t] += w[e] * xv[e];
+                }
             }
         }
     } else {
         const int64_t kk = uvalid ? k : 0;
         for (int64_t i = (int64_t)ks * 32 + lane; i < kk; i += 32 * KS) {
-            float w[2];
+            float w[NW];
 #pragma unroll
-            for (int u = 0; u < 2; u++) w[u] = live[u] ? wload(wr[u], WDT, i) : 0.0f;
+            for (int u = 0; u < NW; u++) w[u] = live[u] ? wload(wr[u], WDT, i) : 0.0f;
 #pragma unroll
             for (int t = 0; t < NR; t++) {
                 if (t >= a.n) break;
                 const float xv = xval(a.x[t * a.ldx + i], a.round_bf16);
 #pragma unroll
-                for (int u = 0; u < 2; u++) acc[u][t] += w[u] * xv;
+                for (int u = 0; u < NW; u++) acc[u][t] += w[u] * xv;
             }
         }
     }
 #pragma unroll
-    for (int u = 0; u < 2; u++)
+    for (int u = 0; u < NW; u++)
 #pragma unroll
         for (int t = 0; t < NR; t++) acc[u][t] = warp_sum(acc[u][t]);
     if (KS > 1) {
         if (lane == 0)
 #pragma unroll
-            for (int u = 0; u < 2; u++)
+            for (int u = 0; u < NW; u++)
 #pragma unroll
                 for (int t = 0; t < NR; t++) red[warp][u][t] = acc[u][t];
         __syncthreads();
         if (ks != 0) return;
 #pragma unroll
-        for (int u = 0; u < 2; u++)
+        for (int u = 0; u < NW; u++)
 #pragma unroll
             for (int t = 0; t < NR; t++) {
                 float v = red[warp][u][t];
@@ -142,12 +146,16 @@ __global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_
     if (lane != 0 || !uvalid) return;
     for (int t = 0; t < NR && t < a.n; t++) {
         if (a.mode == 1) {
-            float g = acc[0][t], up = acc[1][t];
-            if (a.m[0].bias) g += a.m[0].bias[unit];
-            if (a.m[1].bias) up += a.m[1].bias[unit];
-            a.m[0].y[t * a.m[0].ldy + unit] = silu_f(g) * up;
+            for (int u = 0; u < NW; u += 2) {
+                if (!live[u]) continue;
+                const int64_t j = jr[u];
+                float g = acc[u][t], up = acc[u + 1][t];
+                if (a.m[0].bias) g += a.m[0].bias[j];
+                if (a.m[1].bias) up += a.m[1].bias[j];
+                a.m[0].y[t * a.m[0].ldy + j] = silu_f(g) * up;
+            }
         } else {
-            for (int u = 0; u < 2; u++) {
+            for (int u = 0; u < NW; u++) {
                 if (!live[u]) continue;
                 const qcu_gemv_mat &M = a.m[mi[u]];
                 M.y[t * M.ldy + jr[u]] = M.bias ? acc[u][t] + M.bias[jr[u]] : acc[u][t];
@@ -197,7 +205,7 @@ extern "C" int qcu_gemv(void *st, const void *ap) {
     for (int i = 0; i < a->n_mats; i++) vec &= aligned16(a->m[i].w);
     int64_t rows = 0;
     for (int i = 0; i < a->n_mats; i++) rows += a->m[i].d;
-    const int64_t units = a->mode == 1 ? a->m[0].d : (rows + 1) / 2;
+    const int64_t units = a->mode == 1 ? (a->m[0].d + 1) / 2 : (rows + NW - 1) / NW;
     if (units <= 0) return 0;
     gemv_kernel k = wdt == QCU_BF16 ? pick_vec<QCU_BF16>(a->n, vec)
                     : wdt == QCU_F16 ? pick_vec<QCU_F16>(a->n, vec)

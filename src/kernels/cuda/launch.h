@@ -203,9 +203,17 @@ int qcu_conv1d_silu(void *stream, const void *args);
 
 /* ---- Gated DeltaNet (gated_delta.cu) ---------------------------------------------------------- */
 
-/* Token by token. With y_norm set (and dv <= 128), the gated RMSNorm of the next op is fused:
- * y_norm[t][h][:] = (w * (o * rsqrt(mean(o^2)+eps))) * silu(z[t][h][:]) and out is not written. */
+/* Per-stream device memory that starts zeroed and that kernels leave zeroed (cross-block
+ * counters): QCU_SYNC_COUNTERS unsigned counters, then QCU_SYNC_PARTS floats. */
+#define QCU_SYNC_COUNTERS 1024
+#define QCU_SYNC_PARTS 15360
+#define QCU_SYNC_BYTES (QCU_SYNC_COUNTERS * 4 + QCU_SYNC_PARTS * 4)
+
+/* Token by token. With y_norm set, the gated RMSNorm of the next op is fused:
+ * y_norm[t][h][:] = (w * (o * rsqrt(mean(o^2)+eps))) * silu(z[t][h][:]); out [T][Hv][dv] is
+ * scratch then (written or not). sync: the stream's sync area (NULL: no cross-block fusion). */
 typedef struct {
+    void *sync;
     float *out;
     const float *qkv, *a, *b;
     const void *A_log, *dt_bias;
@@ -270,6 +278,9 @@ typedef struct {
 } qcu_attention_segments_args;
 int qcu_attention_segments(void *stream, const void *args);
 size_t qcu_attention_partial_bytes(int64_t n_rows, int64_t n_splits, int64_t head_dim);
+/* The key split qcu_attention wants for T queries over up to max_keys keys (text). */
+void qcu_attention_plan(int64_t T, int64_t Hq, int64_t Hkv, int64_t D, int64_t max_keys, int n_sm, int64_t *n_splits,
+                        int64_t *kps);
 /* Largest head_dim the attention kernels take. */
 #define QCU_ATTN_MAX_HEAD_DIM 256
 

@@ -137,6 +137,12 @@ template <class T>
 static inline T __ldg(const T *p) {
     return *p;
 }
+template <class T>
+static inline T __ldcg(const T *p) {
+    return *p;
+}
+static inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
 
 static inline float atomicAdd(float *p, float v) {
     float o = *p;
