@@ -6,7 +6,7 @@
 #   scripts/gpu_check.sh PAYLOAD_DIR OUT_DIR [steps]
 # PAYLOAD_DIR holds bin/qvlm, bin/cuda_ops_test, lib/ (shared libraries the binaries need),
 # fx/<fixture>/ and tools/precision_report.py; OUT_DIR gets one log per step and summary.txt.
-# steps: a comma list of ops,verify,bf16,sanitize,race,b08,b9 (default: all). Each step has its own
+# steps: a comma list of ops,perf,verify,bf16,sanitize,race,b08,b9 (default: all but perf). Each step has its own
 # time limit and a failing step does not stop the others.
 P=$(cd "$1" && pwd); OUT=$2; STEPS=${3:-ops,verify,bf16,sanitize,race,b08,b9}
 mkdir -p "$OUT"
@@ -35,6 +35,10 @@ if has b9; then ( $Q synth --preset qwen3.5-9b --out $M/9b > "$OUT/synth9b.log" 
 if has b08; then ( $Q synth --preset qwen3.5-0.8b --out $M/08b > "$OUT/synth08.log" 2>&1; touch $M/08b.done ) & fi
 
 if has ops; then step ops 180 env QVLM_CUDA_STATS=1 $P/bin/cuda_ops_test; fi
+if has perf; then
+    step perf 300 env QVLM_CUDA_PERF=1 $P/bin/cuda_ops_test
+    grep "^perf" "$OUT/perf.log" >> "$S"
+fi
 if has verify; then
     for fx in tiny-dense tiny-moe; do
         step verify-$fx 120 $Q verify --reference $P/fx/$fx --backend cuda --precision f32
@@ -74,11 +78,13 @@ bench() { # tag dir full(1: also without graphs and a per-op profile)
     [ "$full" = 1 ] || return 0
     step bench-$tag-nographs 120 env QVLM_CUDA_GRAPHS=0 $Q bench --model $dir --backend cuda --prompt 512 --gen 128 --reps 2
     grep -E "decode|bound" "$OUT/bench-$tag-nographs.log" | sed 's/^/no graphs: /' >> "$S"
+    step bench-$tag-nopdl 120 env QVLM_CUDA_PDL=0 QVLM_CUDA_STATS=1 $Q bench --model $dir --backend cuda --prompt 512 --gen 128 --reps 2
+    grep -E "decode|bound|replay" "$OUT/bench-$tag-nopdl.log" | tail -3 | sed 's/^/no pdl: /' >> "$S"
     step profile-$tag 180 env QVLM_CUDA_PROFILE=1 $Q bench --model $dir --backend cuda --prompt 64 --gen 64 --reps 1
     grep "cuda profile" "$OUT/profile-$tag.log" | sort -k7 -n -r | head -14 >> "$S"
 }
 if has b08; then bench 08 $M/08b 1; fi
-if has b9; then bench 9b $M/9b 0; fi
+if has b9; then bench 9b $M/9b ${FULL9:-0}; fi
 df -h /tmp | tail -1 >> "$S"
 (cd "$OUT" && tar czf logs.tgz --exclude=logs.tgz --exclude=summary.txt *.log *.txt 2>/dev/null && rm -f *.log bf16-report-*.txt)
 echo "== summary" && cat "$S"

@@ -532,6 +532,138 @@ static void test_recorded_steps(void) {
     }
 }
 
+/* ==== QVLM_CUDA_PERF=1: time the decode kernels at real sizes (not a test) ============================================== */
+
+#include <time.h>
+#include "kernels/cuda/launch.h"
+
+static double now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return 1e6 * (double)ts.tv_sec + 1e-3 * (double)ts.tv_nsec;
+}
+
+typedef void (*perf_fn)(void *ctx);
+/* Microseconds per call: back-to-back on the stream, and inside a recorded step replayed as a
+ * graph (reps calls per step). */
+static void perf_time(const char *name, perf_fn fn, void *ctx, double bytes) {
+    env *e = &E16;
+    const int reps = 20;
+    for (int i = 0; i < 3; i++) fn(ctx);
+    qvlm_stream_sync(e->sg);
+    double t0 = now_us();
+    for (int i = 0; i < reps; i++) fn(ctx);
+    qvlm_stream_sync(e->sg);
+    double direct = (now_us() - t0) / reps, graph = 0;
+    for (int r = 0; r < 6; r++) {
+        if (r == 2) qvlm_stream_sync(e->sg), t0 = now_us();
+        bool rec = qvlm_stream_step_begin(e->sg);
+        for (int i = 0; i < reps; i++) fn(ctx);
+        if (rec) qvlm_stream_step_end(e->sg);
+    }
+    qvlm_stream_sync(e->sg);
+    graph = (now_us() - t0) / (4.0 * reps);
+    qvlm_error err;
+    if (qvlm_stream_status(e->sg, &err)) printf("  %s: %s\n", name, err.msg);
+    if (bytes > 0)
+        printf("perf %-34s %8.2f us %7.0f GB/s | in a graph %8.2f us %7.0f GB/s\n", name, direct, bytes / direct / 1e3, graph,
+               bytes / graph / 1e3);
+    else
+        printf("perf %-34s %8.2f us | in a graph %8.2f us\n", name, direct, graph);
+}
+
+typedef struct gemv_ctx {
+    float *y, *x, *tmp;
+    wpair w, w2;
+    int64_t k, d;
+    int swiglu;
+} gemv_ctx;
+static void run_gemv(void *p) {
+    gemv_ctx *c = p;
+    if (c->swiglu) qvlm_op_matmul_swiglu(E16.sg, c->y, c->d, c->tmp, c->x, c->k, &c->w.g, &c->w2.g, 1);
+    else qvlm_op_matmul(E16.sg, c->y, c->d, c->x, c->k, &c->w.g, NULL, 1);
+}
+
+typedef struct small_ctx {
+    float *a, *b, *c, *S, *z;
+    wpair w, A, dt, nw;
+    qvlm_kv_view kv;
+    int64_t dim, pos0;
+    int what;
+} small_ctx;
+static void run_small(void *p) {
+    small_ctx *c = p;
+    qvlm_gdn_dims d = {16, 16, 128, 128};
+    switch (c->what) {
+    case 0: qvlm_op_add_rms_norm(E16.sg, c->a, c->b, c->c, &c->w.g, 1.0f, 1e-6f, 1, c->dim); break;
+    case 1:
+        qvlm_op_gated_delta_norm(E16.sg, c->c, c->b, c->z, &c->nw.g, 1e-6f, c->a, 6144, c->a + 6144, c->a + 6160, 32, &c->A.g,
+                                 &c->dt.g, c->S, &d, 1, false);
+        break;
+    case 2: qvlm_op_attention(E16.sg, c->c, c->a, 2048, &c->kv, c->pos0, 1, 8, 2, 256, 0.0625f); break;
+    case 3: qvlm_op_conv1d_silu(E16.sg, c->c, c->a, 6144, c->S, &c->w.g, 1, 6144, 4); break;
+    case 4: qvlm_op_add(E16.sg, c->c, c->a, c->b, 1); break;
+    }
+}
+
+static void perf(void) {
+    env *e = &E16;
+    printf("perf on %s\n", qvlm_backend_name(e->gpu));
+    const int64_t shapes[][3] = {/* k, d, swiglu */
+                                 {1024, 8224, 0},  {1024, 3584, 1},  {3584, 1024, 0},  {2048, 1024, 0},
+                                 {1024, 248320, 0}, {4096, 12352, 0}, {4096, 12288, 1}, {12288, 4096, 0},
+                                 {4096, 4096, 0}};
+    const int variants[3][2] = {{4, 1}, {2, 1}, {4, 0}};
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        gemv_ctx c = {0};
+        c.k = shapes[i][0], c.d = shapes[i][1], c.swiglu = (int)shapes[i][2];
+        int64_t ne[2] = {c.d, c.k};
+        float *wv = malloc((size_t)(c.d * c.k) * sizeof(float));
+        for (int64_t j = 0; j < c.d * c.k; j++) wv[j] = 0.01f * frand();
+        c.w = weight(e, wv, QVLM_DTYPE_BF16, 2, ne);
+        if (c.swiglu) c.w2 = weight(e, wv, QVLM_DTYPE_BF16, 2, ne);
+        free(wv);
+        float *x = rnd((size_t)c.k, 1.0f);
+        c.x = dev(e, x, (size_t)c.k * 4);
+        c.y = qvlm_backend_alloc(e->gpu, (size_t)c.d * 4);
+        c.tmp = qvlm_backend_alloc(e->gpu, (size_t)c.d * 4);
+        const double bytes = (double)(c.d * c.k * 2) * (c.swiglu ? 2 : 1);
+        for (int v = 0; v < 3; v++) {
+            char name[96];
+            snprintf(name, sizeof(name), "gemv k=%lld d=%lld%s nw=%d ks=%s", (long long)c.k, (long long)c.d,
+                     c.swiglu ? " swiglu" : "", variants[v][0], variants[v][1] ? "auto" : "1");
+            qcu_gemv_variant(variants[v][0], variants[v][1]);
+            perf_time(name, run_gemv, &c, bytes);
+        }
+        qcu_gemv_variant(4, 1);
+        qvlm_backend_free(e->gpu, c.y);
+        qvlm_backend_free(e->gpu, c.tmp);
+        qvlm_backend_free(e->gpu, c.x);
+        qvlm_backend_weight_free(e->gpu, &c.w.g);
+        if (c.swiglu) qvlm_backend_weight_free(e->gpu, &c.w2.g);
+    }
+    small_ctx c = {0};
+    float *big = rnd(16384, 1.0f);
+    c.a = dev(e, big, 16384 * 4), c.b = dev(e, big, 16384 * 4), c.c = dev(e, big, 16384 * 4), c.z = dev(e, big, 16384 * 4);
+    float *st = rnd(16 * 128 * 128, 0.1f);
+    c.S = dev(e, st, 16 * 128 * 128 * 4);
+    c.w = vec_weight(e, 6144 * 4, QVLM_DTYPE_BF16, 0.1f, 1.0f);
+    c.A = vec_weight(e, 16, QVLM_DTYPE_F32, 0.5f, 1.0f), c.dt = vec_weight(e, 16, QVLM_DTYPE_BF16, 0.5f, 0.0f);
+    c.nw = vec_weight(e, 128, QVLM_DTYPE_F32, 0.1f, 1.0f);
+    const size_t layer = (size_t)(2 * 64 * 256) * 4;
+    kvset kv = kv_alloc(e, 11, 2 * layer);
+    c.kv = (qvlm_kv_view){kv.hg, 11, 64, 0, layer};
+    c.pos0 = 600;
+    const char *names[5] = {"add_rms_norm 1x1024", "gated_delta+norm T=1 16x128x128", "attention T=1 600 keys 8/2x256",
+                            "conv1d_silu T=1 C=6144", "add n=1 (launch floor)"};
+    for (int w = 0; w < 5; w++) {
+        c.what = w, c.dim = 1024;
+        perf_time(names[w], run_small, &c, 0);
+    }
+    c.what = 0, c.dim = 4096;
+    perf_time("add_rms_norm 1x4096", run_small, &c, 0);
+}
+
 /* ==== driver ======================================================================================================== */
 
 static bool make_env(env *e, qvlm_compute_precision p) {
@@ -566,6 +698,7 @@ int main(void) {
     RUN(test_moe_route);
     RUN(test_recorded_steps);
     int rc = qtest_done();
+    if (getenv("QVLM_CUDA_PERF")) perf();
     env *es[2] = {&E32, &E16};
     for (int i = 0; i < 2; i++) {
         qvlm_stream_destroy(es[i]->sc);

@@ -65,6 +65,7 @@ __device__ __forceinline__ const float *key_row(const attn_p &p, int64_t key, in
 
 template <int DJ, int MODE>
 __global__ void __launch_bounds__(NT) k_attn(attn_p p) {
+    QCU_PDL_ENTRY();
     QVLM_DYN_SMEM(float, sm);
     const int64_t D = p.D, ldqs = D + 1;
     float *Qs = sm, *Ks = Qs + BQ * ldqs, *Vs = Ks + BK * ldqs, *Ps = Vs + BK * D;
@@ -211,6 +212,7 @@ __global__ void __launch_bounds__(NT) k_attn(attn_p p) {
 #define DEC_WARPS 4
 template <int R, int NV>
 __global__ void __launch_bounds__(DEC_WARPS * 32) k_attn_dec(attn_p p) {
+    QCU_PDL_ENTRY();
     __shared__ float sm_m[DEC_WARPS][R], sm_l[DEC_WARPS][R];
     __shared__ float sm_acc[DEC_WARPS][R][NV * 128];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -303,6 +305,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) k_attn_dec(attn_p p) {
 
 /* Merge the n_splits partial results of each output row. */
 __global__ void k_attn_combine(float *out, const float *partial, int64_t n_splits, int64_t D) {
+    QCU_PDL_ENTRY();
     const int64_t row = blockIdx.x;
     const float *pp = partial + row * n_splits * (D + 2);
     float M = -INFINITY;
@@ -326,6 +329,7 @@ __global__ void k_attn_combine(float *out, const float *partial, int64_t n_split
 
 __global__ void k_kv_store(const float *k, const float *v, void *const *blocks, const int64_t *pos0, int64_t ldk,
                            int64_t ldv, int64_t bt, int64_t k_off, int64_t v_off, int64_t D) {
+    QCU_PDL_ENTRY();
     const int64_t t = blockIdx.x, h = blockIdx.y, p = pos0[0] + t, b = p / bt, o = p % bt;
     char *blk = (char *)blocks[b];
     float *K = (float *)(blk + k_off) + (h * bt + o) * D, *V = (float *)(blk + v_off) + (h * bt + o) * D;
@@ -454,7 +458,15 @@ extern "C" int qcu_attn_init(size_t smem_optin) {
     return e;
 }
 
-extern "C" int qcu_init(size_t smem_optin, int n_sm) {
+#ifndef QVLM_CUDA_EMU
+int qcu_pdl = 0;
+#endif
+
+extern "C" int qcu_init(size_t smem_optin, int n_sm, int pdl) {
+#ifndef QVLM_CUDA_EMU
+    qcu_pdl = pdl;
+#endif
+    (void)pdl;
     int e = qcu_attn_init(smem_optin);
     if (!e) e = qcu_gdn_init(smem_optin);
     if (!e) e = qcu_gemv_init(smem_optin, n_sm);

@@ -124,7 +124,7 @@ typedef struct cuda_backend {
     char name[400];
     int n_sm;
     size_t smem_optin;
-    bool graphs, sync_each, stats, profile;
+    bool graphs, sync_each, stats, profile, pdl;
     pthread_mutex_t mu;           /* allocs, weights, f32 copies, stats, the stream order */
     ptr_map allocs;               /* qvlm_backend_alloc: ptr -> bytes */
     ptr_map weights;              /* weight data -> bytes */
@@ -1284,7 +1284,8 @@ qvlm_status qvlm_backend_cuda_create(const qvlm_backend_params *p, qvlm_backend 
     be->stats = env_flag("QVLM_CUDA_STATS", false);
     be->profile = env_flag("QVLM_CUDA_PROFILE", false);
     if (be->profile) be->graphs = false; /* op by op, each timed */
-    int e = qcu_init(be->smem_optin, be->n_sm);
+    be->pdl = prop.major >= 9 && env_flag("QVLM_CUDA_PDL", true);
+    int e = qcu_init(be->smem_optin, be->n_sm, be->pdl);
     if (e) rc = qvlm_errorf(err, QVLM_E_UNSUPPORTED, "cuda: kernel set-up on %s failed: %s", prop.name,
                             cudaGetErrorString((cudaError_t)e));
     if (!rc) rc = qvlm_pool_create(p->n_threads, &be->pool, err);
@@ -1294,8 +1295,8 @@ qvlm_status qvlm_backend_cuda_create(const qvlm_backend_params *p, qvlm_backend 
         free(be);
         return rc;
     }
-    snprintf(be->name, sizeof(be->name), "cuda (%s, sm_%d%d, %d SMs, %s%s)", prop.name, prop.major, prop.minor, be->n_sm,
-             p->precision == QVLM_COMPUTE_BF16 ? "bf16" : "f32", be->graphs ? ", graphs" : "");
+    snprintf(be->name, sizeof(be->name), "cuda (%s, sm_%d%d, %d SMs, %s%s%s)", prop.name, prop.major, prop.minor, be->n_sm,
+             p->precision == QVLM_COMPUTE_BF16 ? "bf16" : "f32", be->graphs ? ", graphs" : "", be->pdl ? ", pdl" : "");
     *out = &be->base;
     return QVLM_OK;
 }

@@ -7,6 +7,7 @@
 
 __global__ void k_conv1d_silu(float *y, const float *x, float *state, const void *w, int wdt, int64_t ldx, int64_t T,
                               int64_t C, int64_t K) {
+    QCU_PDL_ENTRY();
     const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     float wk[MAX_K], win[MAX_K];

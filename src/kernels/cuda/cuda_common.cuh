@@ -11,11 +11,48 @@
 #ifdef QVLM_CUDA_EMU
 #include "kernels/cuda/emu/emu_device.h"
 #define QVLM_LAUNCH(k, g, b, smem, st, ...) emu_launch((g), (b), (smem), (cudaStream_t)(st), k, __VA_ARGS__)
+static inline void pdl_wait() {}
+static inline void pdl_trigger() {}
 #else
 #include <cuda_runtime.h>
-#define QVLM_LAUNCH(k, g, b, smem, st, ...) k<<<(g), (b), (smem), (cudaStream_t)(st)>>>(__VA_ARGS__)
 #define QVLM_DYN_SMEM(type, name) extern __shared__ __align__(16) unsigned char qvlm_dyn_smem_[]; type *name = (type *)qvlm_dyn_smem_
+
+/* Programmatic dependent launch (sm_90): a kernel may be scheduled while the one before it in
+ * the stream is finishing, so launch latency and a GEMV's first weight loads overlap the
+ * previous kernel. Every kernel therefore starts with pdl_wait() (the previous kernel has
+ * completed and its writes are visible) before it reads or writes anything another kernel
+ * touches; only reads of weights may come first. pdl_trigger() lets the next kernel be
+ * scheduled. Set by qcu_init; both are no-ops where the launch did not ask for it. */
+extern int qcu_pdl;
+template <typename... KA, typename... A>
+static inline void qcu_launch_kernel(void (*k)(KA...), dim3 g, dim3 b, size_t smem, cudaStream_t st, A... args) {
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.gridDim = g, cfg.blockDim = b, cfg.dynamicSmemBytes = smem, cfg.stream = st;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = qcu_pdl ? 1 : 0;
+    cudaLaunchKernelEx(&cfg, k, ((KA)args)...);
+}
+#define QVLM_LAUNCH(k, g, b, smem, st, ...) qcu_launch_kernel(k, dim3(g), dim3(b), (smem), (cudaStream_t)(st), __VA_ARGS__)
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+#endif
+#define QCU_PDL_ENTRY() \
+    do {                \
+        pdl_wait();     \
+        pdl_trigger();  \
+    } while (0)
 
 #include "kernels/cuda/launch.h"
 

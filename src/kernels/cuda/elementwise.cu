@@ -6,6 +6,7 @@
 /* ==== kernels ==================================================================================== */
 
 __global__ void k_get_rows(float *y, const void *table, const int32_t *ids, int64_t dim, int64_t n, int dt) {
+    QCU_PDL_ENTRY();
     const int64_t t = blockIdx.y;
     const int64_t row = ids[t];
     for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += (int64_t)gridDim.x * blockDim.x)
@@ -14,6 +15,7 @@ __global__ void k_get_rows(float *y, const void *table, const int32_t *ids, int6
 
 __global__ void k_add_weighted_rows(float *y, const void *table, const int32_t *idx, const float *w, int64_t dim,
                                     int64_t taps, int dt) {
+    QCU_PDL_ENTRY();
     const int64_t r = blockIdx.y;
     for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += (int64_t)gridDim.x * blockDim.x) {
         float acc = 0.0f;
@@ -23,17 +25,20 @@ __global__ void k_add_weighted_rows(float *y, const void *table, const int32_t *
 }
 
 __global__ void k_add(float *y, const float *a, const float *b, int64_t n) {
+    QCU_PDL_ENTRY();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         y[i] = a[i] + b[i];
 }
 
 __global__ void k_silu_mul(float *y, const float *g, const float *u, int64_t ldy, int64_t ldg, int64_t ldu, int64_t dim) {
+    QCU_PDL_ENTRY();
     const int64_t r = blockIdx.y;
     for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += (int64_t)gridDim.x * blockDim.x)
         y[r * ldy + c] = silu_f(g[r * ldg + c]) * u[r * ldu + c];
 }
 
 __global__ void k_gelu(float *x, int64_t n, int tanh_approx) {
+    QCU_PDL_ENTRY();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         float v = x[i];
         if (tanh_approx) {
@@ -47,6 +52,7 @@ __global__ void k_gelu(float *x, int64_t n, int tanh_approx) {
 
 __global__ void k_sigmoid_mul(float *y, const float *x, const float *g, int64_t ldy, int64_t ldx, int64_t ldg,
                               int64_t gate_cols, int64_t dim) {
+    QCU_PDL_ENTRY();
     const int64_t r = blockIdx.y;
     for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += (int64_t)gridDim.x * blockDim.x) {
         float gv = g[r * ldg + (gate_cols == 1 ? 0 : c)];
@@ -55,6 +61,7 @@ __global__ void k_sigmoid_mul(float *y, const float *x, const float *g, int64_t 
 }
 
 __global__ void k_round(void *y, const float *x, int64_t ldx, int64_t cols, int to_bf16) {
+    QCU_PDL_ENTRY();
     const int64_t r = blockIdx.y;
     for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += (int64_t)gridDim.x * blockDim.x) {
         uint16_t h = f32_to_bf16(x[r * ldx + c]);
@@ -64,17 +71,20 @@ __global__ void k_round(void *y, const float *x, int64_t ldx, int64_t cols, int 
 }
 
 __global__ void k_bias_add(float *y, const float *bias, int64_t ldy, int64_t cols) {
+    QCU_PDL_ENTRY();
     const int64_t r = blockIdx.y;
     for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += (int64_t)gridDim.x * blockDim.x)
         y[r * ldy + c] += bias[c];
 }
 
 __global__ void k_to_f32(float *y, const void *x, int64_t n, int dt) {
+    QCU_PDL_ENTRY();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         y[i] = wload(x, dt, i);
 }
 
 __global__ void k_gather_rows(float *y, const float *x, const int32_t *rows, int64_t dim) {
+    QCU_PDL_ENTRY();
     const int64_t i = blockIdx.y;
     const int64_t src = rows[i];
     for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += (int64_t)gridDim.x * blockDim.x)
@@ -84,6 +94,7 @@ __global__ void k_gather_rows(float *y, const float *x, const int32_t *rows, int
 /* One thread per column walks i in order, so repeated rows add up in the CPU's order. */
 __global__ void k_scatter_add_rows(float *y, const float *x, const int32_t *rows, const float *scale, int64_t n,
                                    int64_t dim) {
+    QCU_PDL_ENTRY();
     const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= dim) return;
     for (int64_t i = 0; i < n; i++) y[(int64_t)rows[i] * dim + c] += scale[i] * x[i * dim + c];

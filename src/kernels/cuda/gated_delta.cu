@@ -31,6 +31,7 @@ __global__ void __launch_bounds__(1024, 1)
               const void *dt_bias, int ddt, float *S, const float *z, const void *nw, int nwdt, float *y_norm,
               float norm_eps, int64_t ldqkv, int64_t ldab, int64_t Hk, int64_t Hv, int64_t dk, int64_t dv, int64_t T,
               int CB, float *part, unsigned *count) {
+    QCU_PDL_ENTRY();
     QVLM_DYN_SMEM(float, sm);
     float *q = sm, *k = q + dk, *red = k + dk, *misc = red + RG * CB, *bred = misc + 4;
     const int64_t h = blockIdx.x, kh = h / (Hv / Hk);
@@ -151,6 +152,7 @@ __global__ void __launch_bounds__(256) k_gdn_prep(float *work, const float *qkv,
                                                   const void *A_log, int adt, const void *dt_bias, int ddt,
                                                   int64_t ldqkv, int64_t ldab, int64_t Hk, int64_t Hv, int64_t dk,
                                                   int64_t dv, int64_t T) {
+    QCU_PDL_ENTRY();
     QVLM_DYN_SMEM(float, sm);
     const int64_t ld = dk + 1; /* padded rows: the pair dots read K rows across lanes */
     float *Q = sm, *K = Q + CHUNK * ld, *KC = K + CHUNK * ld, *U = KC + CHUNK * ld, *A = U + CHUNK * dv;
@@ -260,6 +262,7 @@ __global__ void __launch_bounds__(256) k_gdn_prep(float *work, const float *qkv,
 
 __global__ void __launch_bounds__(256) k_gdn_scan(float *out, float *S, const float *work, int64_t Hv, int64_t dk,
                                                   int64_t dv, int64_t T) {
+    QCU_PDL_ENTRY();
     QVLM_DYN_SMEM(float, sm);
     float *Ss = sm, *VN = Ss + dk * CBS, *W = VN + CHUNK * CBS, *Qe = W + CHUNK * dk, *Kd = Qe + CHUNK * dk;
     float *QK = Kd + CHUNK * dk;

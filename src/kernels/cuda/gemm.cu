@@ -59,6 +59,7 @@ extern "C" int qcu_gemm(void *st, const void *ap) {
 
 __global__ void k_gemm_emu(float *y, const void *x, const void *w, int64_t ldy, int64_t ldx, int64_t n, int64_t k,
                            int64_t d, int bf16) {
+    QCU_PDL_ENTRY();
     const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
     if (j >= d) return;
     float acc = 0.0f;

@@ -41,8 +41,7 @@ __device__ __forceinline__ float xval(float v, int round) { return round ? round
  * (swiglu). KS warps share a unit, warp ks of the group taking the 16-byte chunks
  * ks*32+lane, +32*KS, ...; their sums meet in shared memory in a fixed order. KS depends only on
  * the matrix shapes and the device, so a row's result never depends on n. */
-#define NW 4
-template <int WDT, int NR, bool VEC>
+template <int WDT, int NR, bool VEC, int NW>
 __global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_units, int KS) {
     __shared__ float red[WARPS][NW][NR];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, ul = warp / KS, ks = warp % KS;
@@ -57,8 +56,8 @@ __global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_
     for (int u = 0; u < NW; u++) {
         wr[u] = NULL, mi[u] = 0, jr[u] = 0, live[u] = false;
         if (!uvalid) continue;
-        if (a.mode == 1) { /* rows: gate j, up j, gate j+1, up j+1 */
-            const int64_t j = unit * 2 + u / 2;
+        if (a.mode == 1) { /* rows: gate j, up j, gate j+1, up j+1, ... */
+            const int64_t j = unit * (NW / 2) + u / 2;
             mi[u] = u & 1, jr[u] = j, live[u] = j < a.m[0].d;
         } else {
             int64_t g = unit * NW + u;
@@ -75,15 +74,26 @@ __global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_
 #pragma unroll
         for (int t = 0; t < NR; t++) acc[u][t] = 0.0f;
     if (VEC) {
+        /* Software pipelined: the loads of the next chunk are issued before the current one is
+         * used, and the first ones before waiting for the previous kernel (weights are never
+         * written during a step, so they may be read early). */
         const int P = wtraits<WDT>::per16;
-        const int64_t nch = uvalid ? k / P : 0;
-#pragma unroll 2
-        for (int64_t c = (int64_t)ks * 32 + lane; c < nch; c += 32 * KS) {
+        const int64_t nch = uvalid ? k / P : 0, step = 32 * (int64_t)KS;
+        int64_t c = (int64_t)ks * 32 + lane;
+        uint4 nx[NW];
+#pragma unroll
+        for (int u = 0; u < NW; u++) {
+            nx[u] = make_uint4(0, 0, 0, 0);
+            if (live[u] && c < nch) nx[u] = __ldg((const uint4 *)wr[u] + c);
+        }
+        pdl_wait();
+        pdl_trigger();
+        for (; c < nch; c += step) {
             uint4 v[NW];
 #pragma unroll
             for (int u = 0; u < NW; u++) {
-                v[u] = make_uint4(0, 0, 0, 0);
-                if (live[u]) v[u] = __ldg((const uint4 *)wr[u] + c);
+                v[u] = nx[u];
+                if (live[u] && c + step < nch) nx[u] = __ldg((const uint4 *)wr[u] + c + step);
             }
 #pragma unroll
             for (int t = 0; t < NR; t++) {
@@ -108,6 +118,8 @@ __global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_
             }
         }
     } else {
+        pdl_wait();
+        pdl_trigger();
         const int64_t kk = uvalid ? k : 0;
         for (int64_t i = (int64_t)ks * 32 + lane; i < kk; i += 32 * KS) {
             float w[NW];
@@ -167,18 +179,25 @@ __global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_
 typedef void (*gemv_kernel)(qcu_gemv_args, int64_t, int);
 
 static int g_n_sm = 132;
+static int g_nw = 4, g_ks_auto = 1; /* variants, for measurements (qcu_gemv_variant) */
 
-template <int WDT, bool VEC>
+extern "C" void qcu_gemv_variant(int rows_per_warp, int split_k) {
+    g_nw = rows_per_warp == 2 ? 2 : 4;
+    g_ks_auto = split_k;
+}
+
+template <int WDT, bool VEC, int NW>
 static gemv_kernel pick_nr(int64_t n) {
-    if (n <= 1) return k_gemv<WDT, 1, VEC>;
-    if (n <= 2) return k_gemv<WDT, 2, VEC>;
-    if (n <= 4) return k_gemv<WDT, 4, VEC>;
-    return k_gemv<WDT, 8, VEC>;
+    if (n <= 1) return k_gemv<WDT, 1, VEC, NW>;
+    if (n <= 2) return k_gemv<WDT, 2, VEC, NW>;
+    if (n <= 4) return k_gemv<WDT, 4, VEC, NW>;
+    return k_gemv<WDT, 8, VEC, NW>;
 }
 
 template <int WDT>
-static gemv_kernel pick_vec(int64_t n, bool vec) {
-    return vec ? pick_nr<WDT, true>(n) : pick_nr<WDT, false>(n);
+static gemv_kernel pick_vec(int64_t n, bool vec, int nw) {
+    if (nw == 2) return vec ? pick_nr<WDT, true, 2>(n) : pick_nr<WDT, false, 2>(n);
+    return vec ? pick_nr<WDT, true, 4>(n) : pick_nr<WDT, false, 4>(n);
 }
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
@@ -205,16 +224,17 @@ extern "C" int qcu_gemv(void *st, const void *ap) {
     for (int i = 0; i < a->n_mats; i++) vec &= aligned16(a->m[i].w);
     int64_t rows = 0;
     for (int i = 0; i < a->n_mats; i++) rows += a->m[i].d;
-    const int64_t units = a->mode == 1 ? (a->m[0].d + 1) / 2 : (rows + NW - 1) / NW;
+    const int NW = g_nw;
+    const int64_t units = a->mode == 1 ? (a->m[0].d + NW / 2 - 1) / (NW / 2) : (rows + NW - 1) / NW;
     if (units <= 0) return 0;
-    gemv_kernel k = wdt == QCU_BF16 ? pick_vec<QCU_BF16>(a->n, vec)
-                    : wdt == QCU_F16 ? pick_vec<QCU_F16>(a->n, vec)
-                                     : pick_vec<QCU_F32>(a->n, vec);
+    gemv_kernel k = wdt == QCU_BF16 ? pick_vec<QCU_BF16>(a->n, vec, NW)
+                    : wdt == QCU_F16 ? pick_vec<QCU_F16>(a->n, vec, NW)
+                                     : pick_vec<QCU_F32>(a->n, vec, NW);
     /* Split k over KS warps until about 16 warps per SM are busy, each still with at least
      * one 16-byte chunk per lane. */
     const int64_t chunks = vec ? a->k / (16 / esize) : a->k;
     int KS = 1;
-    while (KS < WARPS && units * KS < (int64_t)g_n_sm * 16 && chunks >= (int64_t)32 * KS * 2) KS *= 2;
+    while (g_ks_auto && KS < WARPS && units * KS < (int64_t)g_n_sm * 16 && chunks >= (int64_t)32 * KS * 2) KS *= 2;
     QVLM_LAUNCH(k, qcu_blocks(units * KS, WARPS), WARPS * 32, 0, st, *a, units, KS);
     QCU_DONE();
 }

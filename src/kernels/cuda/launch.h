@@ -30,8 +30,9 @@ typedef int (*qcu_launch_fn)(void *stream, const void *args);
 
 /* Kernel attributes that must be set once per process before launches and never during a
  * graph capture (the large dynamic shared-memory opt-ins), and the device's size for grid
- * choices. smem_optin: the device's shared-memory limit per block; n_sm its multiprocessors. */
-int qcu_init(size_t smem_optin, int n_sm);
+ * choices. smem_optin: the device's shared-memory limit per block; n_sm its multiprocessors;
+ * pdl: launch with programmatic dependent launch (sm_90 and later). */
+int qcu_init(size_t smem_optin, int n_sm, int pdl);
 
 /* ---- rows, elementwise (elementwise.cu) ---------------------------------------------------------- */
 
@@ -315,6 +316,9 @@ typedef struct {
     int32_t n_mats, mode, round_bf16, pad;
 } qcu_gemv_args;
 int qcu_gemv(void *stream, const void *args);
+/* Measurement only: rows per warp (2 or 4, the default) and whether k may be split across
+ * warps (1, the default). Not thread-safe; call before any launch. */
+void qcu_gemv_variant(int rows_per_warp, int split_k);
 
 /* y[t][j] = sum_i x[t][i] W[j][i] through cuBLAS (f32: SGEMM, no TF32; bf16: x packed bf16
  * [n][k], W bf16, f32 accumulation and output). handle from qcu_blas_create. */

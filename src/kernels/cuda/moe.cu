@@ -8,6 +8,7 @@
 #define MAX_K 32
 
 __global__ void k_moe_route(int32_t *idx, float *weight, const float *logits, int64_t n_rows, int64_t E, int64_t k) {
+    QCU_PDL_ENTRY();
     const int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= n_rows) return;
     const float *l = logits + r * E;

@@ -12,6 +12,7 @@
 template <int RPB>
 __global__ void k_rms(float *y, int64_t ldy, float *x, int64_t ldx, const float *delta, const float *z, const void *w,
                       int wdt, float off, float eps, int64_t n_rows, int64_t dim) {
+    QCU_PDL_ENTRY();
     __shared__ float red[32];
     int64_t r;
     int tid, nt;
@@ -60,6 +61,7 @@ __device__ double block_sum_d(double v, double *red) {
 
 __global__ void k_layer_norm(float *y, const float *x, const void *w, int wdt, const void *b, int bdt, float eps,
                              int64_t dim) {
+    QCU_PDL_ENTRY();
     __shared__ double red[32];
     const int64_t r = blockIdx.x;
     const float *xr = x + r * dim;

@@ -14,6 +14,7 @@ __device__ __forceinline__ void rotate_pair(float *xr, int64_t i, int64_t half, 
  * else T; one block per token. */
 __global__ void k_rope_text(float *x, const int32_t *pos, const float *inv, int64_t ldx, int64_t n_heads, int64_t hs,
                             int64_t T, int64_t half, int s1, int s2) {
+    QCU_PDL_ENTRY();
     const int64_t t = blockIdx.x;
     for (int64_t w = threadIdx.x; w < n_heads * half; w += blockDim.x) {
         const int64_t h = w / half, i = w % half;
@@ -26,6 +27,7 @@ __global__ void k_rope_text(float *x, const int32_t *pos, const float *inv, int6
  * the second half the column; one block per patch. */
 __global__ void k_rope_vision(float *x, const int32_t *rc, const float *inv, int64_t ldx, int64_t n_heads, int64_t hs,
                               int64_t half) {
+    QCU_PDL_ENTRY();
     const int64_t r = blockIdx.x, quarter = half / 2;
     for (int64_t w = threadIdx.x; w < n_heads * half; w += blockDim.x) {
         const int64_t h = w / half, i = w % half;
