@@ -258,8 +258,10 @@ static void test_matmul_fused(void) {
 
 static void test_norms(void) {
     env *e = &E32;
-    const int64_t dims[3] = {64, 257, 1500}, R = 6;
+    const int64_t dims[3] = {64, 257, 1500};
+    for (int rr = 0; rr < 2; rr++)
     for (int i = 0; i < 3; i++) {
+        const int64_t R = rr ? 1 : 6; /* one row: the decode path */
         const int64_t D = dims[i];
         wpair w = vec_weight(e, D, i == 1 ? QVLM_DTYPE_BF16 : QVLM_DTYPE_F32, 0.3f, 0.0f);
         wpair bb = vec_weight(e, D, QVLM_DTYPE_F32, 0.3f, 0.0f);

@@ -236,36 +236,62 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) k_attn_dec(attn_p p) {
         }
         m[r] = -INFINITY, l[r] = 0.0f;
     }
-    for (int64_t key = s0 + warp; key < s1; key += DEC_WARPS) {
-        const float *kp = key_row<MODE_TEXT>(p, key, hy, false), *vp = key_row<MODE_TEXT>(p, key, hy, true);
-        float4 kv[NV], vv[NV];
+    /* Keys in groups of KU per warp: all their K/V loads are issued before the first score
+     * is needed, and the softmax state is rescaled once per group. */
+    const int KU = 4;
+    for (int64_t kb = s0 + (int64_t)warp * KU; kb < s1; kb += (int64_t)DEC_WARPS * KU) {
+        float4 kv[KU][NV], vv[KU][NV];
 #pragma unroll
-        for (int i = 0; i < NV; i++) {
-            const int d = (lane + 32 * i) * 4;
-            kv[i] = vv[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            if (d < D) {
-                kv[i] = *(const float4 *)(kp + d);
-                vv[i] = *(const float4 *)(vp + d);
+        for (int j = 0; j < KU; j++) {
+            const int64_t key = kb + j;
+            const bool kin = key < s1;
+            const float *kp = kin ? key_row<MODE_TEXT>(p, key, hy, false) : NULL;
+            const float *vp = kin ? key_row<MODE_TEXT>(p, key, hy, true) : NULL;
+#pragma unroll
+            for (int i = 0; i < NV; i++) {
+                const int d = (lane + 32 * i) * 4;
+                kv[j][i] = vv[j][i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (kin && d < D) {
+                    kv[j][i] = *(const float4 *)(kp + d);
+                    vv[j][i] = *(const float4 *)(vp + d);
+                }
             }
         }
 #pragma unroll
         for (int r = 0; r < R; r++) {
             if (r >= nrows) break;
-            float dot = 0.0f;
+            float sc[KU], mt = -INFINITY;
 #pragma unroll
-            for (int i = 0; i < NV; i++)
-                dot += q[r][4 * i] * kv[i].x + q[r][4 * i + 1] * kv[i].y + q[r][4 * i + 2] * kv[i].z +
-                       q[r][4 * i + 3] * kv[i].w;
-            dot = warp_sum(dot) * p.scale;
-            if (key > pos0 + r / G) continue; /* causal: row t sees keys <= pos0 + t */
-            const float mnew = fmaxf(m[r], dot), corr = expf(m[r] - mnew), e = expf(dot - mnew);
-            l[r] = l[r] * corr + e;
+            for (int j = 0; j < KU; j++) {
+                float dot = 0.0f;
+#pragma unroll
+                for (int i = 0; i < NV; i++)
+                    dot += q[r][4 * i] * kv[j][i].x + q[r][4 * i + 1] * kv[j][i].y + q[r][4 * i + 2] * kv[j][i].z +
+                           q[r][4 * i + 3] * kv[j][i].w;
+                dot = warp_sum(dot) * p.scale;
+                /* causal: row t sees keys <= pos0 + t; keys past the split are out too */
+                const bool ok = kb + j < s1 && kb + j <= pos0 + r / G;
+                sc[j] = ok ? dot : -INFINITY;
+                mt = fmaxf(mt, sc[j]);
+            }
+            if (mt == -INFINITY) continue;
+            const float mnew = fmaxf(m[r], mt), corr = expf(m[r] - mnew);
+            float e[KU], es = 0.0f;
+#pragma unroll
+            for (int j = 0; j < KU; j++) {
+                e[j] = sc[j] == -INFINITY ? 0.0f : expf(sc[j] - mnew);
+                es += e[j];
+            }
+            l[r] = l[r] * corr + es;
 #pragma unroll
             for (int i = 0; i < NV; i++) {
-                acc[r][4 * i] = acc[r][4 * i] * corr + e * vv[i].x;
-                acc[r][4 * i + 1] = acc[r][4 * i + 1] * corr + e * vv[i].y;
-                acc[r][4 * i + 2] = acc[r][4 * i + 2] * corr + e * vv[i].z;
-                acc[r][4 * i + 3] = acc[r][4 * i + 3] * corr + e * vv[i].w;
+                float a0 = acc[r][4 * i] * corr, a1 = acc[r][4 * i + 1] * corr, a2 = acc[r][4 * i + 2] * corr,
+                      a3 = acc[r][4 * i + 3] * corr;
+#pragma unroll
+                for (int j = 0; j < KU; j++) {
+                    a0 += e[j] * vv[j][i].x, a1 += e[j] * vv[j][i].y, a2 += e[j] * vv[j][i].z, a3 += e[j] * vv[j][i].w;
+                }
+                acc[r][4 * i] = a0, acc[r][4 * i + 1] = a1, acc[r][4 * i + 2] = a2, acc[r][4 * i + 3] = a3;
             }
             m[r] = mnew;
         }
@@ -382,7 +408,7 @@ static bool use_dec(int64_t T, int64_t Hq, int64_t Hkv, int64_t D) {
 extern "C" void qcu_attention_plan(int64_t T, int64_t Hq, int64_t Hkv, int64_t D, int64_t max_keys, int n_sm,
                                    int64_t *n_splits, int64_t *kps) {
     const int64_t base = use_dec(T, Hq, Hkv, D) ? Hkv : ((T * (Hq / Hkv) + BQ - 1) / BQ) * Hkv;
-    const int64_t min_keys = use_dec(T, Hq, Hkv, D) ? 32 : 64;
+    const int64_t min_keys = use_dec(T, Hq, Hkv, D) ? 64 : 64;
     int64_t want = base >= n_sm ? 1 : (2 * (int64_t)n_sm + base - 1) / base;
     int64_t most = (max_keys + min_keys - 1) / min_keys;
     if (want > most) want = most;

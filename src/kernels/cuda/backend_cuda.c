@@ -21,6 +21,7 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <time.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,6 +166,9 @@ struct cuda_stream {
     bool timing;
     double replay_ms;
     long n_timed;
+    double host_rec_us, host_end_us, host_dl_us; /* QVLM_CUDA_STATS: host time per step */
+    double t_begin;
+    long n_dl;
     /* QVLM_CUDA_PROFILE: GPU time per launcher, each op timed alone (slow; for analysis) */
     cudaEvent_t ev_a, ev_b;
     struct prof_entry {
@@ -196,6 +200,12 @@ static void fail_launch(cuda_stream *s, int e, const char *what) {
     if (e >= 10000) qvlm_errorf(&err, QVLM_E_INTERNAL, "cuda: %s: cuBLAS status %d", what, e - 10000);
     else qvlm_errorf(&err, QVLM_E_INTERNAL, "cuda: %s: %s", what, cudaGetErrorString((cudaError_t)e));
     fail(s, QVLM_E_INTERNAL, &err);
+}
+
+static double now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return 1e6 * (double)ts.tv_sec + 1e-3 * (double)ts.tv_nsec;
 }
 
 /* ==== ordering across streams ============================================================================ */
@@ -530,6 +540,10 @@ static void cu_stream_destroy(qvlm_stream *st) {
     if (be->stats && (s->n_captures || s->n_replays))
         fprintf(stderr, "qvlm: cuda stream: %ld decode-step graphs captured, %ld replayed, %.3f ms of GPU time per replay\n",
                 s->n_captures, s->n_replays, s->n_timed ? s->replay_ms / (double)s->n_timed : 0.0);
+    if (be->stats && s->n_replays)
+        fprintf(stderr, "qvlm: cuda stream: host us per step: recording %.1f, compare+launch %.1f, wait+download %.1f\n",
+                s->host_rec_us / (double)(s->n_replays + s->n_captures), s->host_end_us / (double)(s->n_replays + s->n_captures),
+                s->n_dl ? s->host_dl_us / (double)s->n_dl : 0.0);
     if (s->ev_g0) cudaEventDestroy(s->ev_g0);
     if (s->ev_g1) cudaEventDestroy(s->ev_g1);
     double tot = 0;
@@ -639,6 +653,7 @@ static bool cu_step_begin(qvlm_stream *st) {
     s->recording = true;
     s->cmd_len = 0;
     s->step_off = 0;
+    if (s->be->stats) s->t_begin = now_us();
     return true;
 }
 
@@ -711,6 +726,8 @@ static bool capture(cuda_stream *s) {
 
 static void cu_step_end(qvlm_stream *st) {
     cuda_stream *s = cs_of(st);
+    const double t0 = s->be->stats ? now_us() : 0;
+    if (s->be->stats && s->recording) s->host_rec_us += t0 - s->t_begin;
     if (!s->recording) { /* the step was finished op by op */
         free_grave(s);
         return;
@@ -740,6 +757,7 @@ static void cu_step_end(qvlm_stream *st) {
     s->n_replays += same;
     if (s->be->sync_each) SCU(s, cudaStreamSynchronize(s->cs));
     free_grave(s);
+    if (s->be->stats) s->host_end_us += now_us() - t0;
 }
 
 /* ==== copies ==================================================================================================== */
@@ -772,6 +790,7 @@ static void cu_download(qvlm_stream *st, void *dst, const void *src, size_t n) {
     cuda_stream *s = cs_of(st);
     flush_recording(s);
     if (!n || s->status) return;
+    const double t0 = s->be->stats ? now_us() : 0;
     order(s);
     if (n <= DL_BYTES) { /* pinned bounce: faster than a pageable transfer */
         SCU(s, cudaMemcpyAsync(s->h_dl, src, n, cudaMemcpyDeviceToHost, s->cs));
@@ -781,6 +800,7 @@ static void cu_download(qvlm_stream *st, void *dst, const void *src, size_t n) {
         SCU(s, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, s->cs));
         SCU(s, cudaStreamSynchronize(s->cs));
     }
+    if (s->be->stats && s->step_pending) s->host_dl_us += now_us() - t0, s->n_dl++;
 }
 
 static void cu_copy(qvlm_stream *st, void *dst, const void *src, size_t n) {

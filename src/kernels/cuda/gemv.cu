@@ -179,10 +179,10 @@ __global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_
 typedef void (*gemv_kernel)(qcu_gemv_args, int64_t, int);
 
 static int g_n_sm = 132;
-static int g_nw = 4, g_ks_auto = 1; /* variants, for measurements (qcu_gemv_variant) */
+static int g_nw = 0, g_ks_auto = 1; /* variants, for measurements (qcu_gemv_variant); 0: auto */
 
 extern "C" void qcu_gemv_variant(int rows_per_warp, int split_k) {
-    g_nw = rows_per_warp == 2 ? 2 : 4;
+    g_nw = rows_per_warp == 2 ? 2 : rows_per_warp == 4 ? 4 : 0;
     g_ks_auto = split_k;
 }
 
@@ -224,7 +224,11 @@ extern "C" int qcu_gemv(void *st, const void *ap) {
     for (int i = 0; i < a->n_mats; i++) vec &= aligned16(a->m[i].w);
     int64_t rows = 0;
     for (int i = 0; i < a->n_mats; i++) rows += a->m[i].d;
-    const int NW = g_nw;
+    /* Two rows per warp for matrices of fewer than 10000 weight rows (more warps in flight),
+     * four for larger ones (x read once for more rows); measured on an H100. */
+    int64_t wrows = 0;
+    for (int i = 0; i < a->n_mats; i++) wrows += a->m[i].d;
+    const int NW = g_nw ? g_nw : wrows < 10000 ? 2 : 4;
     const int64_t units = a->mode == 1 ? (a->m[0].d + NW / 2 - 1) / (NW / 2) : (rows + NW - 1) / NW;
     if (units <= 0) return 0;
     gemv_kernel k = wdt == QCU_BF16 ? pick_vec<QCU_BF16>(a->n, vec, NW)

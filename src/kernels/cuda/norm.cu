@@ -79,9 +79,42 @@ __global__ void k_layer_norm(float *y, const float *x, const void *w, int wdt, c
 
 /* ==== launchers ================================================================================== */
 
+/* One row of up to 4096 values (a decode token), 1024 threads, each holding a float4 of the
+ * row in registers between the reduction and the scaling. */
+__global__ void __launch_bounds__(1024) k_rms_row4(float *y, float *x, const float *delta, const void *w, int wdt,
+                                                   float off, float eps, int dim) {
+    QCU_PDL_ENTRY();
+    __shared__ float red[32];
+    const int c = threadIdx.x * 4;
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (c < dim) {
+        v = *(const float4 *)(x + c);
+        if (delta) {
+            const float4 d = *(const float4 *)(delta + c);
+            v.x += d.x, v.y += d.y, v.z += d.z, v.w += d.w;
+            *(float4 *)(x + c) = v;
+        }
+    }
+    const float ss = block_sum(v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w, red);
+    const float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+    if (c < dim) {
+        float4 o;
+        o.x = (v.x * inv) * (off + wload(w, wdt, c));
+        o.y = (v.y * inv) * (off + wload(w, wdt, c + 1));
+        o.z = (v.z * inv) * (off + wload(w, wdt, c + 2));
+        o.w = (v.w * inv) * (off + wload(w, wdt, c + 3));
+        *(float4 *)(y + c) = o;
+    }
+}
+
 static int rms_launch(void *st, float *y, int64_t ldy, float *x, int64_t ldx, const float *delta, const float *z,
                       const void *w, int wdt, float off, float eps, int64_t n_rows, int64_t dim) {
     if (n_rows <= 0) return 0;
+    const bool al = (((uintptr_t)x | (uintptr_t)y | (uintptr_t)delta) & 15) == 0;
+    if (n_rows == 1 && !z && dim >= 1024 && dim <= 4096 && dim % 4 == 0 && al) {
+        QVLM_LAUNCH(k_rms_row4, 1, (unsigned)((dim / 4 + 31) / 32 * 32), 0, st, y, x, delta, w, wdt, off, eps, (int)dim);
+        QCU_DONE();
+    }
     if (dim >= 1024) {
         for (int64_t r0 = 0; r0 < n_rows; r0 += 1 << 30) {
             int64_t n = n_rows - r0 < (1 << 30) ? n_rows - r0 : (1 << 30);
