@@ -537,7 +537,6 @@ static void test_recorded_steps(void) {
 /* ==== QVLM_CUDA_PERF=1: time the decode kernels at real sizes (not a test) ============================================== */
 
 #include <time.h>
-#include "kernels/cuda/launch.h"
 
 static double now_us(void) {
     struct timespec ts;
@@ -615,7 +614,7 @@ static void perf(void) {
                                  {1024, 8224, 0},  {1024, 3584, 1},  {3584, 1024, 0},  {2048, 1024, 0},
                                  {1024, 248320, 0}, {4096, 12352, 0}, {4096, 12288, 1}, {12288, 4096, 0},
                                  {4096, 4096, 0}};
-    const int variants[3][2] = {{4, 1}, {2, 1}, {4, 0}};
+    const int variants[4][2] = {{0, 1}, {4, 1}, {2, 1}, {4, 0}}; /* rows per warp (0: size rule), split k */
     for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
         gemv_ctx c = {0};
         c.k = shapes[i][0], c.d = shapes[i][1], c.swiglu = (int)shapes[i][2];
@@ -630,14 +629,19 @@ static void perf(void) {
         c.y = qvlm_backend_alloc(e->gpu, (size_t)c.d * 4);
         c.tmp = qvlm_backend_alloc(e->gpu, (size_t)c.d * 4);
         const double bytes = (double)(c.d * c.k * 2) * (c.swiglu ? 2 : 1);
-        for (int v = 0; v < 3; v++) {
-            char name[96];
-            snprintf(name, sizeof(name), "gemv k=%lld d=%lld%s nw=%d ks=%s", (long long)c.k, (long long)c.d,
-                     c.swiglu ? " swiglu" : "", variants[v][0], variants[v][1] ? "auto" : "1");
-            qcu_gemv_variant(variants[v][0], variants[v][1]);
-            perf_time(name, run_gemv, &c, bytes);
+        for (int v = 0; v < 4; v++) {
+            char name[96], rows[8], sk[8];
+            snprintf(name, sizeof(name), "gemv k=%lld d=%lld%s rows=%s ks=%s", (long long)c.k, (long long)c.d,
+                     c.swiglu ? " swiglu" : "", variants[v][0] ? (snprintf(rows, sizeof(rows), "%d", variants[v][0]), rows) : "auto",
+                     variants[v][1] ? "auto" : "1");
+            snprintf(rows, sizeof(rows), "%d", variants[v][0]);
+            snprintf(sk, sizeof(sk), "%d", variants[v][1]);
+            setenv("QVLM_CUDA_GEMV_ROWS", rows, 1);
+            setenv("QVLM_CUDA_GEMV_SPLITK", sk, 1);
+            perf_time(name, run_gemv, &c, bytes); /* graph times: the first variant's graph, replayed */
         }
-        qcu_gemv_variant(4, 1);
+        unsetenv("QVLM_CUDA_GEMV_ROWS");
+        unsetenv("QVLM_CUDA_GEMV_SPLITK");
         qvlm_backend_free(e->gpu, c.y);
         qvlm_backend_free(e->gpu, c.tmp);
         qvlm_backend_free(e->gpu, c.x);

@@ -6,6 +6,8 @@
  * Each output element is a function of its own row and x only: lane l sums the chunks
  * l, l+32, ... of the row in order, then the warp adds the 32 partial sums in a fixed tree, so
  * the result does not depend on n, on the other matrices of the launch or on the grid. */
+#include <stdlib.h>
+
 #include "kernels/cuda/cuda_common.cuh"
 
 #define WARPS 8
@@ -179,11 +181,12 @@ __global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_
 typedef void (*gemv_kernel)(qcu_gemv_args, int64_t, int);
 
 static int g_n_sm = 132;
-static int g_nw = 0, g_ks_auto = 1; /* variants, for measurements (qcu_gemv_variant); 0: auto */
-
-extern "C" void qcu_gemv_variant(int rows_per_warp, int split_k) {
-    g_nw = rows_per_warp == 2 ? 2 : rows_per_warp == 4 ? 4 : 0;
-    g_ks_auto = split_k;
+/* Measurement knobs (tests/unit/cuda_ops_test.c, QVLM_CUDA_PERF): QVLM_CUDA_GEMV_ROWS = 2 or 4
+ * rows per warp instead of the size rule, QVLM_CUDA_GEMV_SPLITK = 0 to never split k. Read at
+ * each launch, which only happens op by op or while capturing a graph. */
+static int env_int(const char *name, int dflt) {
+    const char *v = getenv(name);
+    return v && *v ? atoi(v) : dflt;
 }
 
 template <int WDT, bool VEC, int NW>
@@ -228,7 +231,8 @@ extern "C" int qcu_gemv(void *st, const void *ap) {
      * four for larger ones (x read once for more rows); measured on an H100. */
     int64_t wrows = 0;
     for (int i = 0; i < a->n_mats; i++) wrows += a->m[i].d;
-    const int NW = g_nw ? g_nw : wrows < 10000 ? 2 : 4;
+    const int forced = env_int("QVLM_CUDA_GEMV_ROWS", 0);
+    const int NW = forced == 2 || forced == 4 ? forced : wrows < 10000 ? 2 : 4;
     const int64_t units = a->mode == 1 ? (a->m[0].d + NW / 2 - 1) / (NW / 2) : (rows + NW - 1) / NW;
     if (units <= 0) return 0;
     gemv_kernel k = wdt == QCU_BF16 ? pick_vec<QCU_BF16>(a->n, vec, NW)
@@ -238,7 +242,8 @@ extern "C" int qcu_gemv(void *st, const void *ap) {
      * one 16-byte chunk per lane. */
     const int64_t chunks = vec ? a->k / (16 / esize) : a->k;
     int KS = 1;
-    while (g_ks_auto && KS < WARPS && units * KS < (int64_t)g_n_sm * 16 && chunks >= (int64_t)32 * KS * 2) KS *= 2;
+    const int split_k = env_int("QVLM_CUDA_GEMV_SPLITK", 1);
+    while (split_k && KS < WARPS && units * KS < (int64_t)g_n_sm * 16 && chunks >= (int64_t)32 * KS * 2) KS *= 2;
     QVLM_LAUNCH(k, qcu_blocks(units * KS, WARPS), WARPS * 32, 0, st, *a, units, KS);
     QCU_DONE();
 }

@@ -316,9 +316,6 @@ typedef struct {
     int32_t n_mats, mode, round_bf16, pad;
 } qcu_gemv_args;
 int qcu_gemv(void *stream, const void *args);
-/* Measurement only: rows per warp (2 or 4, the default) and whether k may be split across
- * warps (1, the default). Not thread-safe; call before any launch. */
-void qcu_gemv_variant(int rows_per_warp, int split_k);
 
 /* y[t][j] = sum_i x[t][i] W[j][i] through cuBLAS (f32: SGEMM, no TF32; bf16: x packed bf16
  * [n][k], W bf16, f32 accumulation and output). handle from qcu_blas_create. */
