@@ -1,14 +1,18 @@
 /* cmd_bench.c - `qvlm bench`: speed on a model directory (use `qvlm synth` for real shapes).
  *
- *   qvlm bench --model DIR [--threads N] [--precision f32|bf16] [--quant none|q8_0]
- *              [--prompt 512] [--gen 128] [--reps 3] [--vision 448x448,1024x768|none] [--json]
+ *   qvlm bench --model DIR [--backend cpu|cuda] [--threads N] [--precision f32|bf16]
+ *              [--quant none|q8_0] [--prompt 512[,4096...]] [--gen 128] [--reps 3]
+ *              [--vision 448x448,1024x768|none] [--json]
  *
- * Prompt processing: tokens/s of a fresh prefill of --prompt random tokens. Decode: tokens/s of
- * --gen greedy tokens after it. Each is the best of --reps runs after one warm-up. Vision: the
- * tower's time on a random image of each size, then the prefill of its tokens with the features
- * already cached. Next to the numbers, the bounds measured on this machine by the same run:
- * decode = weight bytes read per token / read bandwidth; prefill and vision = their
- * matrix-product FLOPs / the multiply-add peak of the precision's instruction on all threads. */
+ * Prompt processing: tokens/s of a fresh prefill of each --prompt size of random tokens.
+ * Decode: tokens/s of --gen greedy tokens after the first size. Each is the best of --reps runs
+ * after one warm-up. Vision: the tower's time on a random image of each size, then the prefill
+ * of its tokens with the features already cached. Next to the numbers, the bounds measured on
+ * this machine by the same run: decode = weight bytes read per token / memory bandwidth (on the
+ * CPU the read bandwidth; on a GPU the device-to-device copy bandwidth, bytes read + written per
+ * second); on the CPU, prefill and vision = their matrix-product FLOPs / the multiply-add peak
+ * of the precision's instruction on all threads. --precision defaults to f32 on the CPU and
+ * bf16 on CUDA (each backend's usual mode). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +22,9 @@
 #include "cli/bench.h"
 #include "cli/cli_util.h"
 #include "cli/commands.h"
+#include "core/fileio.h"
 #include "core/threads.h"
+#include "kernels/backend.h"
 #include "kernels/cpu/cpu.h"
 #include "model/model.h"
 #include "qvlm.h"
@@ -49,31 +55,43 @@ static void copy_task(void *p, int ith, int nth) {
  * faster than memory delivers them, which a scalar loop does not. */
 typedef uint64_t u64x2 __attribute__((vector_size(16)));
 
+/* 2 MiB aligned, huge pages advised: the weights the decode streams live in such pages (see
+ * model.c), and with 4 KiB pages the prefetchers stop at every page, which would understate the
+ * bound. */
+static uint8_t *alloc_probe(size_t n) {
+    void *p = NULL;
+    if (posix_memalign(&p, (size_t)2 << 20, n) != 0) return NULL;
+    qvlm_advise_hugepages(p, n);
+    return p;
+}
+
 static void read_task(void *p, int ith, int nth) {
     struct bw_job *j = p;
     long a, b;
     qvlm_split_rows((long)(j->n / 64), ith, nth, &a, &b);
     const u64x2 *s = (const u64x2 *)j->src;
     u64x2 acc0 = {0, 0}, acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    for (long i = a * 4; i < b * 4; i += 4) {
+    u64x2 acc4 = acc0, acc5 = acc0, acc6 = acc0, acc7 = acc0;
+    for (long i = a * 4; i < b * 4; i += 8) { /* two lines per iteration, 8 loads in flight */
         acc0 ^= s[i], acc1 ^= s[i + 1], acc2 ^= s[i + 2], acc3 ^= s[i + 3];
+        if (i + 4 < b * 4) acc4 ^= s[i + 4], acc5 ^= s[i + 5], acc6 ^= s[i + 6], acc7 ^= s[i + 7];
     }
-    u64x2 x = acc0 ^ acc1 ^ acc2 ^ acc3;
+    u64x2 x = acc0 ^ acc1 ^ acc2 ^ acc3 ^ acc4 ^ acc5 ^ acc6 ^ acc7;
     j->sums[ith & 63] = (double)(x[0] ^ x[1]);
 }
 
-/* Best-of-5 copy bandwidth (bytes read + written per second) and read bandwidth over 512 MiB
+/* Best-of-10 copy bandwidth (bytes read + written per second) and read bandwidth over 512 MiB
  * buffers, far larger than any cache. */
 static void measure_bandwidth(int threads, double *copy_gbs, double *read_gbs) {
     const size_t n = (size_t)512 << 20;
     qvlm_pool *pool = NULL;
     qvlm_error err;
     *copy_gbs = *read_gbs = 0;
-    uint8_t *a = malloc(n), *b = malloc(n);
+    uint8_t *a = alloc_probe(n), *b = alloc_probe(n);
     if (!a || !b || qvlm_pool_create(threads, &pool, &err)) goto out;
     memset(a, 1, n), memset(b, 2, n);
     struct bw_job j = {a, b, n, {0}};
-    for (int r = 0; r < 5; r++) {
+    for (int r = 0; r < 10; r++) {
         double t0 = now_s();
         qvlm_pool_run(pool, copy_task, &j);
         double t1 = now_s();
@@ -86,6 +104,38 @@ out:
     qvlm_pool_destroy(pool);
     free(a);
     free(b);
+}
+
+/* Device-to-device copy bandwidth of a backend (bytes read + written per second), best of 10
+ * copies of 1 GiB (256 MiB if that cannot be had); 0 if no memory. */
+static double backend_copy_gbs(qvlm_backend *be) {
+    size_t n = (size_t)1 << 30;
+    void *a = qvlm_backend_alloc(be, n), *b = a ? qvlm_backend_alloc(be, n) : NULL;
+    if (!b) {
+        qvlm_backend_free(be, a);
+        n >>= 2;
+        a = qvlm_backend_alloc(be, n), b = a ? qvlm_backend_alloc(be, n) : NULL;
+    }
+    qvlm_stream *s = NULL;
+    qvlm_error err;
+    double best = 0;
+    if (b && !qvlm_stream_create(be, &s, &err)) {
+        qvlm_op_zero(s, a, n);
+        qvlm_op_copy(s, b, a, n); /* warm-up */
+        qvlm_stream_sync(s);
+        for (int r = 0; r < 10; r++) {
+            double t0 = now_s();
+            qvlm_op_copy(s, b, a, n);
+            qvlm_stream_sync(s);
+            double gbs = 2.0 * (double)n / (now_s() - t0) / 1e9;
+            if (gbs > best) best = gbs;
+        }
+        if (qvlm_stream_status(s, &err)) best = 0;
+    }
+    qvlm_stream_destroy(s);
+    qvlm_backend_free(be, a);
+    qvlm_backend_free(be, b);
+    return best;
 }
 
 /* Bytes of weights one decode step reads: every text weight once (the embedding only through
@@ -292,25 +342,41 @@ static const char *cpu_model_name(char *buf, size_t n) {
     return buf;
 }
 
+#define MAX_PROMPTS 8
+
 int qvlm_cmd_bench(int argc, char **argv) {
     const char *dir = NULL, *val, *scenario = NULL, *cache_dir = NULL, *vision_sizes = "448x448,1024x768";
-    int threads = 0, n_prompt = 512, n_gen = 128, reps = 3;
-    bool json = false, bad = false;
+    int threads = 0, n_gen = 128, reps = 3, n_prompts = 1, prompts[MAX_PROMPTS] = {512};
+    bool json = false, bad = false, precision_set = false;
     qvlm_model_params mp;
     qvlm_model_params_default(&mp);
     for (int i = 1; i < argc && !bad; i++) {
         if (cli_opt(argc, argv, &i, "--model", &val, &bad) || cli_opt(argc, argv, &i, "-m", &val, &bad)) dir = val;
         else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) threads = (int)cli_int("--threads", val, 0, 1024, &bad);
-        else if (cli_opt(argc, argv, &i, "--prompt", &val, &bad)) n_prompt = (int)cli_int("--prompt", val, 1, 1 << 20, &bad);
-        else if (cli_opt(argc, argv, &i, "--gen", &val, &bad)) n_gen = (int)cli_int("--gen", val, 0, 1 << 20, &bad);
+        else if (cli_opt(argc, argv, &i, "--prompt", &val, &bad)) {
+            n_prompts = 0;
+            for (const char *p = val; p && *p && !bad; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+                char num[32];
+                size_t l = strcspn(p, ",");
+                snprintf(num, sizeof(num), "%.*s", (int)(l < 31 ? l : 31), p);
+                if (n_prompts == MAX_PROMPTS) bad = true;
+                else prompts[n_prompts++] = (int)cli_int("--prompt", num, 1, 1 << 20, &bad);
+            }
+            if (n_prompts == 0) bad = true;
+        } else if (cli_opt(argc, argv, &i, "--gen", &val, &bad)) n_gen = (int)cli_int("--gen", val, 0, 1 << 20, &bad);
         else if (cli_opt(argc, argv, &i, "--reps", &val, &bad)) reps = (int)cli_int("--reps", val, 1, 100, &bad);
         else if (cli_opt(argc, argv, &i, "--precision", &val, &bad)) {
+            precision_set = true;
             if (strcmp(val, "f32") == 0) mp.precision = QVLM_PRECISION_F32;
             else if (strcmp(val, "bf16") == 0) mp.precision = QVLM_PRECISION_BF16;
             else bad = true;
         } else if (cli_opt(argc, argv, &i, "--quant", &val, &bad)) {
             if (strcmp(val, "none") == 0) mp.quant = QVLM_QUANT_NONE;
             else if (strcmp(val, "q8_0") == 0) mp.quant = QVLM_QUANT_Q8_0;
+            else bad = true;
+        } else if (cli_opt(argc, argv, &i, "--backend", &val, &bad)) {
+            if (strcmp(val, "cpu") == 0) mp.device = QVLM_DEVICE_CPU;
+            else if (strcmp(val, "cuda") == 0) mp.device = QVLM_DEVICE_CUDA;
             else bad = true;
         } else if (cli_opt(argc, argv, &i, "--scenario", &val, &bad)) scenario = val;
         else if (cli_opt(argc, argv, &i, "--cache-dir", &val, &bad)) cache_dir = val;
@@ -322,19 +388,22 @@ int qvlm_cmd_bench(int argc, char **argv) {
         }
     }
     if (bad || !dir) {
-        fprintf(stderr, "usage: qvlm bench --model DIR [--threads N] [--precision f32|bf16] [--quant none|q8_0] [--prompt 512] [--gen 128] "
-                        "[--reps 3] [--vision 448x448,1024x768|none] [--json]\n"
-                        "       qvlm bench --model DIR --scenario multiturn|interleaved|edit|reimage|restart|tailedit "
+        fprintf(stderr, "usage: qvlm bench --model DIR [--backend cpu|cuda] [--threads N] [--precision f32|bf16] [--quant none|q8_0]\n"
+                        "                  [--prompt 512[,4096...]] [--gen 128] [--reps 3] [--vision 448x448,1024x768|none] [--json]\n"
+                        "       qvlm bench --model DIR [--backend cpu|cuda] --scenario multiturn|interleaved|edit|reimage|restart|tailedit "
                         "[--cache-dir DIR]\n");
         return 2;
     }
+    if (mp.device == QVLM_DEVICE_CUDA && !precision_set) mp.precision = QVLM_PRECISION_BF16;
     mp.n_threads = threads;
     qvlm_error err;
     qvlm_model *m;
+    double t_load = now_s();
     if (qvlm_model_load(dir, &mp, &m, &err)) {
         fprintf(stderr, "qvlm bench: %s\n", err.msg);
         return 1;
     }
+    t_load = now_s() - t_load;
     if (scenario) {
         json_t *res = NULL;
         qvlm_status src = qvlm_bench_scenario(m, scenario, cache_dir, &res, &err);
@@ -351,18 +420,24 @@ int qvlm_cmd_bench(int argc, char **argv) {
         qvlm_model_destroy(m);
         return src ? 1 : 0;
     }
-    int32_t *ids = malloc((size_t)n_prompt * sizeof(int32_t));
+    int max_prompt = 0;
+    for (int k = 0; k < n_prompts; k++) max_prompt = prompts[k] > max_prompt ? prompts[k] : max_prompt;
+    int32_t *ids = malloc((size_t)max_prompt * sizeof(int32_t));
     uint64_t x = 12345;
-    for (int i = 0; i < n_prompt; i++) {
+    for (int i = 0; ids && i < max_prompt; i++) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         ids[i] = (int32_t)(x % (uint64_t)m->cfg.text.vocab_size);
     }
-    double best_pp = 1e30, best_tg = 1e30, pp, tg;
-    qvlm_status rc = run_once(m, ids, n_prompt < 64 ? n_prompt : 64, 4, &pp, &tg, &err); /* warm-up */
-    for (int r = 0; !rc && r < reps; r++) {
-        rc = run_once(m, ids, n_prompt, n_gen, &pp, &tg, &err);
-        if (pp < best_pp) best_pp = pp;
-        if (tg > 0 && tg < best_tg) best_tg = tg;
+    double best_pp[MAX_PROMPTS], best_tg = 1e30, pp, tg;
+    qvlm_status rc = ids ? run_once(m, ids, prompts[0] < 64 ? prompts[0] : 64, 4, &pp, &tg, &err) /* warm-up */
+                         : qvlm_errorf(&err, QVLM_E_NOMEM, "out of memory");
+    for (int k = 0; k < n_prompts; k++) {
+        best_pp[k] = 1e30;
+        for (int r = 0; !rc && r < reps; r++) {
+            rc = run_once(m, ids, prompts[k], k == 0 ? n_gen : 0, &pp, &tg, &err);
+            if (pp < best_pp[k]) best_pp[k] = pp;
+            if (k == 0 && tg > 0 && tg < best_tg) best_tg = tg;
+        }
     }
     free(ids);
     if (rc) {
@@ -375,7 +450,10 @@ int qvlm_cmd_bench(int argc, char **argv) {
     int n_vr = 0;
     for (const char *p = vision_sizes; m->cfg.vision.present && strcmp(vision_sizes, "none") && p && *p && n_vr < 8;) {
         int w = 0, h = 0;
-        if (sscanf(p, "%dx%d", &w, &h) != 2 || w < 32 || h < 32) break;
+        if (sscanf(p, "%dx%d", &w, &h) != 2 || w < 32 || h < 32 || w > 16384 || h > 16384) {
+            fprintf(stderr, "qvlm bench: --vision wants WxH[,WxH...], e.g. 1024x768\n");
+            break;
+        }
         if (bench_image(m, w, h, &vr[n_vr], &err)) {
             fprintf(stderr, "qvlm bench: vision %dx%d: %s\n", w, h, err.msg);
             break;
@@ -384,13 +462,16 @@ int qvlm_cmd_bench(int argc, char **argv) {
         p = strchr(p, ',');
         if (p) p++;
     }
+    const bool gpu = mp.device == QVLM_DEVICE_CUDA;
     int nth = threads > 0 ? threads : qvlm_cpu_count();
-    double copy_gbs, read_gbs;
-    measure_bandwidth(nth, &copy_gbs, &read_gbs);
+    double copy_gbs, read_gbs = 0, peak = 0;
+    if (gpu) copy_gbs = backend_copy_gbs(m->be);
+    else measure_bandwidth(nth, &copy_gbs, &read_gbs);
     const qvlm_precision prec = mp.precision == QVLM_PRECISION_BF16 ? QVLM_PREC_BF16 : QVLM_PREC_F32;
-    const double peak = measure_peak(nth, prec);
-    double wbytes = decode_weight_bytes(m), bound = read_gbs * 1e9 / wbytes;
-    double pp_tps = n_prompt / best_pp, tg_tps = best_tg < 1e29 ? 1.0 / best_tg : 0;
+    if (!gpu) peak = measure_peak(nth, prec); /* a GPU's matrix peak is not probed: no compute bound there */
+    const double bw = gpu ? copy_gbs : read_gbs;
+    double wbytes = decode_weight_bytes(m), bound = bw * 1e9 / wbytes;
+    double pp_tps = prompts[0] / best_pp[0], tg_tps = best_tg < 1e29 ? 1.0 / best_tg : 0;
     const double pp_flops = prefill_flops_per_token(m), pp_bound = peak / pp_flops;
     const char *quant = mp.quant == QVLM_QUANT_Q8_0 ? "q8_0" : "none";
     char cpu[256];
@@ -400,14 +481,21 @@ int qvlm_cmd_bench(int argc, char **argv) {
     if (lf && fscanf(lf, "%lf", &load1) != 1) load1 = -1;
     if (lf) fclose(lf);
     if (json) {
-        json_t *o = json_pack("{s:s, s:i, s:s, s:s, s:s, s:f, s:f, s:i, s:i, s:f, s:f, s:f, s:f}", "cpu", cpu, "threads", nth,
-                              "backend", qvlm_backend_name(m->be), "model", dir, "quant", quant, "prefill_tok_s", pp_tps,
-                              "decode_tok_s", tg_tps, "prompt_tokens", n_prompt, "gen_tokens", n_gen, "copy_bandwidth_gbs",
-                              copy_gbs, "read_bandwidth_gbs", read_gbs, "decode_weight_gb", wbytes / 1e9,
-                              "decode_bound_tok_s", bound);
-        json_object_set_new(o, "peak_gflops", json_real(peak / 1e9));
-        json_object_set_new(o, "prefill_gflop_per_token", json_real(pp_flops / 1e9));
-        json_object_set_new(o, "prefill_bound_tok_s", json_real(pp_bound));
+        json_t *o = json_pack("{s:s, s:i, s:s, s:s, s:s, s:f, s:f, s:i, s:i, s:f, s:f, s:f, s:f, s:s, s:f}", "cpu", cpu,
+                              "threads", nth, "backend", qvlm_backend_name(m->be), "model", dir, "quant", quant,
+                              "prefill_tok_s", pp_tps, "decode_tok_s", tg_tps, "prompt_tokens", prompts[0], "gen_tokens",
+                              n_gen, "copy_bandwidth_gbs", copy_gbs, "read_bandwidth_gbs", read_gbs, "decode_weight_gb",
+                              wbytes / 1e9, "decode_bound_tok_s", bound, "bound_bandwidth", gpu ? "device copy" : "host read",
+                              "load_s", t_load);
+        json_t *pa = json_array();
+        for (int k = 0; k < n_prompts; k++)
+            json_array_append_new(pa, json_pack("{s:i, s:f}", "tokens", prompts[k], "prefill_tok_s", prompts[k] / best_pp[k]));
+        json_object_set_new(o, "prefill", pa);
+        if (!gpu) {
+            json_object_set_new(o, "peak_gflops", json_real(peak / 1e9));
+            json_object_set_new(o, "prefill_gflop_per_token", json_real(pp_flops / 1e9));
+            json_object_set_new(o, "prefill_bound_tok_s", json_real(pp_bound));
+        }
         json_object_set_new(o, "load_average", json_real(load1));
         json_t *vms = json_object(), *vpf = json_object(), *vmem = json_object(), *vtok = json_object(),
                *vbound = json_object();
@@ -418,7 +506,7 @@ int qvlm_cmd_bench(int argc, char **argv) {
             json_object_set_new(vpf, key, json_real(vr[k].prefill_ms));
             json_object_set_new(vmem, key, json_real(vr[k].peak_mib));
             json_object_set_new(vtok, key, json_integer(vr[k].tokens));
-            json_object_set_new(vbound, key, json_real(1e3 * vision_flops(m, vr[k].tokens * 4) / peak));
+            if (!gpu) json_object_set_new(vbound, key, json_real(1e3 * vision_flops(m, vr[k].tokens * 4) / peak));
         }
         json_object_set_new(o, "vision_ms", vms);
         json_object_set_new(o, "image_prefill_ms", vpf);
@@ -430,25 +518,34 @@ int qvlm_cmd_bench(int argc, char **argv) {
         free(str);
         json_decref(o);
     } else {
-        printf("cpu: %s, %d threads, %s, weights %s, load average %.2f\n", cpu, nth, qvlm_backend_name(m->be),
-               mp.quant == QVLM_QUANT_Q8_0 ? "q8_0 (quantised at load)" : "as stored", load1);
-        printf("machine: read %.1f GB/s, copy %.1f GB/s (read+write), %s multiply-add peak %.0f GFLOP/s\n", read_gbs,
-               copy_gbs, prec == QVLM_PREC_BF16 ? "bf16" : "f32", peak / 1e9);
+        printf("%s: %s, %d threads, %s, weights %s, load average %.2f, loaded in %.1f s\n", gpu ? "host" : "cpu", cpu, nth,
+               qvlm_backend_name(m->be), mp.quant == QVLM_QUANT_Q8_0 ? "q8_0 (quantised at load)" : "as stored", load1,
+               t_load);
+        if (gpu) printf("machine: device copy %.1f GB/s (read+write)\n", copy_gbs);
+        else
+            printf("machine: read %.1f GB/s, copy %.1f GB/s (read+write), %s multiply-add peak %.0f GFLOP/s\n", read_gbs,
+                   copy_gbs, prec == QVLM_PREC_BF16 ? "bf16" : "f32", peak / 1e9);
         printf("\n%-30s %14s %14s %8s  %s\n", "", "measured", "bound", "of bound", "bound from");
         char what[64];
-        snprintf(what, sizeof(what), "prefill (%d tokens)", n_prompt);
-        printf("%-30s %8.1f tok/s %8.1f tok/s %7.0f%%  %.2f GFLOP/token / peak\n", what, pp_tps, pp_bound,
-               100 * pp_tps / pp_bound, pp_flops / 1e9);
+        for (int k = 0; k < n_prompts; k++) {
+            snprintf(what, sizeof(what), "prefill (%d tokens)", prompts[k]);
+            if (gpu) printf("%-30s %8.1f tok/s\n", what, prompts[k] / best_pp[k]);
+            else
+                printf("%-30s %8.1f tok/s %8.1f tok/s %7.0f%%  %.2f GFLOP/token / peak\n", what, prompts[k] / best_pp[k],
+                       pp_bound, 100 * prompts[k] / best_pp[k] / pp_bound, pp_flops / 1e9);
+        }
         snprintf(what, sizeof(what), "decode (%d tokens)", n_gen);
-        printf("%-30s %8.2f tok/s %8.1f tok/s %7.0f%%  %.2f GB/token / read bandwidth\n", what, tg_tps, bound,
-               100 * tg_tps / bound, wbytes / 1e9);
+        printf("%-30s %8.2f tok/s %8.1f tok/s %7.0f%%  %.2f GB/token / %s bandwidth\n", what, tg_tps, bound,
+               100 * tg_tps / bound, wbytes / 1e9, gpu ? "device copy" : "read");
         for (int k = 0; k < n_vr; k++) {
             double vf = vision_flops(m, vr[k].tokens * 4), vb = 1e3 * vf / peak;
             snprintf(what, sizeof(what), "vision %dx%d", vr[k].w, vr[k].h);
-            printf("%-30s %11.0f ms %11.0f ms %7.0f%%  %.0f GFLOP / peak; peak memory %.0f MiB\n", what, vr[k].tower_ms, vb,
-                   100 * vb / vr[k].tower_ms, vf / 1e9, vr[k].peak_mib);
+            if (gpu) printf("%-30s %11.1f ms %14s %8s  %.0f GFLOP; peak memory %.0f MiB\n", what, vr[k].tower_ms, "", "", vf / 1e9, vr[k].peak_mib);
+            else
+                printf("%-30s %11.0f ms %11.0f ms %7.0f%%  %.0f GFLOP / peak; peak memory %.0f MiB\n", what, vr[k].tower_ms, vb,
+                       100 * vb / vr[k].tower_ms, vf / 1e9, vr[k].peak_mib);
             snprintf(what, sizeof(what), "image prefill (%lld tokens)", (long long)vr[k].tokens);
-            printf("%-30s %11.0f ms\n", what, vr[k].prefill_ms);
+            printf("%-30s %11.1f ms\n", what, vr[k].prefill_ms);
         }
     }
     qvlm_model_destroy(m);

@@ -2,7 +2,7 @@
  * every output with the transformers reference (reference.safetensors).
  *
  *   qvlm verify --reference FIXTURE [--model DIR] [--dump FILE] [--json] [--threads N]
- *               [--precision f32|bf16]
+ *               [--precision f32|bf16] [--backend cpu|cuda]
  *
  * Everything is qvlm's own: each image is decoded from the fixture's file and preprocessed
  * (pixel values within 0.02 max / 2e-3 mean of imageN.pixel_values, grid identical), encoded
@@ -70,6 +70,7 @@ typedef struct verify {
     bool have_ref64;
     int threads;
     qvlm_compute_precision precision;
+    qvlm_backend_kind backend;
     json_t *meta;
     qvlm_st_file ref;
     qvlm_backend *be;
@@ -613,7 +614,7 @@ static qvlm_status run_conversation(verify *v, qvlm_error *err) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: qvlm verify --reference FIXTURE_DIR [--model MODEL_DIR] [--dump FILE] [--json]\n"
-               "                   [--threads N] [--precision f32|bf16] [--rope-freq bf16|f32]\n"
+               "                   [--threads N] [--precision f32|bf16] [--rope-freq bf16|f32] [--backend cpu|cuda]\n"
                "                   [--quant q8_0] [--conversation [--cache both|on|off] [--cache-dir DIR]]\n"
                "Runs every prompt of FIXTURE_DIR/reference.json and compares logits (max |diff| <= 1e-3)\n"
                "and 12 greedy tokens (identical) with FIXTURE_DIR/reference.safetensors.\n"
@@ -626,7 +627,8 @@ static void usage(FILE *f) {
                "and the reference, and how many of its 12 greedy tokens differ (informational: not pass/fail).\n"
                "--conversation runs the turn prompts in order in one session, as a chat client would, with\n"
                "the cache on and/or off; both agree with the reference and, with 'both', with each other\n"
-               "(<= 1e-4). --cache-dir keeps the cache on disk.\n");
+               "(<= 1e-4). --cache-dir keeps the cache on disk.\n"
+               "--backend cuda runs on the GPU; exit status 77 when this build or machine has none.\n");
 }
 
 static int parse_args(verify *v, int argc, char **argv) {
@@ -646,6 +648,13 @@ static int parse_args(verify *v, int argc, char **argv) {
             else if (strcmp(val, "bf16") == 0) v->precision = QVLM_COMPUTE_BF16;
             else {
                 fprintf(stderr, "qvlm verify: --precision must be f32 or bf16\n");
+                bad = true;
+            }
+        } else if (cli_opt(argc, argv, &i, "--backend", &val, &bad)) {
+            if (strcmp(val, "cpu") == 0) v->backend = QVLM_BACKEND_CPU;
+            else if (strcmp(val, "cuda") == 0) v->backend = QVLM_BACKEND_CUDA;
+            else {
+                fprintf(stderr, "qvlm verify: --backend must be cpu or cuda\n");
                 bad = true;
             }
         } else if (cli_opt(argc, argv, &i, "--rope-freq", &val, &bad)) {
@@ -702,7 +711,7 @@ static qvlm_status setup(verify *v, qvlm_error *err) {
     }
     free(st64);
     qvlm_model_opts mo = {.rope_freq_bf16 = v->rope_freq_bf16};
-    qvlm_backend_params bp = {QVLM_BACKEND_CPU, v->threads, v->precision};
+    qvlm_backend_params bp = {v->backend, v->threads, v->precision};
     if (!rc) rc = qvlm_backend_create(&bp, &v->be, err);
     if (!rc) rc = qvlm_model_load_dir(model_dir, v->be, &mo, &v->model, err);
     if (!rc) rc = qvlm_stream_create(v->be, &v->stream, err);
@@ -796,6 +805,12 @@ int qvlm_cmd_verify(int argc, char **argv) {
     if (a >= 0) return a;
     qvlm_error err = {0};
     qvlm_status rc = setup(&v, &err);
+    if (rc == QVLM_E_UNSUPPORTED && v.backend == QVLM_BACKEND_CUDA && !v.be) {
+        /* no CUDA in this build or no device: CTest's "skipped" */
+        fprintf(stderr, "qvlm verify: %s\n", err.msg);
+        teardown(&v);
+        return 77;
+    }
     if (!rc && v.conversation) {
         rc = run_conversation(&v, &err);
     } else {

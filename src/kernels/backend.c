@@ -7,9 +7,9 @@ qvlm_status qvlm_backend_create(const qvlm_backend_params *p, qvlm_backend **out
     *out = NULL;
     switch (p->kind) {
     case QVLM_BACKEND_CPU: return qvlm_backend_cpu_create(p, out, err);
-    case QVLM_BACKEND_CUDA: break;
+    case QVLM_BACKEND_CUDA: return qvlm_backend_cuda_create(p, out, err);
     }
-    return qvlm_errorf(err, QVLM_E_UNSUPPORTED, "backend: this build has no CUDA support");
+    return qvlm_errorf(err, QVLM_E_INVALID, "backend: unknown kind %d", (int)p->kind);
 }
 
 void qvlm_backend_destroy(qvlm_backend *be) {
@@ -46,6 +46,13 @@ qvlm_status qvlm_stream_reserve_matmul(qvlm_stream *s, int64_t n_rows, int64_t k
 }
 void qvlm_stream_sync(qvlm_stream *s) {
     if (s->be->ops->sync) s->be->ops->sync(s);
+}
+qvlm_status qvlm_stream_status(qvlm_stream *s, qvlm_error *err) {
+    return s->be->ops->status ? s->be->ops->status(s, err) : QVLM_OK;
+}
+bool qvlm_stream_step_begin(qvlm_stream *s) { return s->be->ops->step_begin ? s->be->ops->step_begin(s) : false; }
+void qvlm_stream_step_end(qvlm_stream *s) {
+    if (s->be->ops->step_end) s->be->ops->step_end(s);
 }
 
 void qvlm_op_upload(qvlm_stream *s, void *dst, const void *src, size_t n) {
@@ -172,4 +179,31 @@ void qvlm_op_scatter_add_rows(qvlm_stream *s, float *y, const float *x, const in
 void qvlm_op_add_weighted_rows(qvlm_stream *s, float *y, const qvlm_tensor *table, const int32_t *idx, const float *w,
                                int64_t n, int64_t taps) {
     s->be->ops->add_weighted_rows(s, y, table, idx, w, n, taps);
+}
+
+/* ---- fused ops: the defaults are the unfused sequences ------------------------------------------ */
+
+void qvlm_op_matmul_swiglu(qvlm_stream *s, float *y, int64_t ldy, float *tmp, const float *x, int64_t ldx,
+                           const qvlm_tensor *wg, const qvlm_tensor *wu, int64_t n) {
+    if (s->be->ops->matmul_swiglu) {
+        s->be->ops->matmul_swiglu(s, y, ldy, tmp, x, ldx, wg, wu, n);
+        return;
+    }
+    const int64_t I = wg->ne[wg->n_dims == 3 ? 1 : 0];
+    const qvlm_matmul_part parts[2] = {{y, ldy, wg, NULL}, {tmp, ldy, wu, NULL}};
+    qvlm_op_matmul_multi(s, 2, parts, x, ldx, n);
+    qvlm_op_silu_mul(s, y, ldy, y, ldy, tmp, ldy, n, I);
+}
+
+void qvlm_op_gated_delta_norm(qvlm_stream *s, float *y, float *core, const float *z, const qvlm_tensor *norm_w,
+                              float eps, const float *qkv, int64_t ldqkv, const float *a, const float *b,
+                              int64_t ldab, const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,
+                              const qvlm_gdn_dims *d, int64_t T, bool chunked) {
+    if (s->be->ops->gated_delta_norm) {
+        s->be->ops->gated_delta_norm(s, y, core, z, norm_w, eps, qkv, ldqkv, a, b, ldab, A_log, dt_bias, S, d, T,
+                                     chunked);
+        return;
+    }
+    qvlm_op_gated_delta(s, core, qkv, ldqkv, a, b, ldab, A_log, dt_bias, S, d, T, chunked);
+    qvlm_op_gated_rms_norm(s, y, core, z, norm_w, eps, T * d->n_v_heads, d->v_dim);
 }

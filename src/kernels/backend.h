@@ -84,6 +84,22 @@ qvlm_backend *qvlm_stream_backend(qvlm_stream *s);
 qvlm_status qvlm_stream_reserve_matmul(qvlm_stream *s, int64_t n_rows, int64_t k, qvlm_error *err);
 /* Wait until all queued ops have finished (no-op on the CPU). */
 void qvlm_stream_sync(qvlm_stream *s);
+/* Ops return nothing; a device backend records the first failure (a launch, a copy, an
+ * allocation of scratch) on the stream and skips later ops. Returns that failure (message in
+ * err) and clears it, or QVLM_OK. CPU: always QVLM_OK. After a device fault the device may stay
+ * unusable; the message says what failed first. */
+qvlm_status qvlm_stream_status(qvlm_stream *s, qvlm_error *err);
+
+/* Optional decode-step recording. A caller that runs the same sequence of ops with the same
+ * buffers and shapes once per generated token (only host-array contents such as ids,
+ * positions, pos0 and the KV block table change) may bracket it with step_begin / step_end.
+ * If step_begin returns true the backend may record the ops and run them at step_end (CUDA:
+ * replay one CUDA graph instead of hundreds of launches; a changed sequence is re-captured).
+ * Between the two, results are not visible to the host: the bracket must not contain
+ * downloads, syncs or callbacks that read backend memory (a backend that meets one runs what
+ * it has recorded and finishes the step op by op). CPU: begin returns false, end does nothing. */
+bool qvlm_stream_step_begin(qvlm_stream *s);
+void qvlm_stream_step_end(qvlm_stream *s);
 
 /* ---- load-time weight conversion (host memory, for any backend) -------------------------------
  * Quantise `rows` rows of k elements of src (F32, BF16 or F16) to Q8_0 (kernels/cpu/quant.h's
@@ -126,6 +142,10 @@ typedef struct qvlm_matmul_part {
 } qvlm_matmul_part;
 void qvlm_op_matmul_multi(qvlm_stream *s, int n_parts, const qvlm_matmul_part *parts, const float *x, int64_t ldx,
                           int64_t n);
+/* SwiGLU's first half: y = silu(x Wg^T) * (x Wu^T), rows at ldy. tmp (rows at ldy, the size
+ * of y) is scratch the default (one matmul_multi and silu_mul) uses; a backend may fuse. */
+void qvlm_op_matmul_swiglu(qvlm_stream *s, float *y, int64_t ldy, float *tmp, const float *x, int64_t ldx,
+                           const qvlm_tensor *wg, const qvlm_tensor *wu, int64_t n);
 
 /* RMSNorm per row: y = x * rsqrt(mean(x^2) + eps) * (w_offset + w). w_offset = 1 for the
  * zero-centred norms of the text tower (qwen35-arch §3.2), 0 for ordinary ones. */
@@ -175,6 +195,12 @@ void qvlm_op_gated_delta(qvlm_stream *s, float *out, const float *qkv, int64_t l
 /* Gated RMSNorm per row of dim: y = (w * (x * rsqrt(mean(x^2)+eps))) * silu(z). */
 void qvlm_op_gated_rms_norm(qvlm_stream *s, float *y, const float *x, const float *z, const qvlm_tensor *w,
                             float eps, int64_t n_rows, int64_t dim);
+/* qvlm_op_gated_delta into core [T][Hv][dv], then qvlm_op_gated_rms_norm(y, core, z, norm_w)
+ * over rows of dv (the default). A backend may fuse the two and leave core unwritten. */
+void qvlm_op_gated_delta_norm(qvlm_stream *s, float *y, float *core, const float *z, const qvlm_tensor *norm_w,
+                              float eps, const float *qkv, int64_t ldqkv, const float *a, const float *b,
+                              int64_t ldab, const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,
+                              const qvlm_gdn_dims *d, int64_t T, bool chunked);
 
 /* Interleaved multimodal RoPE on the first rot_dim dims of each head, in place (§3.4 step 3).
  * x: T rows at stride ldx, each with n_heads heads at stride head_stride. pos [3][T] (t, h, w).
@@ -226,8 +252,9 @@ void qvlm_op_attention_segments(qvlm_stream *s, float *out, const float *qkv, co
                                 int64_t n_heads, int64_t head_dim, float scale);
 
 /* Mixture of experts (qwen35-arch §3.6). */
-/* probs = softmax over E of logits (f32), then the top k per row, renormalised. idx/weight are
- * host arrays [n_rows][k]. Ties break toward the lower expert index. */
+/* probs = softmax over E of logits (f32, backend memory [n_rows][E]), then the top k per row,
+ * renormalised. idx/weight are host arrays [n_rows][k], filled when the call returns (a device
+ * backend waits for them). Ties break toward the lower expert index. */
 void qvlm_op_moe_route(qvlm_stream *s, int32_t *idx, float *weight, const float *logits, int64_t n_rows,
                        int64_t n_experts, int64_t k);
 /* y[i][:] = x[rows[i]][:] for i < n (row length dim). */

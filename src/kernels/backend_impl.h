@@ -65,13 +65,22 @@ typedef struct qvlm_backend_ops {
     void (*scatter_add_rows)(qvlm_stream *s, float *y, const float *x, const int32_t *rows, const float *scale,
                              int64_t n, int64_t dim);
 
-    /* (optional) fused forms; NULL: backend.c runs the unfused ops */
+    /* Optional (NULL: the default in backend.c, written with the ops above). */
     void (*add_rms_norm)(qvlm_stream *s, float *y, float *x, const float *delta, const qvlm_tensor *w,
                          float w_offset, float eps, int64_t n_rows, int64_t dim);
     void (*matmul_multi)(qvlm_stream *s, int n_parts, const qvlm_matmul_part *parts, const float *x, int64_t ldx,
                          int64_t n);
     void (*add_layer_norm)(qvlm_stream *s, float *y, float *x, const float *delta, const qvlm_tensor *w,
                            const qvlm_tensor *b, float eps, int64_t n_rows, int64_t dim);
+    qvlm_status (*status)(qvlm_stream *s, qvlm_error *err);        /* default: QVLM_OK */
+    bool (*step_begin)(qvlm_stream *s);                             /* default: false */
+    void (*step_end)(qvlm_stream *s);                               /* default: nothing */
+    void (*matmul_swiglu)(qvlm_stream *s, float *y, int64_t ldy, float *tmp, const float *x, int64_t ldx,
+                          const qvlm_tensor *wg, const qvlm_tensor *wu, int64_t n);
+    void (*gated_delta_norm)(qvlm_stream *s, float *y, float *core, const float *z, const qvlm_tensor *norm_w,
+                             float eps, const float *qkv, int64_t ldqkv, const float *a, const float *b,
+                             int64_t ldab, const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,
+                             const qvlm_gdn_dims *d, int64_t T, bool chunked);
 } qvlm_backend_ops;
 
 /* Every backend struct starts with this header. */
@@ -85,5 +94,16 @@ struct qvlm_stream {
 };
 
 qvlm_status qvlm_backend_cpu_create(const qvlm_backend_params *p, qvlm_backend **out, qvlm_error *err);
+
+#ifdef QVLM_CUDA
+/* kernels/cuda/backend_cuda.c. QVLM_E_UNSUPPORTED when no device is present. */
+qvlm_status qvlm_backend_cuda_create(const qvlm_backend_params *p, qvlm_backend **out, qvlm_error *err);
+#else
+static inline qvlm_status qvlm_backend_cuda_create(const qvlm_backend_params *p, qvlm_backend **out,
+                                                   qvlm_error *err) {
+    (void)p, (void)out;
+    return qvlm_errorf(err, QVLM_E_UNSUPPORTED, "backend: this build has no CUDA support");
+}
+#endif /* QVLM_CUDA */
 
 #endif /* QVLM_KERNELS_BACKEND_IMPL_H */

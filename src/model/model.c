@@ -72,6 +72,23 @@ static qvlm_status bind1(binder *b, const char *name, int64_t a, qvlm_tensor *ou
     int64_t ne[1] = {a};
     return bind_view(b, name, 1, ne, 0, NULL, out, err);
 }
+static qvlm_status own_host(qvlm_model *m, void *p, qvlm_error *err);
+
+/* A bias: the matmul kernels take it as f32, so a bf16/f16 one is widened once, at load, from
+ * the file's bytes (a device backend's copy is not readable from the host). */
+static qvlm_status bind_bias(binder *b, const char *name, int64_t n, qvlm_tensor *out, qvlm_error *err) {
+    qvlm_status rc = bind1(b, name, n, out, err);
+    if (rc || out->dtype == QVLM_DTYPE_F32) return rc;
+    const qvlm_st_tensor *t = qvlm_st_set_find(&b->m->st, name);
+    float *host = malloc((size_t)n * sizeof(float));
+    if (!host) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+    qvlm_to_f32(host, t->data, t->dtype, (size_t)n);
+    rc = own_host(b->m, host, err);
+    if (rc) return rc;
+    qvlm_backend_weight_free(b->m->be, out);
+    return qvlm_backend_weight(b->m->be, host, QVLM_DTYPE_F32, 1, &n, out, err);
+}
+
 static qvlm_status bind2(binder *b, const char *name, int64_t r, int64_t c, qvlm_tensor *out, qvlm_error *err) {
     int64_t ne[2] = {r, c};
     return bind_view(b, name, 2, ne, 0, NULL, out, err);
@@ -227,7 +244,7 @@ static qvlm_status bind_vision(binder *b, qvlm_error *err) {
     const int64_t merged = Hv * v->spatial_merge_size * v->spatial_merge_size;
     const int64_t pe[5] = {Hv, v->in_channels, Tp, P, P}, pe_flat[2] = {Hv, v->in_channels * Tp * P * P};
     qvlm_status rc = bind_view(b, VIS "patch_embed.proj.weight", 5, pe, 2, pe_flat, &w->patch_w, err);
-    if (!rc) rc = bind1(b, VIS "patch_embed.proj.bias", Hv, &w->patch_b, err);
+    if (!rc) rc = bind_bias(b, VIS "patch_embed.proj.bias", Hv, &w->patch_b, err);
     if (!rc) rc = bind2(b, VIS "pos_embed.weight", v->num_position_embeddings, Hv, &w->pos_embed, err);
     if (rc) return rc;
     w->blocks = calloc((size_t)v->depth, sizeof(*w->blocks));
@@ -238,23 +255,23 @@ static qvlm_status bind_vision(binder *b, qvlm_error *err) {
         rc = bind1(b, P("norm1.weight"), Hv, &k->norm1_w, err);
         if (!rc) rc = bind1(b, P("norm1.bias"), Hv, &k->norm1_b, err);
         if (!rc) rc = bind2(b, P("attn.qkv.weight"), 3 * Hv, Hv, &k->qkv_w, err);
-        if (!rc) rc = bind1(b, P("attn.qkv.bias"), 3 * Hv, &k->qkv_b, err);
+        if (!rc) rc = bind_bias(b, P("attn.qkv.bias"), 3 * Hv, &k->qkv_b, err);
         if (!rc) rc = bind2(b, P("attn.proj.weight"), Hv, Hv, &k->proj_w, err);
-        if (!rc) rc = bind1(b, P("attn.proj.bias"), Hv, &k->proj_b, err);
+        if (!rc) rc = bind_bias(b, P("attn.proj.bias"), Hv, &k->proj_b, err);
         if (!rc) rc = bind1(b, P("norm2.weight"), Hv, &k->norm2_w, err);
         if (!rc) rc = bind1(b, P("norm2.bias"), Hv, &k->norm2_b, err);
         if (!rc) rc = bind2(b, P("mlp.linear_fc1.weight"), I, Hv, &k->fc1_w, err);
-        if (!rc) rc = bind1(b, P("mlp.linear_fc1.bias"), I, &k->fc1_b, err);
+        if (!rc) rc = bind_bias(b, P("mlp.linear_fc1.bias"), I, &k->fc1_b, err);
         if (!rc) rc = bind2(b, P("mlp.linear_fc2.weight"), Hv, I, &k->fc2_w, err);
-        if (!rc) rc = bind1(b, P("mlp.linear_fc2.bias"), Hv, &k->fc2_b, err);
+        if (!rc) rc = bind_bias(b, P("mlp.linear_fc2.bias"), Hv, &k->fc2_b, err);
 #undef P
     }
     if (!rc) rc = bind1(b, VIS "merger.norm.weight", Hv, &w->merger_norm_w, err);
     if (!rc) rc = bind1(b, VIS "merger.norm.bias", Hv, &w->merger_norm_b, err);
     if (!rc) rc = bind2(b, VIS "merger.linear_fc1.weight", merged, merged, &w->merger_fc1_w, err);
-    if (!rc) rc = bind1(b, VIS "merger.linear_fc1.bias", merged, &w->merger_fc1_b, err);
+    if (!rc) rc = bind_bias(b, VIS "merger.linear_fc1.bias", merged, &w->merger_fc1_b, err);
     if (!rc) rc = bind2(b, VIS "merger.linear_fc2.weight", v->out_hidden_size, merged, &w->merger_fc2_w, err);
-    if (!rc) rc = bind1(b, VIS "merger.linear_fc2.bias", v->out_hidden_size, &w->merger_fc2_b, err);
+    if (!rc) rc = bind_bias(b, VIS "merger.linear_fc2.bias", v->out_hidden_size, &w->merger_fc2_b, err);
     return rc;
 }
 
@@ -272,32 +289,6 @@ static qvlm_status own_host(qvlm_model *m, void *p, qvlm_error *err) {
     }
     m->owned[m->n_owned++] = p;
     return QVLM_OK;
-}
-
-/* The matmul kernels take their bias as f32: widen bf16/f16 biases once at load. */
-static qvlm_status widen_bias(qvlm_model *m, qvlm_tensor *t, qvlm_error *err) {
-    if (t->dtype == QVLM_DTYPE_F32 || !t->data) return QVLM_OK;
-    int64_t n = t->ne[0];
-    float *host = malloc((size_t)n * sizeof(float));
-    if (!host) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
-    qvlm_to_f32(host, t->data, t->dtype, (size_t)n);
-    qvlm_status rc = own_host(m, host, err);
-    if (rc) return rc;
-    qvlm_backend_weight_free(m->be, t);
-    return qvlm_backend_weight(m->be, host, QVLM_DTYPE_F32, 1, &n, t, err);
-}
-
-static qvlm_status widen_vision_biases(qvlm_model *m, qvlm_error *err) {
-    qvlm_vision_weights *w = &m->vision;
-    qvlm_tensor *list[3] = {&w->patch_b, &w->merger_fc1_b, &w->merger_fc2_b};
-    qvlm_status rc = QVLM_OK;
-    for (int i = 0; i < 3 && !rc; i++) rc = widen_bias(m, list[i], err);
-    for (int64_t j = 0; j < m->cfg.vision.depth && !rc; j++) {
-        qvlm_vision_block *k = &w->blocks[j];
-        qvlm_tensor *bl[4] = {&k->qkv_b, &k->proj_b, &k->fc1_b, &k->fc2_b};
-        for (int i = 0; i < 4 && !rc; i++) rc = widen_bias(m, bl[i], err);
-    }
-    return rc;
 }
 
 /* ---- load-time quantisation ------------------------------------------------------------------- */
@@ -450,7 +441,6 @@ qvlm_status qvlm_model_load_dir(const char *dir, qvlm_backend *be, const qvlm_mo
     for (size_t i = 0; !rc && i < m->st.n_index; i++) b.total_bytes += m->st.index[i]->n_bytes;
     if (!rc) rc = bind_text(&b, err);
     if (!rc && m->cfg.vision.present) rc = bind_vision(&b, err);
-    if (!rc && m->cfg.vision.present) rc = widen_vision_biases(m, err);
     if (!rc && m->cfg.vision.present) rc = load_preprocess(m, err);
     if (!rc) rc = load_text_files(m, err);
     if (!rc && m->opts.quant == QVLM_QUANT_Q8_0) rc = quantize_text(m, err);

@@ -26,7 +26,6 @@ struct qvlm_text_ctx {
     float *logits;  /* [n][vocab], grows on demand (verify asks for every position) */
     int64_t logits_rows;
     /* host-side MoE routing */
-    float *router_host; /* [T][E] router logits */
     int32_t *route_idx; /* [T][k] */
     float *route_w;     /* [T][k] */
     int32_t *rows;      /* [T*k] token rows of one expert */
@@ -85,7 +84,6 @@ void qvlm_text_ctx_destroy(qvlm_text_ctx *c) {
     qvlm_backend *be = qvlm_stream_backend(c->s);
     float *bufs[] = {c->x, c->xn, c->out, c->acc, c->a, c->b, c->c, c->d, c->gates, c->logits};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) qvlm_backend_free(be, bufs[i]);
-    free(c->router_host);
     free(c->route_idx);
     free(c->route_w);
     free(c->rows);
@@ -112,7 +110,6 @@ qvlm_status qvlm_text_ctx_create(const qvlm_model *m, qvlm_stream *s, int64_t ma
     for (int i = 0; i < 4; i++) ok &= (*wide[i] = qvlm_backend_alloc(be, T * W * sizeof(float))) != NULL;
     ok &= (c->gates = qvlm_backend_alloc(be, T * 2 * (size_t)t->linear_num_value_heads * sizeof(float))) != NULL;
     const size_t k = (size_t)QVLM_MAX(t->num_experts_per_tok, 1);
-    ok &= (c->router_host = malloc(T * (size_t)QVLM_MAX(t->num_experts, 1) * sizeof(float))) != NULL;
     ok &= (c->route_idx = malloc(T * k * sizeof(int32_t))) != NULL;
     ok &= (c->route_w = malloc(T * k * sizeof(float))) != NULL;
     ok &= (c->rows = malloc(T * k * sizeof(int32_t))) != NULL;
@@ -146,10 +143,10 @@ static void gdn_layer(qvlm_text_ctx *c, const qvlm_gdn_weights *w, void *state, 
     qvlm_op_conv1d_silu(c->s, conv, qkv, cd, conv_state, &w->conv1d, T, cd, K);
     qvlm_gdn_dims d = {t->linear_num_key_heads, Hv, t->linear_key_head_dim, t->linear_value_head_dim};
     /* transformers runs the chunked form for every multi-token call and the recurrence for
-     * single-token decode; the two agree to rounding (tests/unit/deltanet_test.c). */
-    qvlm_op_gated_delta(c->s, core, conv, cd, c->gates, c->gates + Hv, 2 * Hv, &w->A_log, &w->dt_bias, S, &d, T,
-                        T > 1);
-    qvlm_op_gated_rms_norm(c->s, normed, core, z, &w->norm, t->rms_norm_eps, T * Hv, t->linear_value_head_dim);
+     * single-token decode; the two agree to rounding (tests/unit/deltanet_test.c). The gated
+     * RMSNorm follows (normed = norm(core) * silu(z)). */
+    qvlm_op_gated_delta_norm(c->s, normed, core, z, &w->norm, t->rms_norm_eps, conv, cd, c->gates, c->gates + Hv,
+                             2 * Hv, &w->A_log, &w->dt_bias, S, &d, T, T > 1);
     qvlm_op_matmul(c->s, c->out, H, normed, vd, &w->out_proj, NULL, T);
 }
 
@@ -182,9 +179,7 @@ static void attn_layer(qvlm_text_ctx *c, const qvlm_attn_weights *w, const qvlm_
 /* out[n][H] = down(silu(gate x) * up x) for x [n][H] at row stride H. */
 static void swiglu(qvlm_text_ctx *c, const qvlm_mlp_weights *w, float *out, const float *x, int64_t n) {
     const int64_t H = c->m->cfg.text.hidden_size, I = w->gate_proj.ne[0];
-    const qvlm_matmul_part gate_up[2] = {{c->a, I, &w->gate_proj, NULL}, {c->b, I, &w->up_proj, NULL}};
-    qvlm_op_matmul_multi(c->s, 2, gate_up, x, H, n);
-    qvlm_op_silu_mul(c->s, c->a, I, c->a, I, c->b, I, n, I);
+    qvlm_op_matmul_swiglu(c->s, c->a, I, c->b, x, H, &w->gate_proj, &w->up_proj, n);
     qvlm_op_matmul(c->s, out, H, c->a, I, &w->down_proj, NULL, n);
 }
 
@@ -198,8 +193,7 @@ static void moe_layer(qvlm_text_ctx *c, const qvlm_moe_weights *w, int64_t T) {
     /* Routed experts: softmax over all experts, top-k renormalised; each expert's tokens are
      * gathered, run, weighted and added back in expert order (transformers' index_add_ order). */
     qvlm_op_matmul(c->s, c->c, E, c->xn, H, &w->router, NULL, T);
-    qvlm_op_download(c->s, c->router_host, c->c, (size_t)(T * E) * sizeof(float));
-    qvlm_op_moe_route(c->s, c->route_idx, c->route_w, c->router_host, T, E, k);
+    qvlm_op_moe_route(c->s, c->route_idx, c->route_w, c->c, T, E, k);
     qvlm_op_zero(c->s, c->acc, (size_t)(T * H) * sizeof(float));
     for (int64_t e = 0; e < E; e++) {
         int64_t n = 0;
@@ -247,6 +241,11 @@ qvlm_status qvlm_text_forward(qvlm_text_ctx *c, qvlm_seq_state *st, const qvlm_t
     qvlm_status rc = b->n_logits ? ensure_logits(c, b->n_logits, err) : QVLM_OK;
     if (rc) return rc;
 
+    /* A decode step (one plain token, nothing read back in the middle) is the same op sequence
+     * every token: let the backend record it once and replay it (CUDA graphs). MoE layers read
+     * their routing back, so they run op by op. */
+    const bool step = T == 1 && !b->embed_rows && !b->trace && m->cfg.model_type != QVLM_MODEL_QWEN3_5_MOE &&
+                      qvlm_stream_step_begin(c->s);
     qvlm_op_get_rows(c->s, c->x, &m->embed_tokens, b->ids, T);
     if (b->embed_rows)
         for (int64_t i = 0; i < T; i++)
@@ -284,11 +283,12 @@ qvlm_status qvlm_text_forward(qvlm_text_ctx *c, qvlm_seq_state *st, const qvlm_t
         b->trace(b->trace_user, t->num_hidden_layers, c->xn, T, H);
     }
     st->n_past += T;
-    if (b->n_logits) {
-        const int64_t n = b->n_logits, r0 = T - n, V = t->vocab_size;
-        qvlm_op_rms_norm(c->s, c->xn, H, c->x + r0 * H, H, &m->norm, 1.0f, t->rms_norm_eps, n, H);
+    const int64_t n = b->n_logits, V = t->vocab_size;
+    if (n) {
+        qvlm_op_rms_norm(c->s, c->xn, H, c->x + (T - n) * H, H, &m->norm, 1.0f, t->rms_norm_eps, n, H);
         qvlm_op_matmul(c->s, c->logits, V, c->xn, H, &m->lm_head, NULL, n);
-        qvlm_op_download(c->s, b->logits, c->logits, (size_t)(n * V) * sizeof(float));
     }
-    return QVLM_OK;
+    if (step) qvlm_stream_step_end(c->s);
+    if (n) qvlm_op_download(c->s, b->logits, c->logits, (size_t)(n * V) * sizeof(float));
+    return qvlm_stream_status(c->s, err);
 }

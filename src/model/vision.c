@@ -186,6 +186,7 @@ qvlm_status qvlm_vision_encode(const qvlm_model *m, qvlm_stream *s, const float 
             vision_block(m, s, &blk[b], b + 1 < c->depth ? &blk[b + 1] : NULL, &v, N, n_seg);
         merger(m, s, &v, N, out);
         qvlm_stream_sync(s);
+        rc = qvlm_stream_status(s, err);
     }
     free_scratch(be, &v);
     return rc;

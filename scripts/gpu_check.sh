@@ -1,0 +1,90 @@
+#!/bin/bash
+# gpu_check.sh - everything the CUDA backend must show on a GPU machine, in one go: op tests,
+# verify (f32, both fixtures, reference + f64 + conversation), the bf16 precision report,
+# compute-sanitizer on verify, and `qvlm bench` on synthesized qwen3.5-0.8b and -9b.
+#
+#   scripts/gpu_check.sh PAYLOAD_DIR OUT_DIR [steps]
+# PAYLOAD_DIR holds bin/qvlm, bin/cuda_ops_test, lib/ (shared libraries the binaries need),
+# fx/<fixture>/ and tools/precision_report.py; OUT_DIR gets one log per step and summary.txt.
+# steps: a comma list of ops,perf,verify,bf16,sanitize,race,b08,b9 (default: all but perf). Each step has its own
+# time limit and a failing step does not stop the others.
+P=$(cd "$1" && pwd); OUT=$2; STEPS=${3:-ops,verify,bf16,sanitize,race,b08,b9}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=$P/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH}
+if ! ldconfig -p | grep -q libcublas.so.13 && [ ! -e /usr/local/cuda/lib64/libcublas.so.13 ]; then
+    d=$(dirname "$(find / -name 'libcublas.so.13' -not -path '*/proc/*' 2>/dev/null | head -1)")
+    export LD_LIBRARY_PATH=$d:$LD_LIBRARY_PATH
+fi
+Q=$P/bin/qvlm
+S=$OUT/summary.txt
+M=/tmp/qvlm-models
+has() { [[ ",$STEPS," == *",$1,"* ]]; }
+step() { # name limit_s command...
+    local name=$1 lim=$2; shift 2
+    local t0=$(date +%s%N)
+    timeout "$lim" "$@" > "$OUT/$name.log" 2>&1
+    local rc=$?
+    local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    printf '%-28s rc=%-3s %6d ms\n' "$name" "$rc" "$ms" | tee -a "$S"
+    return $rc
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee -a "$S"
+mkdir -p $M
+if has b9; then ( $Q synth --preset qwen3.5-9b --out $M/9b > "$OUT/synth9b.log" 2>&1; touch $M/9b.done ) & fi
+if has b08; then ( $Q synth --preset qwen3.5-0.8b --out $M/08b > "$OUT/synth08.log" 2>&1; touch $M/08b.done ) & fi
+
+if has ops; then step ops 180 env QVLM_CUDA_STATS=1 $P/bin/cuda_ops_test; fi
+if has perf; then
+    step perf 300 env QVLM_CUDA_PERF=1 $P/bin/cuda_ops_test
+    grep "^perf" "$OUT/perf.log" >> "$S"
+fi
+if has verify; then
+    for fx in tiny-dense tiny-moe; do
+        step verify-$fx 120 $Q verify --reference $P/fx/$fx --backend cuda --precision f32
+        step verify-$fx-f64 120 $Q verify --reference $P/fx/$fx --backend cuda --precision f32 --rope-freq f32
+        step verify-$fx-conv 180 env QVLM_CUDA_STATS=1 $Q verify --reference $P/fx/$fx --backend cuda --precision f32 --conversation
+        grep -E "FAIL|cached_vs" "$OUT/verify-$fx.log" "$OUT/verify-$fx-f64.log" "$OUT/verify-$fx-conv.log" | head -20 >> "$S"
+    done
+fi
+if has bf16; then
+    for fx in tiny-dense tiny-moe; do
+        step bf16-$fx 120 $Q verify --reference $P/fx/$fx --backend cuda --precision bf16 --rope-freq f32 --dump "$OUT/$fx-cuda-bf16.st"
+        python3 $P/tools/precision_report.py $P/fx/$fx "$OUT/$fx-cuda-bf16.st" cuda-bf16 > "$OUT/bf16-report-$fx.txt" 2>&1
+        grep ALL "$OUT/bf16-report-$fx.txt" | sed "s/^/$fx /" >> "$S"
+        rm -f "$OUT/$fx-cuda-bf16.st"
+    done
+fi
+if has sanitize; then
+    CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+    for fx in tiny-dense tiny-moe; do
+        step memcheck-$fx 240 $CS --tool memcheck --leak-check full --error-exitcode 99 $Q verify --reference $P/fx/$fx --backend cuda --precision f32
+        tail -3 "$OUT/memcheck-$fx.log" >> "$S"
+    done
+    step initcheck-dense 240 $CS --tool initcheck --error-exitcode 99 $Q verify --reference $P/fx/tiny-dense --backend cuda --precision f32
+    tail -2 "$OUT/initcheck-dense.log" >> "$S"
+fi
+if has race; then
+    CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+    step racecheck-dense 150 $CS --tool racecheck --error-exitcode 99 $Q verify --reference $P/fx/tiny-dense --backend cuda --precision f32
+    tail -2 "$OUT/racecheck-dense.log" >> "$S"
+fi
+bench() { # tag dir full(1: also without graphs and a per-op profile)
+    local tag=$1 dir=$2 full=$3
+    for i in $(seq 600); do [ -e $dir.done ] && break; sleep 1; done
+    tail -1 "$OUT/synth$tag.log" >> "$S"
+    step bench-$tag 300 env QVLM_CUDA_STATS=1 $Q bench --model $dir --backend cuda --prompt 512,4096 --gen 128 --reps 3 --vision 1024x768
+    cat "$OUT/bench-$tag.log" >> "$S"
+    [ "$full" = 1 ] || return 0
+    step bench-$tag-nographs 120 env QVLM_CUDA_GRAPHS=0 $Q bench --model $dir --backend cuda --prompt 512 --gen 128 --reps 2
+    grep -E "decode|bound" "$OUT/bench-$tag-nographs.log" | sed 's/^/no graphs: /' >> "$S"
+    step bench-$tag-nopdl 120 env QVLM_CUDA_PDL=0 QVLM_CUDA_STATS=1 $Q bench --model $dir --backend cuda --prompt 512 --gen 128 --reps 2
+    grep -E "decode|bound|replay" "$OUT/bench-$tag-nopdl.log" | tail -3 | sed 's/^/no pdl: /' >> "$S"
+    step profile-$tag 180 env QVLM_CUDA_PROFILE=1 $Q bench --model $dir --backend cuda --prompt 64 --gen 64 --reps 1
+    grep "cuda profile" "$OUT/profile-$tag.log" | sort -k7 -n -r | head -14 >> "$S"
+}
+if has b08; then bench 08 $M/08b 1; fi
+if has b9; then bench 9b $M/9b ${FULL9:-0}; fi
+df -h /tmp | tail -1 >> "$S"
+(cd "$OUT" && tar czf logs.tgz --exclude=logs.tgz --exclude=summary.txt *.log *.txt 2>/dev/null && rm -f *.log bf16-report-*.txt)
+echo "== summary" && cat "$S"

@@ -1,0 +1,1322 @@
+/* backend_cuda.c - the CUDA backend: device memory, streams, and the ops table
+ * (kernels/backend_impl.h) filled with the launchers of the kernel files (kernels/cuda/ *.cu).
+ *
+ * Invariants:
+ *  - Every op is one or more "commands" {launcher, args}: run at once, or, between
+ *    step_begin and step_end, recorded. A recorded decode step that matches the previous one
+ *    byte for byte replays its CUDA graph; otherwise the commands are captured into a new graph
+ *    (cudaGraphExecUpdate when the topology allows). Host arrays (ids, positions, pos0, the KV
+ *    block table) are "staged": copied into pinned memory and from there to device memory; in a
+ *    recorded step they sit at fixed offsets of the step buffer, which the graph's first node
+ *    copies, so new positions need no new graph.
+ *  - Work is ordered across streams in the order the host enqueues it: when a stream enqueues
+ *    after another one did, it first waits for an event recorded on that one. KV blocks,
+ *    snapshots and image features made by one session and read by another (or by the cache's
+ *    disk writer) are therefore complete when read. Sessions do not overlap on the device.
+ *  - Ops return nothing: the first failure is kept on the stream (qvlm_stream_status) and
+ *    later ops are skipped. Every CUDA call goes through QVLM_CU, which names the call and line.
+ *  - Weights are uploaded once; in F32 precision (and for non-bf16 weights in BF16 precision)
+ *    products of many rows use an f32 copy of the weight made on first use (SGEMM), products of
+ *    few rows read the stored dtype and widen it exactly (gemv.cu).
+ */
+#include <math.h>
+#include <pthread.h>
+#include <time.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/threads.h"
+#include "kernels/backend_impl.h"
+#include "kernels/cuda/cuda_rt.h"
+#include "kernels/cuda/launch.h"
+
+#define RING_BYTES ((size_t)8 << 20)  /* staging of host arrays, op by op */
+#define STEP_BYTES ((size_t)1 << 20)  /* staging of a recorded step */
+#define DL_BYTES ((size_t)8 << 20)    /* pinned bounce buffer for downloads */
+#define BLAS_WS_BYTES ((size_t)32 << 20)
+#define STAGE_ALIGN 256
+
+/* ==== errors ======================================================================================= */
+
+static qvlm_status cu_status(cudaError_t e, const char *what, int line, qvlm_error *err) {
+    if (e == cudaSuccess) return QVLM_OK;
+    return qvlm_errorf(err, e == cudaErrorMemoryAllocation ? QVLM_E_NOMEM : QVLM_E_INTERNAL,
+                       "cuda: %s (backend_cuda.c:%d): %s", what, line, cudaGetErrorString(e));
+}
+/* Evaluates to a qvlm_status; records the call's text and line in err on failure. */
+#define QVLM_CU(err, call) cu_status((call), #call, __LINE__, (err))
+
+/* ==== a small map from device pointers to sizes ========================================================== */
+
+typedef struct ptr_map {
+    uintptr_t *keys; /* 0 empty, 1 deleted */
+    uint64_t *vals;
+    size_t cap, used;
+} ptr_map;
+
+static size_t pm_slot(const ptr_map *m, uintptr_t k) {
+    uint64_t h = (uint64_t)k * 0x9e3779b97f4a7c15ull;
+    return (size_t)(h >> 20) & (m->cap - 1);
+}
+
+static bool pm_grow(ptr_map *m) {
+    ptr_map n = {calloc(m->cap ? m->cap * 2 : 1024, sizeof(uintptr_t)), calloc(m->cap ? m->cap * 2 : 1024, sizeof(uint64_t)),
+                 m->cap ? m->cap * 2 : 1024, 0};
+    if (!n.keys || !n.vals) {
+        free(n.keys), free(n.vals);
+        return false;
+    }
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->keys[i] > 1) {
+            size_t j = pm_slot(&n, m->keys[i]);
+            while (n.keys[j]) j = (j + 1) & (n.cap - 1);
+            n.keys[j] = m->keys[i], n.vals[j] = m->vals[i], n.used++;
+        }
+    free(m->keys), free(m->vals);
+    *m = n;
+    return true;
+}
+
+static bool pm_put(ptr_map *m, uintptr_t k, uint64_t v) {
+    if ((m->used + 1) * 2 > m->cap && !pm_grow(m)) return false;
+    size_t j = pm_slot(m, k);
+    while (m->keys[j] > 1 && m->keys[j] != k) j = (j + 1) & (m->cap - 1);
+    if (m->keys[j] <= 1) m->used++;
+    m->keys[j] = k, m->vals[j] = v;
+    return true;
+}
+
+static bool pm_take(ptr_map *m, uintptr_t k, uint64_t *v) {
+    if (!m->cap) return false;
+    size_t j = pm_slot(m, k);
+    while (m->keys[j]) {
+        if (m->keys[j] == k) {
+            if (v) *v = m->vals[j];
+            m->keys[j] = 1;
+            return true;
+        }
+        j = (j + 1) & (m->cap - 1);
+    }
+    return false;
+}
+
+static bool pm_get(const ptr_map *m, uintptr_t k, uint64_t *v) {
+    if (!m->cap) return false;
+    size_t j = pm_slot(m, k);
+    while (m->keys[j]) {
+        if (m->keys[j] == k) {
+            *v = m->vals[j];
+            return true;
+        }
+        j = (j + 1) & (m->cap - 1);
+    }
+    return false;
+}
+
+/* ==== device and stream structs ======================================================================== */
+
+typedef struct cuda_stream cuda_stream;
+
+typedef struct cuda_backend {
+    struct qvlm_backend base;
+    qvlm_pool *pool;
+    char name[400];
+    int n_sm;
+    size_t smem_optin;
+    bool graphs, sync_each, stats, profile, pdl;
+    pthread_mutex_t mu;           /* allocs, weights, f32 copies, stats, the stream order */
+    ptr_map allocs;               /* qvlm_backend_alloc: ptr -> bytes */
+    ptr_map weights;              /* weight data -> bytes */
+    ptr_map f32;                  /* weight data -> its f32 copy */
+    size_t mem_current, mem_peak;
+    _Atomic(cuda_stream *) last;  /* the stream that enqueued last */
+} cuda_backend;
+
+struct cuda_stream {
+    struct qvlm_stream base;
+    cuda_backend *be;
+    cudaStream_t cs;  /* where ops run */
+    cudaStream_t cap; /* where a step is captured */
+    cudaEvent_t ev_order, ev_step;
+    void *blas;
+    void *blas_ws;
+    uint8_t *h_ring, *d_ring;
+    size_t ring_off;
+    uint8_t *h_step, *d_step;
+    size_t step_off;
+    uint8_t *h_dl;
+    void *sync; /* QCU_SYNC_BYTES, zero between kernels */
+    void *scratch;
+    size_t scratch_bytes;
+    void **grave; /* scratch buffers replaced while recording, freed after the step */
+    int n_grave, cap_grave;
+    qvlm_status status;
+    qvlm_error err;
+    /* recording */
+    bool recording, step_pending;
+    uint8_t *cmd;
+    size_t cmd_len, cmd_cap;
+    uint8_t *g_cmd; /* the commands the graph holds */
+    size_t g_cmd_len, g_cmd_cap, g_step_used, g_nodes;
+    cudaGraphExec_t gexec;
+    long n_captures, n_replays;
+    cudaEvent_t ev_g0, ev_g1; /* QVLM_CUDA_STATS: GPU time of replayed steps */
+    bool timing;
+    double replay_ms;
+    long n_timed;
+    double host_rec_us, host_end_us, host_dl_us; /* QVLM_CUDA_STATS: host time per step */
+    double t_begin;
+    long n_dl;
+    /* QVLM_CUDA_PROFILE: GPU time per launcher, each op timed alone (slow; for analysis) */
+    cudaEvent_t ev_a, ev_b;
+    struct prof_entry {
+        const char *name;
+        long n;
+        double ms;
+    } prof[64];
+    int n_prof;
+};
+
+static cuda_stream *cs_of(qvlm_stream *s) { return (cuda_stream *)s; }
+
+static void fail(cuda_stream *s, qvlm_status rc, const qvlm_error *e) {
+    if (rc && !s->status) {
+        s->status = rc;
+        s->err = *e;
+    }
+}
+/* A CUDA call on behalf of an op: failures stick to the stream. */
+#define SCU(s, call)                                          \
+    do {                                                      \
+        qvlm_error e_;                                        \
+        qvlm_status r_ = QVLM_CU(&e_, call);                  \
+        if (r_) fail((s), r_, &e_);                           \
+    } while (0)
+
+static void fail_launch(cuda_stream *s, int e, const char *what) {
+    qvlm_error err;
+    if (e >= 10000) qvlm_errorf(&err, QVLM_E_INTERNAL, "cuda: %s: cuBLAS status %d", what, e - 10000);
+    else qvlm_errorf(&err, QVLM_E_INTERNAL, "cuda: %s: %s", what, cudaGetErrorString((cudaError_t)e));
+    fail(s, QVLM_E_INTERNAL, &err);
+}
+
+static double now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return 1e6 * (double)ts.tv_sec + 1e-3 * (double)ts.tv_nsec;
+}
+
+/* ==== ordering across streams ============================================================================ */
+
+/* Make s wait for everything other streams enqueued before this call (see the file head). */
+static void order(cuda_stream *s) {
+    cuda_backend *be = s->be;
+    if (atomic_load(&be->last) == s) return;
+    pthread_mutex_lock(&be->mu);
+    cuda_stream *last = atomic_load(&be->last);
+    if (last && last != s) {
+        SCU(s, cudaEventRecord(last->ev_order, last->cs));
+        SCU(s, cudaStreamWaitEvent(s->cs, last->ev_order, 0));
+    }
+    atomic_store(&be->last, s);
+    pthread_mutex_unlock(&be->mu);
+}
+
+/* ==== commands ============================================================================================ */
+
+typedef struct cmd_hdr {
+    qcu_launch_fn fn;
+    const char *name;
+    uint64_t size;
+} cmd_hdr;
+
+static void profile_add(cuda_stream *s, const char *name, float ms) {
+    int i = 0;
+    while (i < s->n_prof && strcmp(s->prof[i].name, name) != 0) i++;
+    if (i == s->n_prof) {
+        if (i == 64) return;
+        s->prof[s->n_prof++] = (struct prof_entry){name, 0, 0};
+    }
+    s->prof[i].n++;
+    s->prof[i].ms += ms;
+}
+
+static void run_cmd(cuda_stream *s, cudaStream_t st, qcu_launch_fn fn, const void *args, const char *name) {
+    const bool prof = s->be->profile && st == s->cs && s->ev_a;
+    if (prof) SCU(s, cudaEventRecord(s->ev_a, st));
+    int e = fn((void *)st, args);
+    if (e) fail_launch(s, e, name);
+    if (!e && prof) {
+        float ms = 0;
+        SCU(s, cudaEventRecord(s->ev_b, st));
+        SCU(s, cudaEventSynchronize(s->ev_b));
+        SCU(s, cudaEventElapsedTime(&ms, s->ev_a, s->ev_b));
+        profile_add(s, name, ms);
+    }
+    if (!e && s->be->sync_each && st == s->cs) SCU(s, cudaStreamSynchronize(s->cs));
+}
+
+static void submit(cuda_stream *s, qcu_launch_fn fn, const void *args, size_t size, const char *name) {
+    if (s->status) return;
+    if (!s->recording) {
+        order(s);
+        run_cmd(s, s->cs, fn, args, name);
+        return;
+    }
+    size_t need = sizeof(cmd_hdr) + ((size + 7) & ~(size_t)7);
+    if (s->cmd_len + need > s->cmd_cap) {
+        size_t cap = s->cmd_cap ? 2 * s->cmd_cap : 64 << 10;
+        while (cap < s->cmd_len + need) cap *= 2;
+        uint8_t *n = realloc(s->cmd, cap);
+        if (!n) {
+            qvlm_error e;
+            fail(s, qvlm_errorf(&e, QVLM_E_NOMEM, "cuda: recording a step: out of memory"), &e);
+            return;
+        }
+        s->cmd = n, s->cmd_cap = cap;
+    }
+    cmd_hdr h = {fn, name, size};
+    memcpy(s->cmd + s->cmd_len, &h, sizeof(h));
+    memset(s->cmd + s->cmd_len + sizeof(h), 0, need - sizeof(h));
+    memcpy(s->cmd + s->cmd_len + sizeof(h), args, size);
+    s->cmd_len += need;
+}
+#define SUBMIT(s, fn, args) submit((s), (fn), &(args), sizeof(args), #fn)
+
+static void run_cmds(cuda_stream *s, cudaStream_t st, const uint8_t *buf, size_t len) {
+    for (size_t off = 0; off < len && !s->status;) {
+        cmd_hdr h;
+        memcpy(&h, buf + off, sizeof(h));
+        run_cmd(s, st, h.fn, buf + off + sizeof(h), h.name);
+        off += sizeof(h) + ((h.size + 7) & ~(size_t)7);
+    }
+}
+
+static void free_grave(cuda_stream *s) {
+    if (s->n_grave) cudaStreamSynchronize(s->cs);
+    for (int i = 0; i < s->n_grave; i++) cudaFree(s->grave[i]);
+    s->n_grave = 0;
+}
+
+/* Leave recording: run what was recorded, op by op, and finish the step that way. */
+static void flush_recording(cuda_stream *s) {
+    if (!s->recording) return;
+    s->recording = false;
+    if (s->status) return;
+    order(s);
+    if (s->step_off) SCU(s, cudaMemcpyAsync(s->d_step, s->h_step, s->step_off, cudaMemcpyHostToDevice, s->cs));
+    run_cmds(s, s->cs, s->cmd, s->cmd_len);
+    s->cmd_len = 0;
+    SCU(s, cudaEventRecord(s->ev_step, s->cs)); /* h_step is read until this point */
+    s->step_pending = true;
+}
+
+/* ==== staging of host arrays ============================================================================ */
+
+/* Copy n bytes of host memory to device memory the ops of this stream can read; returns the
+ * device address (NULL after a failure). */
+static void *stage(cuda_stream *s, const void *host, size_t n) {
+    const size_t al = (n + STAGE_ALIGN - 1) / STAGE_ALIGN * STAGE_ALIGN + STAGE_ALIGN;
+    if (s->status) return NULL;
+    if (s->recording) {
+        if (s->step_off + al > STEP_BYTES) flush_recording(s); /* too big for a step: run op by op */
+        else {
+            memcpy(s->h_step + s->step_off, host, n);
+            void *d = s->d_step + s->step_off;
+            s->step_off += al;
+            return d;
+        }
+    }
+    if (al > RING_BYTES) {
+        qvlm_error e;
+        fail(s, qvlm_errorf(&e, QVLM_E_LIMIT, "cuda: %zu bytes of op arguments (at most %zu)", n, RING_BYTES), &e);
+        return NULL;
+    }
+    if (s->ring_off + al > RING_BYTES) { /* wrap: every earlier use of the ring must be done */
+        SCU(s, cudaStreamSynchronize(s->cs));
+        s->ring_off = 0;
+    }
+    memcpy(s->h_ring + s->ring_off, host, n);
+    order(s);
+    void *d = s->d_ring + s->ring_off;
+    SCU(s, cudaMemcpyAsync(d, s->h_ring + s->ring_off, n, cudaMemcpyHostToDevice, s->cs));
+    s->ring_off += al;
+    return s->status ? NULL : d;
+}
+
+/* Device scratch of at least n bytes, valid until the next op of this stream. */
+static void *scratch(cuda_stream *s, size_t n) {
+    if (s->status) return NULL;
+    if (n <= s->scratch_bytes && s->scratch) return s->scratch;
+    size_t want = (n + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+    void *p = NULL;
+    qvlm_error e;
+    qvlm_status rc = QVLM_CU(&e, cudaMalloc(&p, want));
+    if (rc) {
+        fail(s, rc, &e);
+        return NULL;
+    }
+    if (s->scratch) {
+        if (s->recording) { /* recorded commands may still point at it */
+            if (s->n_grave == s->cap_grave) {
+                int cap = s->cap_grave ? 2 * s->cap_grave : 8;
+                void **g = realloc(s->grave, (size_t)cap * sizeof(*g));
+                if (!g) {
+                    cudaFree(p);
+                    fail(s, qvlm_errorf(&e, QVLM_E_NOMEM, "cuda: out of memory"), &e);
+                    return NULL;
+                }
+                s->grave = g, s->cap_grave = cap;
+            }
+            s->grave[s->n_grave++] = s->scratch;
+        } else {
+            cudaStreamSynchronize(s->cs); /* earlier users of the old buffer are done */
+            cudaFree(s->scratch);
+        }
+    }
+    s->scratch = p, s->scratch_bytes = want;
+    return p;
+}
+
+/* ==== the device ============================================================================================ */
+
+static cuda_backend *cb_of(qvlm_backend *be) { return (cuda_backend *)be; }
+
+static const char *cu_name(const qvlm_backend *be) { return ((const cuda_backend *)be)->name; }
+static struct qvlm_pool *cu_host_pool(qvlm_backend *be) { return cb_of(be)->pool; }
+
+static void *cu_alloc(qvlm_backend *bep, size_t n) {
+    cuda_backend *be = cb_of(bep);
+    void *p = NULL;
+    if (cudaMalloc(&p, n ? n : 64) != cudaSuccess) {
+        cudaGetLastError(); /* not sticky: leave no stale error for the next launch check */
+        return NULL;
+    }
+    pthread_mutex_lock(&be->mu);
+    bool ok = pm_put(&be->allocs, (uintptr_t)p, n);
+    if (ok) {
+        be->mem_current += n;
+        if (be->mem_current > be->mem_peak) be->mem_peak = be->mem_current;
+    }
+    pthread_mutex_unlock(&be->mu);
+    if (!ok) {
+        cudaFree(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void cu_free(qvlm_backend *bep, void *p) {
+    cuda_backend *be = cb_of(bep);
+    if (!p) return;
+    uint64_t n = 0;
+    pthread_mutex_lock(&be->mu);
+    if (pm_take(&be->allocs, (uintptr_t)p, &n)) be->mem_current -= n;
+    pthread_mutex_unlock(&be->mu);
+    /* No queued op of any stream may still read it: wait for the device. Frees are rare
+     * (KV blocks, snapshots, session scratch), never inside a decode step. */
+    cudaDeviceSynchronize();
+    cudaFree(p);
+}
+
+static void cu_mem_stats(qvlm_backend *bep, size_t *cur, size_t *peak) {
+    cuda_backend *be = cb_of(bep);
+    pthread_mutex_lock(&be->mu);
+    if (cur) *cur = be->mem_current;
+    if (peak) *peak = be->mem_peak;
+    pthread_mutex_unlock(&be->mu);
+}
+
+static void cu_mem_reset_peak(qvlm_backend *bep) {
+    cuda_backend *be = cb_of(bep);
+    pthread_mutex_lock(&be->mu);
+    be->mem_peak = be->mem_current;
+    pthread_mutex_unlock(&be->mu);
+}
+
+static qvlm_status cu_weight(qvlm_backend *bep, const void *host, qvlm_dtype dtype, int n_dims, const int64_t *ne,
+                             qvlm_tensor *out, qvlm_error *err) {
+    cuda_backend *be = cb_of(bep);
+    memset(out, 0, sizeof(*out));
+    if (n_dims < 0 || n_dims > 4) return qvlm_errorf(err, QVLM_E_INVALID, "weight rank %d (at most 4)", n_dims);
+    if (dtype != QVLM_DTYPE_F32 && dtype != QVLM_DTYPE_F16 && dtype != QVLM_DTYPE_BF16)
+        return qvlm_errorf(err, QVLM_E_UNSUPPORTED, "cuda: weights of dtype %s", qvlm_dtype_name(dtype));
+    int64_t rows = 1;
+    for (int i = 0; i + 1 < n_dims; i++) rows *= ne[i];
+    const size_t bytes = (size_t)rows * qvlm_dtype_row_bytes(dtype, n_dims ? ne[n_dims - 1] : 1);
+    void *d = NULL;
+    qvlm_status rc = QVLM_CU(err, cudaMalloc(&d, bytes ? bytes : 64));
+    if (!rc && bytes) rc = QVLM_CU(err, cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice));
+    if (!rc) {
+        pthread_mutex_lock(&be->mu);
+        if (!pm_put(&be->weights, (uintptr_t)d, bytes)) rc = qvlm_errorf(err, QVLM_E_NOMEM, "cuda: out of memory");
+        pthread_mutex_unlock(&be->mu);
+    }
+    if (rc) {
+        cudaFree(d);
+        cudaGetLastError();
+        return rc;
+    }
+    out->dtype = dtype;
+    out->n_dims = n_dims;
+    for (int i = 0; i < n_dims; i++) out->ne[i] = ne[i];
+    out->data = d;
+    return QVLM_OK;
+}
+
+static void cu_weight_free(qvlm_backend *bep, qvlm_tensor *t) {
+    cuda_backend *be = cb_of(bep);
+    uint64_t f = 0;
+    pthread_mutex_lock(&be->mu);
+    bool mine = pm_take(&be->weights, (uintptr_t)t->data, NULL);
+    bool has_f32 = pm_take(&be->f32, (uintptr_t)t->data, &f);
+    pthread_mutex_unlock(&be->mu);
+    if (has_f32) cudaFree((void *)(uintptr_t)f);
+    if (mine) cudaFree(t->data);
+    t->data = NULL;
+}
+
+static void cu_destroy(qvlm_backend *bep) {
+    cuda_backend *be = cb_of(bep);
+    /* Models never free their weights one by one (the CPU's are mmapped): free them here. */
+    for (size_t i = 0; i < be->f32.cap; i++)
+        if (be->f32.keys[i] > 1) cudaFree((void *)(uintptr_t)be->f32.vals[i]);
+    for (size_t i = 0; i < be->weights.cap; i++)
+        if (be->weights.keys[i] > 1) cudaFree((void *)be->weights.keys[i]);
+    free(be->allocs.keys), free(be->allocs.vals), free(be->weights.keys), free(be->weights.vals);
+    free(be->f32.keys), free(be->f32.vals);
+    qvlm_pool_destroy(be->pool);
+    pthread_mutex_destroy(&be->mu);
+    free(be);
+}
+
+/* The f32 copy of a weight for SGEMM (the weight itself when it is f32). Made on first use,
+ * on the stream, outside any recording. */
+static const float *weight_f32(cuda_stream *s, const qvlm_tensor *w, int64_t n_elems) {
+    if (w->dtype == QVLM_DTYPE_F32) return w->data;
+    cuda_backend *be = s->be;
+    uint64_t v = 0;
+    pthread_mutex_lock(&be->mu);
+    bool have = pm_get(&be->f32, (uintptr_t)w->data, &v);
+    pthread_mutex_unlock(&be->mu);
+    if (have) return (const float *)(uintptr_t)v;
+    flush_recording(s);
+    void *p = NULL;
+    qvlm_error e;
+    qvlm_status rc = QVLM_CU(&e, cudaMalloc(&p, (size_t)n_elems * sizeof(float)));
+    if (rc) {
+        fail(s, rc, &e);
+        return NULL;
+    }
+    qcu_to_f32_args a;
+    memset(&a, 0, sizeof(a));
+    a.y = p, a.x = w->data, a.n = n_elems, a.dt = (int32_t)w->dtype;
+    SUBMIT(s, qcu_to_f32, a);
+    pthread_mutex_lock(&be->mu);
+    if (pm_get(&be->f32, (uintptr_t)w->data, &v)) { /* another stream made it meanwhile */
+        pthread_mutex_unlock(&be->mu);
+        SCU(s, cudaStreamSynchronize(s->cs));
+        cudaFree(p);
+        return (const float *)(uintptr_t)v;
+    }
+    bool ok = pm_put(&be->f32, (uintptr_t)w->data, (uint64_t)(uintptr_t)p);
+    pthread_mutex_unlock(&be->mu);
+    if (!ok) {
+        cudaFree(p);
+        fail(s, qvlm_errorf(&e, QVLM_E_NOMEM, "cuda: out of memory"), &e);
+        return NULL;
+    }
+    return p;
+}
+
+/* ==== streams ============================================================================================= */
+
+static void cu_stream_destroy(qvlm_stream *st) {
+    cuda_stream *s = cs_of(st);
+    cuda_backend *be = s->be;
+    if (s->cs) cudaStreamSynchronize(s->cs);
+    if (be->stats && (s->n_captures || s->n_replays))
+        fprintf(stderr, "qvlm: cuda stream: %ld decode-step graphs captured, %ld replayed, %.3f ms of GPU time per replay\n",
+                s->n_captures, s->n_replays, s->n_timed ? s->replay_ms / (double)s->n_timed : 0.0);
+    if (be->stats && s->n_replays)
+        fprintf(stderr, "qvlm: cuda stream: host us per step: recording %.1f, compare+launch %.1f, wait+download %.1f\n",
+                s->host_rec_us / (double)(s->n_replays + s->n_captures), s->host_end_us / (double)(s->n_replays + s->n_captures),
+                s->n_dl ? s->host_dl_us / (double)s->n_dl : 0.0);
+    if (s->ev_g0) cudaEventDestroy(s->ev_g0);
+    if (s->ev_g1) cudaEventDestroy(s->ev_g1);
+    double tot = 0;
+    for (int i = 0; i < s->n_prof; i++) tot += s->prof[i].ms;
+    for (int i = 0; tot > 0 && i < s->n_prof; i++)
+        fprintf(stderr, "qvlm: cuda profile: %-24s %8ld calls %10.3f ms %9.2f us/call %5.1f%%\n", s->prof[i].name,
+                s->prof[i].n, s->prof[i].ms, 1e3 * s->prof[i].ms / (double)s->prof[i].n, 100.0 * s->prof[i].ms / tot);
+    if (s->ev_a) cudaEventDestroy(s->ev_a);
+    if (s->ev_b) cudaEventDestroy(s->ev_b);
+    pthread_mutex_lock(&be->mu);
+    if (atomic_load(&be->last) == s) atomic_store(&be->last, NULL);
+    pthread_mutex_unlock(&be->mu);
+    if (s->gexec) cudaGraphExecDestroy(s->gexec);
+    qcu_blas_destroy(s->blas);
+    cudaFree(s->blas_ws);
+    cudaFree(s->scratch);
+    free_grave(s);
+    cudaFree(s->d_ring);
+    cudaFree(s->d_step);
+    cudaFree(s->sync);
+    cudaFreeHost(s->h_ring);
+    cudaFreeHost(s->h_step);
+    cudaFreeHost(s->h_dl);
+    if (s->ev_order) cudaEventDestroy(s->ev_order);
+    if (s->ev_step) cudaEventDestroy(s->ev_step);
+    if (s->cs) cudaStreamDestroy(s->cs);
+    if (s->cap) cudaStreamDestroy(s->cap);
+    free(s->cmd);
+    free(s->g_cmd);
+    free(s->grave);
+    free(s);
+}
+
+static qvlm_status cu_stream_create(qvlm_backend *bep, qvlm_stream **out, qvlm_error *err) {
+    cuda_stream *s = calloc(1, sizeof(*s));
+    if (!s) return qvlm_errorf(err, QVLM_E_NOMEM, "cuda stream: out of memory");
+    s->base.be = bep;
+    s->be = cb_of(bep);
+    qvlm_status rc = QVLM_CU(err, cudaStreamCreateWithFlags(&s->cs, cudaStreamNonBlocking));
+    if (!rc) rc = QVLM_CU(err, cudaStreamCreateWithFlags(&s->cap, cudaStreamNonBlocking));
+    if (!rc) rc = QVLM_CU(err, cudaEventCreateWithFlags(&s->ev_order, cudaEventDisableTiming));
+    if (!rc) rc = QVLM_CU(err, cudaEventCreateWithFlags(&s->ev_step, cudaEventDisableTiming));
+    if (!rc && s->be->stats) rc = QVLM_CU(err, cudaEventCreateWithFlags(&s->ev_g0, cudaEventDefault));
+    if (!rc && s->be->stats) rc = QVLM_CU(err, cudaEventCreateWithFlags(&s->ev_g1, cudaEventDefault));
+    if (!rc && s->be->profile) rc = QVLM_CU(err, cudaEventCreateWithFlags(&s->ev_a, cudaEventDefault));
+    if (!rc && s->be->profile) rc = QVLM_CU(err, cudaEventCreateWithFlags(&s->ev_b, cudaEventDefault));
+    if (!rc) rc = QVLM_CU(err, cudaMallocHost((void **)&s->h_ring, RING_BYTES));
+    if (!rc) rc = QVLM_CU(err, cudaMalloc((void **)&s->d_ring, RING_BYTES));
+    if (!rc) rc = QVLM_CU(err, cudaMallocHost((void **)&s->h_step, STEP_BYTES));
+    if (!rc) rc = QVLM_CU(err, cudaMalloc((void **)&s->d_step, STEP_BYTES));
+    if (!rc) rc = QVLM_CU(err, cudaMallocHost((void **)&s->h_dl, DL_BYTES));
+    if (!rc) rc = QVLM_CU(err, cudaMalloc(&s->sync, QCU_SYNC_BYTES));
+    if (!rc) rc = QVLM_CU(err, cudaMemsetAsync(s->sync, 0, QCU_SYNC_BYTES, s->cs));
+    if (!rc) rc = QVLM_CU(err, cudaStreamSynchronize(s->cs));
+    if (rc) {
+        cudaGetLastError();
+        cu_stream_destroy(&s->base);
+        return qvlm_error_prefix(err, rc, "cuda stream");
+    }
+    *out = &s->base;
+    return QVLM_OK;
+}
+
+static qvlm_status cu_reserve_matmul(qvlm_stream *st, int64_t n_rows, int64_t k, qvlm_error *err) {
+    cuda_stream *s = cs_of(st);
+    if (!scratch(s, (size_t)n_rows * (size_t)k * sizeof(float))) {
+        qvlm_status rc = s->status ? s->status : QVLM_E_NOMEM;
+        *err = s->err;
+        s->status = QVLM_OK;
+        return rc;
+    }
+    return QVLM_OK;
+}
+
+static void cu_sync(qvlm_stream *st) {
+    cuda_stream *s = cs_of(st);
+    flush_recording(s);
+    SCU(s, cudaStreamSynchronize(s->cs));
+}
+
+static qvlm_status cu_status_op(qvlm_stream *st, qvlm_error *err) {
+    cuda_stream *s = cs_of(st);
+    qvlm_status rc = s->status;
+    if (rc) {
+        if (err) *err = s->err;
+        s->status = QVLM_OK;
+        cudaGetLastError();
+    }
+    return rc;
+}
+
+/* ---- recorded decode steps --------------------------------------------------------------------------- */
+
+static bool cu_step_begin(qvlm_stream *st) {
+    cuda_stream *s = cs_of(st);
+    if (!s->be->graphs || s->status || s->recording) return false;
+    if (s->step_pending) { /* the last step's graph may still be reading h_step */
+        SCU(s, cudaEventSynchronize(s->ev_step));
+        s->step_pending = false;
+    }
+    if (s->timing) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, s->ev_g0, s->ev_g1) == cudaSuccess) s->replay_ms += ms, s->n_timed++;
+        cudaGetLastError();
+        s->timing = false;
+    }
+    s->recording = true;
+    s->cmd_len = 0;
+    s->step_off = 0;
+    if (s->be->stats) s->t_begin = now_us();
+    return true;
+}
+
+static bool same_launchers(const uint8_t *a, size_t na, const uint8_t *b, size_t nb) {
+    size_t i = 0, j = 0;
+    while (i < na && j < nb) {
+        cmd_hdr x, y;
+        memcpy(&x, a + i, sizeof(x));
+        memcpy(&y, b + j, sizeof(y));
+        if (x.fn != y.fn) return false;
+        i += sizeof(x) + ((x.size + 7) & ~(size_t)7);
+        j += sizeof(y) + ((y.size + 7) & ~(size_t)7);
+    }
+    return i == na && j == nb;
+}
+
+/* Capture the recorded commands into s->gexec. false: could not (the caller runs them). */
+static bool capture(cuda_stream *s) {
+    qvlm_error e;
+    cudaGraph_t g = NULL;
+    if (QVLM_CU(&e, cudaStreamBeginCapture(s->cap, cudaStreamCaptureModeThreadLocal))) {
+        cudaGetLastError();
+        return false;
+    }
+    bool ok = true;
+    if (s->step_off && cudaMemcpyAsync(s->d_step, s->h_step, s->step_off, cudaMemcpyHostToDevice, s->cap) != cudaSuccess)
+        ok = false;
+    for (size_t off = 0; ok && off < s->cmd_len;) {
+        cmd_hdr h;
+        memcpy(&h, s->cmd + off, sizeof(h));
+        ok = h.fn((void *)s->cap, s->cmd + off + sizeof(h)) == 0;
+        off += sizeof(h) + ((h.size + 7) & ~(size_t)7);
+    }
+    if (cudaStreamEndCapture(s->cap, &g) != cudaSuccess) ok = false;
+    size_t n_nodes = 0;
+    if (ok && cudaGraphGetNodes(g, NULL, &n_nodes) != cudaSuccess) ok = false;
+    /* Update the executable graph in place only when the topology is the same (same launchers
+     * in the same order, same node count); otherwise instantiate a new one. */
+    if (ok && s->gexec && !(n_nodes == s->g_nodes && same_launchers(s->g_cmd, s->g_cmd_len, s->cmd, s->cmd_len))) {
+        cudaGraphExecDestroy(s->gexec);
+        s->gexec = NULL;
+    }
+    if (ok && s->gexec) {
+        cudaGraphExecUpdateResultInfo info;
+        if (cudaGraphExecUpdate(s->gexec, g, &info) != cudaSuccess) {
+            cudaGetLastError();
+            cudaGraphExecDestroy(s->gexec);
+            s->gexec = NULL;
+        }
+    }
+    if (ok && !s->gexec && cudaGraphInstantiate(&s->gexec, g, 0) != cudaSuccess) {
+        s->gexec = NULL;
+        ok = false;
+    }
+    if (g) cudaGraphDestroy(g);
+    cudaGetLastError(); /* a failed capture leaves nothing sticky behind */
+    if (!ok) return false;
+    if (s->g_cmd_cap < s->cmd_len) {
+        uint8_t *n = realloc(s->g_cmd, s->cmd_len);
+        if (!n) return false;
+        s->g_cmd = n, s->g_cmd_cap = s->cmd_len;
+    }
+    memcpy(s->g_cmd, s->cmd, s->cmd_len);
+    s->g_cmd_len = s->cmd_len;
+    s->g_step_used = s->step_off;
+    s->g_nodes = n_nodes;
+    s->n_captures++;
+    return true;
+}
+
+static void cu_step_end(qvlm_stream *st) {
+    cuda_stream *s = cs_of(st);
+    const double t0 = s->be->stats ? now_us() : 0;
+    if (s->be->stats && s->recording) s->host_rec_us += t0 - s->t_begin;
+    if (!s->recording) { /* the step was finished op by op */
+        free_grave(s);
+        return;
+    }
+    if (s->status) {
+        s->recording = false;
+        free_grave(s);
+        return;
+    }
+    bool same = s->gexec && s->g_cmd_len == s->cmd_len && s->g_step_used == s->step_off &&
+                memcmp(s->g_cmd, s->cmd, s->cmd_len) == 0;
+    if (!same && !capture(s)) {
+        if (s->gexec) cudaGraphExecDestroy(s->gexec);
+        s->gexec = NULL, s->g_cmd_len = 0;
+        flush_recording(s);
+        free_grave(s);
+        return;
+    }
+    s->recording = false;
+    order(s);
+    s->timing = same && s->ev_g0;
+    if (s->timing) SCU(s, cudaEventRecord(s->ev_g0, s->cs));
+    SCU(s, cudaGraphLaunch(s->gexec, s->cs));
+    if (s->timing) SCU(s, cudaEventRecord(s->ev_g1, s->cs));
+    SCU(s, cudaEventRecord(s->ev_step, s->cs));
+    s->step_pending = true;
+    s->n_replays += same;
+    if (s->be->sync_each) SCU(s, cudaStreamSynchronize(s->cs));
+    free_grave(s);
+    if (s->be->stats) s->host_end_us += now_us() - t0;
+}
+
+/* ==== copies ==================================================================================================== */
+
+typedef struct {
+    void *dst;
+    const void *src;
+    int64_t n, value;
+} copy_args;
+
+static int cmd_copy(void *st, const void *p) {
+    const copy_args *a = p;
+    return (int)cudaMemcpyAsync(a->dst, a->src, (size_t)a->n, cudaMemcpyDeviceToDevice, (cudaStream_t)st);
+}
+static int cmd_zero(void *st, const void *p) {
+    const copy_args *a = p;
+    return (int)cudaMemsetAsync(a->dst, (int)a->value, (size_t)a->n, (cudaStream_t)st);
+}
+
+static void cu_upload(qvlm_stream *st, void *dst, const void *src, size_t n) {
+    cuda_stream *s = cs_of(st);
+    if (!n || s->status) return;
+    flush_recording(s);
+    order(s);
+    /* From pageable memory the call returns once src has been consumed. */
+    SCU(s, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, s->cs));
+}
+
+static void cu_download(qvlm_stream *st, void *dst, const void *src, size_t n) {
+    cuda_stream *s = cs_of(st);
+    flush_recording(s);
+    if (!n || s->status) return;
+    const double t0 = s->be->stats ? now_us() : 0;
+    order(s);
+    if (n <= DL_BYTES) { /* pinned bounce: faster than a pageable transfer */
+        SCU(s, cudaMemcpyAsync(s->h_dl, src, n, cudaMemcpyDeviceToHost, s->cs));
+        SCU(s, cudaStreamSynchronize(s->cs));
+        if (!s->status) memcpy(dst, s->h_dl, n);
+    } else {
+        SCU(s, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, s->cs));
+        SCU(s, cudaStreamSynchronize(s->cs));
+    }
+    if (s->be->stats && s->step_pending) s->host_dl_us += now_us() - t0, s->n_dl++;
+}
+
+static void cu_copy(qvlm_stream *st, void *dst, const void *src, size_t n) {
+    if (!n) return;
+    copy_args a;
+    memset(&a, 0, sizeof(a));
+    a.dst = dst, a.src = src, a.n = (int64_t)n;
+    SUBMIT(cs_of(st), cmd_copy, a);
+}
+
+static void cu_zero(qvlm_stream *st, void *dst, size_t n) {
+    if (!n) return;
+    copy_args a;
+    memset(&a, 0, sizeof(a));
+    a.dst = dst, a.n = (int64_t)n;
+    SUBMIT(cs_of(st), cmd_zero, a);
+}
+
+/* ==== ops =========================================================================================================== */
+
+#define ARGS(type, name) \
+    type name;           \
+    memset(&name, 0, sizeof(name))
+
+static int32_t dt_of(const qvlm_tensor *t) { return (int32_t)t->dtype; } /* QCU_* == qvlm_dtype */
+
+static void cu_get_rows(qvlm_stream *st, float *y, const qvlm_tensor *table, const int32_t *ids, int64_t n) {
+    cuda_stream *s = cs_of(st);
+    ARGS(qcu_get_rows_args, a);
+    a.y = y, a.table = table->data, a.dim = qvlm_tensor_cols(table), a.n = n, a.dt = dt_of(table);
+    a.ids = stage(s, ids, (size_t)n * sizeof(int32_t));
+    if (a.ids) SUBMIT(s, qcu_get_rows, a);
+}
+
+static void cu_add_weighted_rows(qvlm_stream *st, float *y, const qvlm_tensor *table, const int32_t *idx, const float *w,
+                                 int64_t n, int64_t taps) {
+    cuda_stream *s = cs_of(st);
+    ARGS(qcu_add_weighted_rows_args, a);
+    a.y = y, a.table = table->data, a.dim = qvlm_tensor_cols(table), a.n = n, a.taps = taps, a.dt = dt_of(table);
+    a.idx = stage(s, idx, (size_t)(n * taps) * sizeof(int32_t));
+    a.w = stage(s, w, (size_t)(n * taps) * sizeof(float));
+    if (a.idx && a.w) SUBMIT(s, qcu_add_weighted_rows, a);
+}
+
+/* ---- matrix products ---------------------------------------------------------------------------------- */
+
+static int64_t mm_rows(const qvlm_tensor *w) { return w->n_dims == 3 ? w->ne[1] : w->ne[0]; }
+
+static void gemv_mat(qcu_gemv_mat *m, float *y, int64_t ldy, const qvlm_tensor *w, const qvlm_tensor *bias) {
+    m->w = w->data, m->y = y, m->ldy = ldy, m->d = mm_rows(w), m->wdt = dt_of(w);
+    m->bias = bias ? (const float *)bias->data : NULL;
+}
+
+/* Many rows: cuBLAS, bf16 or f32 (see the file head). */
+static void gemm(cuda_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w,
+                 const qvlm_tensor *bias, int64_t n) {
+    const int64_t d = mm_rows(w), k = qvlm_tensor_cols(w);
+    const bool bf16 = s->be->base.precision == QVLM_COMPUTE_BF16;
+    flush_recording(s); /* cuBLAS setup and first-use copies are not for a graph */
+    if (s->status) return;
+    if (!s->blas) {
+        const char *what = "cublas";
+        int e = qcu_blas_create(&s->blas, &what);
+        qvlm_error err;
+        if (e) {
+            fail(s, qvlm_errorf(&err, QVLM_E_INTERNAL, "cuda: %s failed (status %d)", what, e), &err);
+            return;
+        }
+        if (QVLM_CU(&err, cudaMalloc(&s->blas_ws, BLAS_WS_BYTES))) s->blas_ws = NULL, cudaGetLastError();
+    }
+    ARGS(qcu_gemm_args, g);
+    g.handle = s->blas, g.workspace = s->blas_ws, g.workspace_bytes = s->blas_ws ? (int64_t)BLAS_WS_BYTES : 0;
+    g.y = y, g.ldy = ldy, g.n = n, g.k = k, g.d = d;
+    if (bf16 && w->dtype == QVLM_DTYPE_BF16) {
+        void *xb = scratch(s, (size_t)(n * k) * 2);
+        if (!xb) return;
+        ARGS(qcu_round_args, r);
+        r.y = xb, r.x = x, r.ldx = ldx, r.n_rows = n, r.cols = k, r.to_bf16 = 1;
+        SUBMIT(s, qcu_round, r);
+        g.x = xb, g.ldx = k, g.w = w->data, g.bf16 = 1;
+    } else {
+        const float *wf = weight_f32(s, w, d * k);
+        if (!wf) return;
+        g.w = wf, g.x = x, g.ldx = ldx;
+        if (bf16) { /* the CPU's BF16 mode rounds activations for every weight dtype */
+            float *xr = scratch(s, (size_t)(n * k) * sizeof(float));
+            if (!xr) return;
+            ARGS(qcu_round_args, r);
+            r.y = xr, r.x = x, r.ldx = ldx, r.n_rows = n, r.cols = k, r.to_bf16 = 0;
+            SUBMIT(s, qcu_round, r);
+            g.x = xr, g.ldx = k;
+        }
+    }
+    SUBMIT(s, qcu_gemm, g);
+    if (bias) {
+        ARGS(qcu_bias_add_args, b);
+        b.y = y, b.bias = bias->data, b.ldy = ldy, b.n_rows = n, b.cols = d;
+        SUBMIT(s, qcu_bias_add, b);
+    }
+}
+
+static void cu_matmul(qvlm_stream *st, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w,
+                      const qvlm_tensor *bias, int64_t n) {
+    cuda_stream *s = cs_of(st);
+    if (n <= 0) return;
+    if (n <= QCU_GEMV_MAX_ROWS) {
+        ARGS(qcu_gemv_args, a);
+        gemv_mat(&a.m[0], y, ldy, w, bias);
+        a.n_mats = 1, a.x = x, a.ldx = ldx, a.k = qvlm_tensor_cols(w), a.n = n;
+        a.round_bf16 = s->be->base.precision == QVLM_COMPUTE_BF16;
+        SUBMIT(s, qcu_gemv, a);
+        return;
+    }
+    gemm(s, y, ldy, x, ldx, w, bias, n);
+}
+
+static void cu_matmul_multi(qvlm_stream *st, int n_parts, const qvlm_matmul_part *parts, const float *x, int64_t ldx,
+                            int64_t n) {
+    cuda_stream *s = cs_of(st);
+    bool fuse = n <= QCU_GEMV_MAX_ROWS && n_parts <= QCU_GEMV_MAX;
+    for (int i = 1; fuse && i < n_parts; i++) fuse = qvlm_tensor_cols(parts[i].w) == qvlm_tensor_cols(parts[0].w);
+    if (!fuse || n <= 0) {
+        for (int i = 0; i < n_parts; i++) cu_matmul(st, parts[i].y, parts[i].ldy, x, ldx, parts[i].w, parts[i].bias, n);
+        return;
+    }
+    ARGS(qcu_gemv_args, a);
+    for (int i = 0; i < n_parts; i++) gemv_mat(&a.m[i], parts[i].y, parts[i].ldy, parts[i].w, parts[i].bias);
+    a.n_mats = n_parts, a.x = x, a.ldx = ldx, a.k = qvlm_tensor_cols(parts[0].w), a.n = n;
+    a.round_bf16 = s->be->base.precision == QVLM_COMPUTE_BF16;
+    SUBMIT(s, qcu_gemv, a);
+}
+
+static void cu_silu_mul(qvlm_stream *st, float *y, int64_t ldy, const float *gate, int64_t ldg, const float *up,
+                        int64_t ldu, int64_t n_rows, int64_t dim);
+
+static void cu_matmul_swiglu(qvlm_stream *st, float *y, int64_t ldy, float *tmp, const float *x, int64_t ldx,
+                             const qvlm_tensor *wg, const qvlm_tensor *wu, int64_t n) {
+    cuda_stream *s = cs_of(st);
+    if (n <= 0) return;
+    if (n <= QCU_GEMV_MAX_ROWS && wg->dtype == wu->dtype && mm_rows(wg) == mm_rows(wu)) {
+        ARGS(qcu_gemv_args, a);
+        gemv_mat(&a.m[0], y, ldy, wg, NULL);
+        gemv_mat(&a.m[1], tmp, ldy, wu, NULL);
+        a.n_mats = 2, a.mode = 1, a.x = x, a.ldx = ldx, a.k = qvlm_tensor_cols(wg), a.n = n;
+        a.round_bf16 = s->be->base.precision == QVLM_COMPUTE_BF16;
+        SUBMIT(s, qcu_gemv, a);
+        return;
+    }
+    cu_matmul(st, y, ldy, x, ldx, wg, NULL, n);
+    cu_matmul(st, tmp, ldy, x, ldx, wu, NULL, n);
+    cu_silu_mul(st, y, ldy, y, ldy, tmp, ldy, n, mm_rows(wg));
+}
+
+/* ---- norms and elementwise ------------------------------------------------------------------------------- */
+
+static void cu_rms_norm(qvlm_stream *st, float *y, int64_t ldy, const float *x, int64_t ldx, const qvlm_tensor *w,
+                        float w_offset, float eps, int64_t n_rows, int64_t dim) {
+    ARGS(qcu_rms_norm_args, a);
+    a.y = y, a.x = x, a.w = w->data, a.ldy = ldy, a.ldx = ldx, a.n_rows = n_rows, a.dim = dim, a.w_offset = w_offset;
+    a.eps = eps, a.wdt = dt_of(w);
+    SUBMIT(cs_of(st), qcu_rms_norm, a);
+}
+
+static void cu_add_rms_norm(qvlm_stream *st, float *xn, float *x, const float *delta, const qvlm_tensor *w,
+                            float w_offset, float eps, int64_t n_rows, int64_t dim) {
+    ARGS(qcu_add_rms_norm_args, a);
+    a.x = x, a.delta = delta, a.xn = xn, a.w = w->data, a.n_rows = n_rows, a.dim = dim, a.w_offset = w_offset;
+    a.eps = eps, a.wdt = dt_of(w);
+    SUBMIT(cs_of(st), qcu_add_rms_norm, a);
+}
+
+static void cu_layer_norm(qvlm_stream *st, float *y, const float *x, const qvlm_tensor *w, const qvlm_tensor *b,
+                          float eps, int64_t n_rows, int64_t dim) {
+    ARGS(qcu_layer_norm_args, a);
+    a.y = y, a.x = x, a.w = w->data, a.b = b->data, a.n_rows = n_rows, a.dim = dim, a.eps = eps, a.wdt = dt_of(w);
+    a.bdt = dt_of(b);
+    SUBMIT(cs_of(st), qcu_layer_norm, a);
+}
+
+static void cu_gated_rms_norm(qvlm_stream *st, float *y, const float *x, const float *z, const qvlm_tensor *w,
+                              float eps, int64_t n_rows, int64_t dim) {
+    ARGS(qcu_gated_rms_norm_args, a);
+    a.y = y, a.x = x, a.z = z, a.w = w->data, a.n_rows = n_rows, a.dim = dim, a.eps = eps, a.wdt = dt_of(w);
+    SUBMIT(cs_of(st), qcu_gated_rms_norm, a);
+}
+
+static void cu_add(qvlm_stream *st, float *y, const float *x, const float *b, int64_t n) {
+    ARGS(qcu_add_args, a);
+    a.y = y, a.a = x, a.b = b, a.n = n;
+    SUBMIT(cs_of(st), qcu_add, a);
+}
+
+static void cu_silu_mul(qvlm_stream *st, float *y, int64_t ldy, const float *gate, int64_t ldg, const float *up,
+                        int64_t ldu, int64_t n_rows, int64_t dim) {
+    ARGS(qcu_silu_mul_args, a);
+    a.y = y, a.gate = gate, a.up = up, a.ldy = ldy, a.ldg = ldg, a.ldu = ldu, a.n_rows = n_rows, a.dim = dim;
+    SUBMIT(cs_of(st), qcu_silu_mul, a);
+}
+
+static void cu_gelu(qvlm_stream *st, float *x, int64_t n, bool tanh_approx) {
+    ARGS(qcu_gelu_args, a);
+    a.x = x, a.n = n, a.tanh_approx = tanh_approx;
+    SUBMIT(cs_of(st), qcu_gelu, a);
+}
+
+static void cu_sigmoid_mul(qvlm_stream *st, float *y, int64_t ldy, const float *x, int64_t ldx, const float *gate,
+                           int64_t ldg, int64_t gate_cols, int64_t n_rows, int64_t dim) {
+    ARGS(qcu_sigmoid_mul_args, a);
+    a.y = y, a.x = x, a.gate = gate, a.ldy = ldy, a.ldx = ldx, a.ldg = ldg, a.gate_cols = gate_cols;
+    a.n_rows = n_rows, a.dim = dim;
+    SUBMIT(cs_of(st), qcu_sigmoid_mul, a);
+}
+
+static void cu_conv1d_silu(qvlm_stream *st, float *y, const float *x, int64_t ldx, float *state, const qvlm_tensor *w,
+                           int64_t T, int64_t C, int64_t K) {
+    ARGS(qcu_conv1d_args, a);
+    a.y = y, a.x = x, a.state = state, a.w = w->data, a.ldx = ldx, a.T = T, a.C = C, a.K = K, a.wdt = dt_of(w);
+    SUBMIT(cs_of(st), qcu_conv1d_silu, a);
+}
+
+/* ---- Gated DeltaNet ------------------------------------------------------------------------------------- */
+
+static void gdn(cuda_stream *s, float *out, float *y_norm, const float *z, const qvlm_tensor *norm_w, float eps,
+                const float *qkv, int64_t ldqkv, const float *ga, const float *gb, int64_t ldab, const qvlm_tensor *A_log,
+                const qvlm_tensor *dt_bias, float *S, const qvlm_gdn_dims *d, int64_t T, bool chunked) {
+    if (T <= 0) return;
+    if (chunked && qcu_gdn_chunked_smem(d->k_dim, d->v_dim) > 0) {
+        ARGS(qcu_gdn_chunked_args, a);
+        a.out = out, a.qkv = qkv, a.a = ga, a.b = gb, a.A_log = A_log->data, a.dt_bias = dt_bias->data, a.S = S;
+        a.ldqkv = ldqkv, a.ldab = ldab, a.Hk = d->n_k_heads, a.Hv = d->n_v_heads, a.dk = d->k_dim, a.dv = d->v_dim;
+        a.T = T, a.adt = dt_of(A_log), a.ddt = dt_of(dt_bias);
+        a.work = scratch(s, qcu_gdn_chunked_work_bytes(d->n_v_heads, d->k_dim, d->v_dim, T));
+        if (!a.work) return;
+        SUBMIT(s, qcu_gdn_chunked, a);
+        if (y_norm) cu_gated_rms_norm(&s->base, y_norm, out, z, norm_w, eps, T * d->n_v_heads, d->v_dim);
+        return;
+    }
+    /* The recurrence (decode, or a chunk geometry beyond the shared memory): same function. */
+    ARGS(qcu_gdn_recurrent_args, a);
+    a.out = out, a.qkv = qkv, a.a = ga, a.b = gb, a.A_log = A_log->data, a.dt_bias = dt_bias->data, a.S = S;
+    a.ldqkv = ldqkv, a.ldab = ldab, a.Hk = d->n_k_heads, a.Hv = d->n_v_heads, a.dk = d->k_dim, a.dv = d->v_dim;
+    a.T = T, a.adt = dt_of(A_log), a.ddt = dt_of(dt_bias);
+    if (y_norm) a.y_norm = y_norm, a.z = z, a.norm_w = norm_w->data, a.nwdt = dt_of(norm_w), a.norm_eps = eps;
+    a.sync = s->sync;
+    SUBMIT(s, qcu_gdn_recurrent, a);
+}
+
+static void cu_gated_delta(qvlm_stream *st, float *out, const float *qkv, int64_t ldqkv, const float *a, const float *b,
+                           int64_t ldab, const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,
+                           const qvlm_gdn_dims *d, int64_t T, bool chunked) {
+    gdn(cs_of(st), out, NULL, NULL, NULL, 0.0f, qkv, ldqkv, a, b, ldab, A_log, dt_bias, S, d, T, chunked);
+}
+
+static void cu_gated_delta_norm(qvlm_stream *st, float *y, float *core, const float *z, const qvlm_tensor *norm_w,
+                                float eps, const float *qkv, int64_t ldqkv, const float *a, const float *b,
+                                int64_t ldab, const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,
+                                const qvlm_gdn_dims *d, int64_t T, bool chunked) {
+    gdn(cs_of(st), core, y, z, norm_w, eps, qkv, ldqkv, a, b, ldab, A_log, dt_bias, S, d, T, chunked);
+}
+
+/* ---- rotary embeddings -------------------------------------------------------------------------------------- */
+
+#define MAX_HALF 256
+
+/* torch: 1 / base^(arange(0, dim, 2) / dim) in f32, as kernels/cpu/rope.c computes it. */
+static float inv_freq(double theta, int64_t i, int64_t dim, bool round_bf16) {
+    float e = (float)(2 * i) / (float)dim;
+    float f = 1.0f / powf((float)theta, e);
+    return round_bf16 ? qvlm_bf16_to_f32(qvlm_f32_to_bf16(f)) : f;
+}
+
+static void cu_rope_multimodal(qvlm_stream *st, float *x, int64_t ldx, int64_t n_heads, int64_t head_stride,
+                               const int32_t *pos, int64_t T, const qvlm_rope_params *p) {
+    cuda_stream *s = cs_of(st);
+    const int64_t half = p->rot_dim / 2;
+    float inv[MAX_HALF];
+    if (half <= 0 || half > MAX_HALF || T <= 0) return;
+    for (int64_t i = 0; i < half; i++) inv[i] = inv_freq(p->theta, i, p->rot_dim, p->freq_bf16);
+    ARGS(qcu_rope_text_args, a);
+    a.x = x, a.ldx = ldx, a.n_heads = n_heads, a.head_stride = head_stride, a.T = T, a.rot_dim = p->rot_dim;
+    a.section1 = p->section[1], a.section2 = p->section[2];
+    a.inv_freq = stage(s, inv, (size_t)half * sizeof(float));
+    a.pos = stage(s, pos, (size_t)(3 * T) * sizeof(int32_t));
+    if (a.inv_freq && a.pos) SUBMIT(s, qcu_rope_text, a);
+}
+
+static void cu_rope_vision(qvlm_stream *st, float *x, int64_t ldx, int64_t n_heads, int64_t head_stride,
+                           int64_t head_dim, const int32_t *rc, int64_t N, double theta, bool freq_bf16) {
+    cuda_stream *s = cs_of(st);
+    const int64_t half = head_dim / 2, quarter = head_dim / 4;
+    float inv[MAX_HALF];
+    if (quarter <= 0 || quarter > MAX_HALF || N <= 0) return;
+    for (int64_t i = 0; i < quarter; i++) inv[i] = inv_freq(theta, i, half, freq_bf16);
+    ARGS(qcu_rope_vision_args, a);
+    a.x = x, a.ldx = ldx, a.n_heads = n_heads, a.head_stride = head_stride, a.head_dim = head_dim, a.N = N;
+    a.inv_freq = stage(s, inv, (size_t)quarter * sizeof(float));
+    a.rc = stage(s, rc, (size_t)(2 * N) * sizeof(int32_t));
+    if (a.inv_freq && a.rc) SUBMIT(s, qcu_rope_vision, a);
+}
+
+/* ---- attention ------------------------------------------------------------------------------------------------ */
+
+/* pos0 and the block table, staged together: [pos0][table...]. */
+static const int64_t *stage_kv(cuda_stream *s, const qvlm_kv_view *kv, int64_t pos0, void *const **table) {
+    size_t n = (size_t)(1 + kv->n_blocks) * sizeof(int64_t);
+    int64_t buf[1 + 256];
+    int64_t *h = kv->n_blocks <= 256 ? buf : malloc(n);
+    if (!h) {
+        qvlm_error e;
+        fail(s, qvlm_errorf(&e, QVLM_E_NOMEM, "cuda: out of memory"), &e);
+        return NULL;
+    }
+    h[0] = pos0;
+    for (int64_t b = 0; b < kv->n_blocks; b++) h[1 + b] = (int64_t)(uintptr_t)kv->blocks[b];
+    int64_t *d = stage(s, h, n);
+    if (h != buf) free(h);
+    *table = d ? (void *const *)(d + 1) : NULL;
+    return d;
+}
+
+static void cu_kv_store(qvlm_stream *st, const qvlm_kv_view *kv, const float *k, int64_t ldk, const float *v,
+                        int64_t ldv, int64_t pos0, int64_t T, int64_t n_kv_heads, int64_t head_dim) {
+    cuda_stream *s = cs_of(st);
+    ARGS(qcu_kv_store_args, a);
+    a.k = k, a.v = v, a.ldk = ldk, a.ldv = ldv, a.block_tokens = kv->block_tokens, a.k_off = (int64_t)kv->k_offset;
+    a.v_off = (int64_t)kv->v_offset, a.T = T, a.n_kv_heads = n_kv_heads, a.head_dim = head_dim;
+    a.pos0 = stage_kv(s, kv, pos0, &a.blocks);
+    if (a.pos0) SUBMIT(s, qcu_kv_store, a);
+}
+
+/* Split the keys over blocks when the query tiles alone do not fill the device. */
+static void choose_splits(const cuda_stream *s, int64_t base_blocks, int64_t max_keys, int64_t *n_splits, int64_t *kps) {
+    int64_t want = base_blocks >= s->be->n_sm ? 1 : (2 * s->be->n_sm + base_blocks - 1) / base_blocks;
+    int64_t most = (max_keys + 63) / 64;
+    if (want > most) want = most;
+    if (want < 1) want = 1;
+    int64_t per = (max_keys + want - 1) / want;
+    per = (per + 31) / 32 * 32;
+    *kps = per > 0 ? per : 32;
+    *n_splits = want > 1 ? (max_keys + *kps - 1) / *kps : 1;
+}
+
+static void cu_attention(qvlm_stream *st, float *out, const float *q, int64_t ldq, const qvlm_kv_view *kv, int64_t pos0,
+                         int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, float scale) {
+    cuda_stream *s = cs_of(st);
+    if (head_dim > QCU_ATTN_MAX_HEAD_DIM) {
+        qvlm_error e;
+        fail(s, qvlm_errorf(&e, QVLM_E_UNSUPPORTED, "cuda: attention head_dim %lld (at most %d)", (long long)head_dim,
+                            QCU_ATTN_MAX_HEAD_DIM), &e);
+        return;
+    }
+    ARGS(qcu_attention_args, a);
+    a.out = out, a.q = q, a.ldq = ldq, a.n_blocks = kv->n_blocks, a.block_tokens = kv->block_tokens;
+    a.k_off = (int64_t)kv->k_offset, a.v_off = (int64_t)kv->v_offset, a.T = T, a.n_heads = n_heads;
+    a.n_kv_heads = n_kv_heads, a.head_dim = head_dim, a.scale = scale;
+    /* The split depends on the table's capacity, not on pos0, so recorded steps keep their shape
+     * until the sequence needs another block. */
+    qcu_attention_plan(T, n_heads, n_kv_heads, head_dim, kv->n_blocks * kv->block_tokens, s->be->n_sm, &a.n_splits,
+                       &a.keys_per_split);
+    if (a.n_splits > 1) {
+        a.partial = scratch(s, qcu_attention_partial_bytes(T * n_heads, a.n_splits, head_dim));
+        if (!a.partial) return;
+    }
+    a.pos0 = stage_kv(s, kv, pos0, &a.blocks);
+    if (a.pos0) SUBMIT(s, qcu_attention, a);
+}
+
+static void cu_attention_segments(qvlm_stream *st, float *out, const float *qkv, const int64_t *seg, int64_t n_seg,
+                                  int64_t n_heads, int64_t head_dim, float scale) {
+    cuda_stream *s = cs_of(st);
+    if (head_dim > QCU_ATTN_MAX_HEAD_DIM) {
+        qvlm_error e;
+        fail(s, qvlm_errorf(&e, QVLM_E_UNSUPPORTED, "cuda: attention head_dim %lld (at most %d)", (long long)head_dim,
+                            QCU_ATTN_MAX_HEAD_DIM), &e);
+        return;
+    }
+    ARGS(qcu_attention_segments_args, a);
+    a.out = out, a.qkv = qkv, a.n_seg = n_seg, a.n_rows = seg[n_seg], a.n_heads = n_heads, a.head_dim = head_dim;
+    a.scale = scale;
+    int64_t longest = 0;
+    for (int64_t i = 0; i < n_seg; i++) longest = QVLM_MAX(longest, seg[i + 1] - seg[i]);
+    choose_splits(s, ((a.n_rows + 31) / 32) * n_heads, a.n_rows, &a.n_splits, &a.keys_per_split);
+    (void)longest;
+    if (a.n_splits > 1) {
+        a.partial = scratch(s, qcu_attention_partial_bytes(a.n_rows * n_heads, a.n_splits, head_dim));
+        if (!a.partial) return;
+    }
+    a.seg = stage(s, seg, (size_t)(n_seg + 1) * sizeof(int64_t));
+    if (a.seg) SUBMIT(s, qcu_attention_segments, a);
+}
+
+/* ---- mixture of experts ---------------------------------------------------------------------------------------- */
+
+static void cu_moe_route(qvlm_stream *st, int32_t *idx, float *weight, const float *logits, int64_t n_rows,
+                         int64_t n_experts, int64_t k) {
+    cuda_stream *s = cs_of(st);
+    const size_t nb = (size_t)(n_rows * k) * sizeof(int32_t), al = (nb + 255) & ~(size_t)255;
+    uint8_t *buf = scratch(s, 2 * al);
+    if (!buf) return;
+    ARGS(qcu_moe_route_args, a);
+    a.idx = (int32_t *)buf, a.weight = (float *)(buf + al), a.logits = logits, a.n_rows = n_rows;
+    a.n_experts = n_experts, a.k = k;
+    SUBMIT(s, qcu_moe_route, a);
+    cu_download(st, idx, buf, nb);
+    cu_download(st, weight, buf + al, nb);
+}
+
+static void cu_gather_rows(qvlm_stream *st, float *y, const float *x, const int32_t *rows, int64_t n, int64_t dim) {
+    cuda_stream *s = cs_of(st);
+    ARGS(qcu_gather_rows_args, a);
+    a.y = y, a.x = x, a.n = n, a.dim = dim;
+    a.rows = stage(s, rows, (size_t)n * sizeof(int32_t));
+    if (a.rows) SUBMIT(s, qcu_gather_rows, a);
+}
+
+static void cu_scatter_add_rows(qvlm_stream *st, float *y, const float *x, const int32_t *rows, const float *scale,
+                                int64_t n, int64_t dim) {
+    cuda_stream *s = cs_of(st);
+    ARGS(qcu_scatter_add_rows_args, a);
+    a.y = y, a.x = x, a.n = n, a.dim = dim;
+    a.rows = stage(s, rows, (size_t)n * sizeof(int32_t));
+    a.scale = stage(s, scale, (size_t)n * sizeof(float));
+    if (a.rows && a.scale) SUBMIT(s, qcu_scatter_add_rows, a);
+}
+
+/* ==== the table and creation ========================================================================================= */
+
+static const qvlm_backend_ops CUDA_OPS = {
+    .name = cu_name,
+    .destroy = cu_destroy,
+    .host_pool = cu_host_pool,
+    .alloc = cu_alloc,
+    .free = cu_free,
+    .mem_stats = cu_mem_stats,
+    .mem_reset_peak = cu_mem_reset_peak,
+    .weight = cu_weight,
+    .weight_free = cu_weight_free,
+    .stream_create = cu_stream_create,
+    .stream_destroy = cu_stream_destroy,
+    .reserve_matmul = cu_reserve_matmul,
+    .sync = cu_sync,
+    .upload = cu_upload,
+    .download = cu_download,
+    .copy = cu_copy,
+    .zero = cu_zero,
+    .get_rows = cu_get_rows,
+    .add_weighted_rows = cu_add_weighted_rows,
+    .matmul = cu_matmul,
+    .rms_norm = cu_rms_norm,
+    .layer_norm = cu_layer_norm,
+    .add = cu_add,
+    .silu_mul = cu_silu_mul,
+    .gelu = cu_gelu,
+    .sigmoid_mul = cu_sigmoid_mul,
+    .conv1d_silu = cu_conv1d_silu,
+    .gated_delta = cu_gated_delta,
+    .gated_rms_norm = cu_gated_rms_norm,
+    .rope_multimodal = cu_rope_multimodal,
+    .rope_vision = cu_rope_vision,
+    .kv_store = cu_kv_store,
+    .attention = cu_attention,
+    .attention_segments = cu_attention_segments,
+    .moe_route = cu_moe_route,
+    .gather_rows = cu_gather_rows,
+    .scatter_add_rows = cu_scatter_add_rows,
+    .status = cu_status_op,
+    .step_begin = cu_step_begin,
+    .step_end = cu_step_end,
+    .matmul_multi = cu_matmul_multi,
+    .matmul_swiglu = cu_matmul_swiglu,
+    .add_rms_norm = cu_add_rms_norm,
+    .gated_delta_norm = cu_gated_delta_norm,
+};
+
+static bool env_flag(const char *name, bool dflt) {
+    const char *v = getenv(name);
+    if (!v || !*v) return dflt;
+    return strcmp(v, "0") != 0 && strcmp(v, "off") != 0;
+}
+
+qvlm_status qvlm_backend_cuda_create(const qvlm_backend_params *p, qvlm_backend **out, qvlm_error *err) {
+    *out = NULL;
+    int n_dev = 0;
+    if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev < 1) {
+        cudaGetLastError();
+        return qvlm_errorf(err, QVLM_E_UNSUPPORTED, "cuda: no CUDA device is available");
+    }
+    struct cudaDeviceProp prop;
+    qvlm_status rc = QVLM_CU(err, cudaGetDeviceProperties(&prop, 0));
+    if (rc) return rc;
+    cuda_backend *be = calloc(1, sizeof(*be));
+    if (!be) return qvlm_errorf(err, QVLM_E_NOMEM, "cuda backend: out of memory");
+    pthread_mutex_init(&be->mu, NULL);
+    be->base.ops = &CUDA_OPS;
+    be->base.kind = QVLM_BACKEND_CUDA;
+    be->base.precision = p->precision;
+    be->n_sm = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
+    be->smem_optin = prop.sharedMemPerBlockOptin;
+    be->graphs = env_flag("QVLM_CUDA_GRAPHS", true);
+    be->sync_each = env_flag("QVLM_CUDA_SYNC", false);
+    be->stats = env_flag("QVLM_CUDA_STATS", false);
+    be->profile = env_flag("QVLM_CUDA_PROFILE", false);
+    if (be->profile) be->graphs = false; /* op by op, each timed */
+    be->pdl = prop.major >= 9 && env_flag("QVLM_CUDA_PDL", true);
+    int e = qcu_init(be->smem_optin, be->n_sm, be->pdl);
+    if (e) rc = qvlm_errorf(err, QVLM_E_UNSUPPORTED, "cuda: kernel set-up on %s failed: %s", prop.name,
+                            cudaGetErrorString((cudaError_t)e));
+    if (!rc) rc = qvlm_pool_create(p->n_threads, &be->pool, err);
+    if (rc) {
+        cudaGetLastError();
+        pthread_mutex_destroy(&be->mu);
+        free(be);
+        return rc;
+    }
+    snprintf(be->name, sizeof(be->name), "cuda (%s, sm_%d%d, %d SMs, %s%s%s)", prop.name, prop.major, prop.minor, be->n_sm,
+             p->precision == QVLM_COMPUTE_BF16 ? "bf16" : "f32", be->graphs ? ", graphs" : "", be->pdl ? ", pdl" : "");
+    *out = &be->base;
+    return QVLM_OK;
+}

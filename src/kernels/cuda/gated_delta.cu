@@ -1,0 +1,401 @@
+/* gated_delta.cu - the Gated DeltaNet core (qwen35-arch §3.3 steps 3-7; kernels/cpu/gated_delta.c
+ * is the reference and its comment has the math).
+ *
+ * Columns of the state are independent: with S [dk][dv], column c of S, of delta, of the
+ * output and of the chunk quantities Vn, O depends only on column c (and on q, k, beta, g,
+ * which all columns share). So blocks split a head's value columns, and the per-chunk work
+ * that does not involve S (normalisation, the decay matrix, the triangular solve) is done once
+ * per (chunk, head) by a separate, fully parallel kernel.
+ *
+ *  recurrent (decode): block = CB columns x 8 row groups; each thread keeps its rows of its
+ *    column of S in registers across the tokens of the call; optionally the gated RMSNorm of
+ *    the output over dv is fused (when one block covers all dv columns).
+ *  chunked (prefill): k_gdn_prep per (chunk, head) writes W = L^-1 diag(beta e^c) K,
+ *    U = L^-1 diag(beta) V, Qe = diag(e^c) Q, Kd = diag(e^(c_last - c)) K, QKG = (Q K^T) o G
+ *    and e^(c_last); k_gdn_scan per (head, 32 columns) walks the chunks in order with S in
+ *    shared memory: Vn = U - W S, O = Qe S + QKG Vn, S = e^(c_last) S + Kd^T Vn.
+ * Per element the sums run in the CPU's order, except that the reductions over dk in the
+ * recurrent form are split over 8 row groups. */
+#include "kernels/cuda/cuda_common.cuh"
+
+#define CHUNK 64
+#define RG 8 /* row groups of the recurrent kernel */
+
+__device__ __forceinline__ float softplus_f(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+/* ==== recurrent ===================================================================================== */
+
+template <int MAXR>
+__global__ void __launch_bounds__(1024, 1)
+    k_gdn_rec(float *out, const float *qkv, const float *ga, const float *gb, const void *A_log, int adt,
+              const void *dt_bias, int ddt, float *S, const float *z, const void *nw, int nwdt, float *y_norm,
+              float norm_eps, int64_t ldqkv, int64_t ldab, int64_t Hk, int64_t Hv, int64_t dk, int64_t dv, int64_t T,
+              int CB, float *part, unsigned *count) {
+    QCU_PDL_ENTRY();
+    QVLM_DYN_SMEM(float, sm);
+    float *q = sm, *k = q + dk, *red = k + dk, *misc = red + RG * CB, *bred = misc + 4;
+    const int64_t h = blockIdx.x, kh = h / (Hv / Hk);
+    const int cx = threadIdx.x % CB, ry = threadIdx.x / CB, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t c = (int64_t)blockIdx.y * CB + cx;
+    const bool cvalid = c < dv;
+    float *Sh = S + h * dk * dv;
+    float s[MAXR];
+#pragma unroll
+    for (int j = 0; j < MAXR; j++) {
+        const int64_t i = ry + RG * j;
+        s[j] = (i < dk && cvalid) ? Sh[i * dv + c] : 0.0f;
+    }
+    const float qdiv = sqrtf((float)dk);
+    for (int64_t t = 0; t < T; t++) {
+        const float *row = qkv + t * ldqkv;
+        for (int64_t x = threadIdx.x; x < dk; x += blockDim.x) {
+            q[x] = row[kh * dk + x];
+            k[x] = row[Hk * dk + kh * dk + x];
+        }
+        __syncthreads();
+        if (warp < 2) {
+            const float *v = warp == 0 ? q : k;
+            float ss = 0.0f;
+            for (int64_t x = lane; x < dk; x += 32) ss += v[x] * v[x];
+            ss = warp_sum(ss);
+            if (lane == 0) misc[warp] = 1.0f / sqrtf(ss + 1e-6f);
+        } else if (warp == 2 && lane == 0) {
+            const float bb = gb[t * ldab + h], aa = ga[t * ldab + h];
+            misc[2] = 1.0f / (1.0f + expf(-bb));
+            const float g = -expf(wload(A_log, adt, h)) * softplus_f(aa + wload(dt_bias, ddt, h));
+            misc[3] = expf(g);
+        }
+        __syncthreads();
+        const float invq = misc[0], invk = misc[1], beta = misc[2], decay = misc[3];
+        float pm = 0.0f;
+#pragma unroll
+        for (int j = 0; j < MAXR; j++) {
+            const int64_t i = ry + RG * j;
+            if (i < dk) {
+                s[j] *= decay;
+                pm += s[j] * (k[i] * invk);
+            }
+        }
+        red[ry * CB + cx] = pm;
+        __syncthreads();
+        float m = 0.0f;
+#pragma unroll
+        for (int r = 0; r < RG; r++) m += red[r * CB + cx];
+        const float v = cvalid ? row[2 * Hk * dk + h * dv + c] : 0.0f;
+        m = (v - m) * beta;
+        __syncthreads();
+        float po = 0.0f;
+#pragma unroll
+        for (int j = 0; j < MAXR; j++) {
+            const int64_t i = ry + RG * j;
+            if (i < dk) {
+                s[j] += (k[i] * invk) * m;
+                po += s[j] * ((q[i] * invq) / qdiv);
+            }
+        }
+        red[ry * CB + cx] = po;
+        __syncthreads();
+        float o = 0.0f;
+#pragma unroll
+        for (int r = 0; r < RG; r++) o += red[r * CB + cx];
+        if (y_norm && part) {
+            /* T == 1 and the head's columns spread over gridDim.y blocks: each block leaves its
+             * outputs and its sum of squares; the last block of the head to finish normalises
+             * all of them (sums in block order, so the result does not depend on timing). */
+            __shared__ bool last;
+            if (ry == 0 && cvalid) out[h * dv + c] = o;
+            const float ss = block_sum((ry == 0 && cvalid) ? o * o : 0.0f, bred);
+            if (threadIdx.x == 0) part[h * gridDim.y + blockIdx.y] = ss;
+            __threadfence();
+            __syncthreads();
+            if (threadIdx.x == 0) last = atomicAdd(&count[h], 1u) == gridDim.y - 1;
+            __syncthreads();
+            if (last) {
+                __threadfence();
+                float tot = 0.0f;
+                for (unsigned b = 0; b < gridDim.y; b++) tot += __ldcg(&part[h * gridDim.y + b]);
+                const float inv = 1.0f / sqrtf(tot / (float)dv + norm_eps);
+                for (int64_t cc = threadIdx.x; cc < dv; cc += blockDim.x) {
+                    const float g = z[h * dv + cc];
+                    y_norm[h * dv + cc] = ((__ldcg(&out[h * dv + cc]) * inv) * wload(nw, nwdt, cc)) * (g / (1.0f + expf(-g)));
+                }
+                if (threadIdx.x == 0) count[h] = 0; /* ready for the next call */
+            }
+        } else if (!y_norm) {
+            if (ry == 0 && cvalid) out[(t * Hv + h) * dv + c] = o;
+        } else {
+            /* gated RMSNorm over the dv outputs of this head (this block holds all of them) */
+            const float tot = block_sum((ry == 0 && cvalid) ? o * o : 0.0f, bred);
+            const float inv = 1.0f / sqrtf(tot / (float)dv + norm_eps);
+            if (ry == 0 && cvalid) {
+                const int64_t e = (t * Hv + h) * dv + c;
+                const float g = z[e];
+                y_norm[e] = ((o * inv) * wload(nw, nwdt, c)) * (g / (1.0f + expf(-g)));
+            }
+        }
+        __syncthreads(); /* q, k, red are rewritten by the next token */
+    }
+#pragma unroll
+    for (int j = 0; j < MAXR; j++) {
+        const int64_t i = ry + RG * j;
+        if (i < dk && cvalid) Sh[i * dv + c] = s[j];
+    }
+}
+
+/* ==== chunked: per (chunk, head) preparation ======================================================= */
+
+static __host__ __device__ inline int64_t chunk_floats(int64_t dk, int64_t dv) {
+    return 3 * CHUNK * dk + CHUNK * dv + CHUNK * CHUNK + 4;
+}
+
+__global__ void __launch_bounds__(256) k_gdn_prep(float *work, const float *qkv, const float *ga, const float *gb,
+                                                  const void *A_log, int adt, const void *dt_bias, int ddt,
+                                                  int64_t ldqkv, int64_t ldab, int64_t Hk, int64_t Hv, int64_t dk,
+                                                  int64_t dv, int64_t T) {
+    QCU_PDL_ENTRY();
+    QVLM_DYN_SMEM(float, sm);
+    const int64_t ld = dk + 1; /* padded rows: the pair dots read K rows across lanes */
+    float *Q = sm, *K = Q + CHUNK * ld, *KC = K + CHUNK * ld, *U = KC + CHUNK * ld, *A = U + CHUNK * dv;
+    float *cum = A + CHUNK * CHUNK, *beta = cum + CHUNK, *gg = beta + CHUNK;
+    const int64_t ci = blockIdx.x, h = blockIdx.y, kh = h / (Hv / Hk), t0 = ci * CHUNK;
+    const int64_t n = T - t0 < CHUNK ? T - t0 : CHUNK;
+    const int tid = threadIdx.x, nt = blockDim.x, warp = tid >> 5, lane = tid & 31, nw = nt >> 5;
+    const float qscale = 1.0f / sqrtf((float)dk);
+
+    for (int64_t e = tid; e < CHUNK * dk; e += nt) {
+        const int64_t i = e / dk, x = e % dk;
+        const float *row = qkv + (t0 + i) * ldqkv;
+        Q[i * ld + x] = i < n ? row[kh * dk + x] : 0.0f;
+        K[i * ld + x] = i < n ? row[Hk * dk + kh * dk + x] : 0.0f;
+    }
+    for (int64_t e = tid; e < CHUNK * dv; e += nt) {
+        const int64_t i = e / dv, cc = e % dv;
+        U[e] = i < n ? qkv[(t0 + i) * ldqkv + 2 * Hk * dk + h * dv + cc] : 0.0f;
+    }
+    __syncthreads();
+    /* l2-normalise q and k rows (q then scaled), and the gates */
+    for (int64_t i = warp; i < n; i += nw) {
+        float sq = 0.0f, sk = 0.0f;
+        for (int64_t x = lane; x < dk; x += 32) {
+            sq += Q[i * ld + x] * Q[i * ld + x];
+            sk += K[i * ld + x] * K[i * ld + x];
+        }
+        sq = warp_sum(sq);
+        sk = warp_sum(sk);
+        const float iq = 1.0f / sqrtf(sq + 1e-6f), ik = 1.0f / sqrtf(sk + 1e-6f);
+        for (int64_t x = lane; x < dk; x += 32) {
+            Q[i * ld + x] = (Q[i * ld + x] * iq) * qscale;
+            K[i * ld + x] *= ik;
+        }
+        if (lane == 0) {
+            const float bb = gb[(t0 + i) * ldab + h], aa = ga[(t0 + i) * ldab + h];
+            beta[i] = 1.0f / (1.0f + expf(-bb));
+            gg[i] = -expf(wload(A_log, adt, h)) * softplus_f(aa + wload(dt_bias, ddt, h));
+        }
+    }
+    for (int64_t i = n + tid; i < CHUNK; i += nt) beta[i] = 0.0f, gg[i] = 0.0f;
+    __syncthreads();
+    if (tid == 0) {
+        float acc = 0.0f;
+        for (int i = 0; i < CHUNK; i++) {
+            acc += gg[i];
+            cum[i] = acc;
+        }
+    }
+    __syncthreads();
+    float *base = work + (ci * Hv + h) * chunk_floats(dk, dv);
+    float *gW = base, *gU = gW + CHUNK * dk, *gQe = gU + CHUNK * dv, *gKd = gQe + CHUNK * dk, *gQK = gKd + CHUNK * dk;
+    float *gdl = gQK + CHUNK * CHUNK;
+    /* A (strictly lower part used) and QKG = (Q K^T) o G, lower with the diagonal */
+    for (int64_t p = tid; p < CHUNK * CHUNK; p += nt) {
+        const int64_t i = p / CHUNK, j = p % CHUNK;
+        float qkg = 0.0f;
+        if (j <= i && i < n) {
+            const float G = expf(cum[i] - cum[j]);
+            float kk = 0.0f, qk = 0.0f;
+            for (int64_t x = 0; x < dk; x++) {
+                kk += (K[i * ld + x] * beta[i]) * K[j * ld + x];
+                qk += Q[i * ld + x] * K[j * ld + x];
+            }
+            A[p] = kk * G;
+            qkg = qk * G;
+        }
+        gQK[p] = qkg;
+    }
+    for (int64_t e = tid; e < CHUNK * dk; e += nt) {
+        const int64_t i = e / dk, x = e % dk;
+        KC[i * ld + x] = i < n ? (K[i * ld + x] * beta[i]) * expf(cum[i]) : 0.0f;
+    }
+    for (int64_t e = tid; e < CHUNK * dv; e += nt) {
+        const int64_t i = e / dv;
+        U[e] = i < n ? U[e] * beta[i] : 0.0f;
+    }
+    __syncthreads();
+    /* Forward substitution with L = I + strictly_lower(A), row by row in the CPU's order.
+     * Columns of [KC | U] are independent: each thread owns whole columns, so no barrier is
+     * needed between rows. */
+    const int64_t cols = dk + dv;
+    for (int64_t col = tid; col < cols; col += nt) {
+        float *X = col < dk ? KC + col : U + (col - dk);
+        const int64_t ldx = col < dk ? ld : dv;
+        for (int64_t i = 1; i < n; i++) {
+            float v = X[i * ldx];
+            for (int64_t j = 0; j < i; j++) v -= A[i * CHUNK + j] * X[j * ldx];
+            X[i * ldx] = v;
+        }
+    }
+    __syncthreads();
+    const float clast = cum[CHUNK - 1];
+    for (int64_t e = tid; e < CHUNK * dk; e += nt) {
+        const int64_t i = e / dk, x = e % dk;
+        gW[e] = KC[i * ld + x];
+        gQe[e] = i < n ? Q[i * ld + x] * expf(cum[i]) : 0.0f;
+        gKd[e] = i < n ? K[i * ld + x] * expf(clast - cum[i]) : 0.0f;
+    }
+    for (int64_t e = tid; e < CHUNK * dv; e += nt) gU[e] = U[e];
+    if (tid == 0) gdl[0] = expf(clast);
+}
+
+/* ==== chunked: the sequential scan over chunks ===================================================== */
+
+#define CBS 32 /* columns per scan block */
+
+__global__ void __launch_bounds__(256) k_gdn_scan(float *out, float *S, const float *work, int64_t Hv, int64_t dk,
+                                                  int64_t dv, int64_t T) {
+    QCU_PDL_ENTRY();
+    QVLM_DYN_SMEM(float, sm);
+    float *Ss = sm, *VN = Ss + dk * CBS, *W = VN + CHUNK * CBS, *Qe = W + CHUNK * dk, *Kd = Qe + CHUNK * dk;
+    float *QK = Kd + CHUNK * dk;
+    const int64_t h = blockIdx.x, c0 = (int64_t)blockIdx.y * CBS;
+    const int tid = threadIdx.x, cx = tid % CBS, r0 = tid / CBS, nr = blockDim.x / CBS; /* nr = 8 */
+    const int64_t c = c0 + cx;
+    const bool cvalid = c < dv;
+    float *Sh = S + h * dk * dv;
+    for (int64_t x = r0; x < dk; x += nr) Ss[x * CBS + cx] = cvalid ? Sh[x * dv + c] : 0.0f;
+    const int64_t n_chunks = (T + CHUNK - 1) / CHUNK;
+    for (int64_t ci = 0; ci < n_chunks; ci++) {
+        const int64_t t0 = ci * CHUNK, n = T - t0 < CHUNK ? T - t0 : CHUNK;
+        const float *base = work + (ci * Hv + h) * chunk_floats(dk, dv);
+        const float *gU = base + CHUNK * dk;
+        __syncthreads();
+        for (int64_t e = tid; e < CHUNK * dk; e += blockDim.x) {
+            W[e] = base[e];
+            Qe[e] = base[CHUNK * dk + CHUNK * dv + e];
+            Kd[e] = base[2 * CHUNK * dk + CHUNK * dv + e];
+        }
+        for (int64_t e = tid; e < CHUNK * CHUNK; e += blockDim.x) QK[e] = base[3 * CHUNK * dk + CHUNK * dv + e];
+        const float dl = base[3 * CHUNK * dk + CHUNK * dv + CHUNK * CHUNK];
+        __syncthreads();
+        /* Vn = U - W S */
+        for (int64_t i = r0; i < CHUNK; i += nr) {
+            float v = 0.0f;
+            if (i < n && cvalid) {
+                v = gU[i * dv + c];
+                for (int64_t x = 0; x < dk; x++) v -= W[i * dk + x] * Ss[x * CBS + cx];
+            }
+            VN[i * CBS + cx] = v;
+        }
+        __syncthreads();
+        /* O = Qe S + QKG Vn */
+        for (int64_t i = r0; i < n; i += nr) {
+            float o = 0.0f;
+            for (int64_t x = 0; x < dk; x++) o += Qe[i * dk + x] * Ss[x * CBS + cx];
+            for (int64_t j = 0; j <= i; j++) o += QK[i * CHUNK + j] * VN[j * CBS + cx];
+            if (cvalid) out[((t0 + i) * Hv + h) * dv + c] = o;
+        }
+        __syncthreads();
+        /* S = e^(c_last) S + Kd^T Vn */
+        for (int64_t x = r0; x < dk; x += nr) {
+            float sv = Ss[x * CBS + cx] * dl;
+            for (int64_t i = 0; i < n; i++) sv += Kd[i * dk + x] * VN[i * CBS + cx];
+            Ss[x * CBS + cx] = sv;
+        }
+    }
+    __syncthreads();
+    for (int64_t x = r0; x < dk; x += nr)
+        if (cvalid) Sh[x * dv + c] = Ss[x * CBS + cx];
+}
+
+/* ==== launchers ===================================================================================== */
+
+static size_t prep_smem(int64_t dk, int64_t dv) {
+    return (size_t)(3 * CHUNK * (dk + 1) + CHUNK * dv + CHUNK * CHUNK + 3 * CHUNK) * sizeof(float);
+}
+static size_t scan_smem(int64_t dk) { return (size_t)(dk * CBS + CHUNK * CBS + 3 * CHUNK * dk + CHUNK * CHUNK) * sizeof(float); }
+
+static size_t g_smem_optin = 48 * 1024;
+
+extern "C" size_t qcu_gdn_chunked_smem(int64_t dk, int64_t dv) {
+    size_t a = prep_smem(dk, dv), b = scan_smem(dk), m = a > b ? a : b;
+    return m <= g_smem_optin ? m : 0;
+}
+
+extern "C" size_t qcu_gdn_chunked_work_bytes(int64_t Hv, int64_t dk, int64_t dv, int64_t T) {
+    return (size_t)((T + CHUNK - 1) / CHUNK) * (size_t)Hv * (size_t)chunk_floats(dk, dv) * sizeof(float);
+}
+
+extern "C" int qcu_gdn_chunked(void *st, const void *p) {
+    const qcu_gdn_chunked_args *a = (const qcu_gdn_chunked_args *)p;
+    if (a->T <= 0) return 0;
+    if (qcu_gdn_chunked_smem(a->dk, a->dv) == 0) return 1; /* cudaErrorInvalidValue */
+    dim3 gp((unsigned)((a->T + CHUNK - 1) / CHUNK), (unsigned)a->Hv);
+    QVLM_LAUNCH(k_gdn_prep, gp, 256, prep_smem(a->dk, a->dv), st, a->work, a->qkv, a->a, a->b, a->A_log, a->adt,
+                a->dt_bias, a->ddt, a->ldqkv, a->ldab, a->Hk, a->Hv, a->dk, a->dv, a->T);
+    dim3 gs((unsigned)a->Hv, qcu_blocks(a->dv, CBS));
+    QVLM_LAUNCH(k_gdn_scan, gs, 256, scan_smem(a->dk), st, a->out, a->S, a->work, a->Hv, a->dk, a->dv, a->T);
+    QCU_DONE();
+}
+
+typedef void (*rec_kernel)(float *, const float *, const float *, const float *, const void *, int, const void *, int,
+                           float *, const float *, const void *, int, float *, float, int64_t, int64_t, int64_t,
+                           int64_t, int64_t, int64_t, int64_t, int, float *, unsigned *);
+
+static rec_kernel rec_for(int64_t dk) {
+    int64_t r = (dk + RG - 1) / RG;
+    if (r <= 2) return k_gdn_rec<2>;
+    if (r <= 4) return k_gdn_rec<4>;
+    if (r <= 8) return k_gdn_rec<8>;
+    if (r <= 16) return k_gdn_rec<16>;
+    if (r <= 32) return k_gdn_rec<32>;
+    return NULL;
+}
+
+extern "C" int qcu_gdn_recurrent(void *st, const void *p) {
+    const qcu_gdn_recurrent_args *a = (const qcu_gdn_recurrent_args *)p;
+    rec_kernel k = rec_for(a->dk);
+    if (!k) return 1;
+    if (a->T <= 0) return 0;
+    /* Columns per block: 32 (a head's state over 4 SMs for dv = 128), unless the norm must be
+     * fused within one block (T > 1, or no sync area). */
+    const int64_t ncb32 = (a->dv + 31) / 32;
+    const bool cross = a->y_norm && a->T == 1 && a->sync && ncb32 > 1 && a->Hv <= QCU_SYNC_COUNTERS &&
+                       a->Hv * ncb32 <= QCU_SYNC_PARTS;
+    const int CB = cross || !a->y_norm ? 32 : a->dv <= 128 ? (int)(ncb32 * 32) : 128;
+    const bool fuse = a->y_norm && (cross || a->dv <= 128);
+    dim3 g((unsigned)a->Hv, qcu_blocks(a->dv, CB));
+    size_t smem = (size_t)(2 * a->dk + RG * CB + 4 + 32) * sizeof(float);
+    unsigned *count = cross ? (unsigned *)a->sync : (unsigned *)NULL;
+    float *part = cross ? (float *)((char *)a->sync + QCU_SYNC_COUNTERS * sizeof(unsigned)) : (float *)NULL;
+    QVLM_LAUNCH(k, g, CB * RG, smem, st, a->out, a->qkv, a->a, a->b, a->A_log, a->adt, a->dt_bias, a->ddt, a->S, a->z,
+                a->norm_w, a->nwdt, fuse ? a->y_norm : (float *)NULL, a->norm_eps, a->ldqkv, a->ldab, a->Hk, a->Hv,
+                a->dk, a->dv, a->T, CB, part, count);
+    if (a->y_norm && !fuse) {
+        int e = (int)cudaGetLastError();
+        if (e) return e;
+        qcu_gated_rms_norm_args n;
+        memset(&n, 0, sizeof(n));
+        n.y = a->y_norm, n.x = a->out, n.z = a->z, n.w = a->norm_w, n.n_rows = a->T * a->Hv, n.dim = a->dv;
+        n.eps = a->norm_eps, n.wdt = a->nwdt;
+        return qcu_gated_rms_norm(st, &n);
+    }
+    QCU_DONE();
+}
+
+/* ==== attributes ====================================================================================== */
+
+extern "C" int qcu_gdn_init(size_t smem_optin) {
+    g_smem_optin = smem_optin;
+    int e = (int)cudaFuncSetAttribute(k_gdn_prep, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_optin);
+    if (!e) e = (int)cudaFuncSetAttribute(k_gdn_scan, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_optin);
+    return e;
+}

@@ -1,0 +1,717 @@
+/* cuda_ops_test.c - every op of the CUDA backend against the CPU backend (the reference) on
+ * random inputs of odd sizes: tails of vector loads, one token, several KV blocks, chunk
+ * boundaries, grouped heads; both precisions; plus a recorded decode step replayed with new
+ * positions. Exits 77 (CTest's skip) when the build has no CUDA backend or no device is present.
+ * Under the CPU emulator (QVLM_CUDA_EMU) it runs the real kernels on the CPU.
+ *
+ * Tolerances are derived, not tuned: f32 arithmetic in another order differs by a few ulp per
+ * operation, so elementwise ops get 1e-5 relative, reductions of length k about
+ * 1e-6 * sqrt(k) relative to the output scale, and products in BF16 precision match the CPU's
+ * BF16 mode to f32 rounding because both round the same activations. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/dtype.h"
+#include "kernels/backend.h"
+#include "qtest.h"
+
+typedef struct env {
+    qvlm_backend *cpu, *gpu;
+    qvlm_stream *sc, *sg;
+} env;
+
+static env E32, E16; /* F32 and BF16 precision */
+static void *keep[65536]; /* host copies of weights must outlive the backends */
+static int n_keep;
+
+static uint64_t rng = 0x243f6a8885a308d3ull;
+static float frand(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+static float *rnd(size_t n, float scale) {
+    float *x = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = scale * frand();
+    keep[n_keep++] = x;
+    return x;
+}
+static void *dev(env *e, const void *h, size_t bytes) {
+    void *d = qvlm_backend_alloc(e->gpu, bytes ? bytes : 4);
+    if (bytes) qvlm_op_upload(e->sg, d, h, bytes);
+    return d;
+}
+static float *get(env *e, const void *d, size_t n) {
+    float *h = malloc((n ? n : 1) * sizeof(float));
+    qvlm_op_download(e->sg, h, d, n * sizeof(float));
+    keep[n_keep++] = h;
+    return h;
+}
+static float *copyf(const float *x, size_t n) {
+    float *y = malloc((n ? n : 1) * sizeof(float));
+    memcpy(y, x, n * sizeof(float));
+    keep[n_keep++] = y;
+    return y;
+}
+
+/* A weight on both backends: f32 values stored as dtype dt (the CPU reads the same bytes). */
+typedef struct wpair {
+    qvlm_tensor c, g;
+} wpair;
+static wpair weight(env *e, const float *v, qvlm_dtype dt, int n_dims, const int64_t *ne) {
+    size_t n = 1;
+    for (int i = 0; i < n_dims; i++) n *= (size_t)ne[i];
+    void *h;
+    if (dt == QVLM_DTYPE_F32) {
+        h = copyf(v, n);
+    } else {
+        uint16_t *b = malloc(n * 2);
+        for (size_t i = 0; i < n; i++) b[i] = dt == QVLM_DTYPE_BF16 ? qvlm_f32_to_bf16(v[i]) : qvlm_f32_to_f16(v[i]);
+        keep[n_keep++] = b;
+        h = b;
+    }
+    wpair w;
+    qvlm_error err;
+    if (qvlm_backend_weight(e->cpu, h, dt, n_dims, ne, &w.c, &err) || qvlm_backend_weight(e->gpu, h, dt, n_dims, ne, &w.g, &err))
+        fprintf(stderr, "weight: %s\n", err.msg);
+    return w;
+}
+static wpair vec_weight(env *e, int64_t n, qvlm_dtype dt, float scale, float bias) {
+    float *v = rnd((size_t)n, scale);
+    for (int64_t i = 0; i < n; i++) v[i] += bias;
+    int64_t ne[1] = {n};
+    return weight(e, v, dt, 1, ne);
+}
+
+/* max |a - b| relative to max(|b|, floor) over n values; NaN fails. */
+static double rel_err(const float *a, const float *b, size_t n, double floor_) {
+    double mx = 0, ref = floor_;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (isnan(d) || isinf(d)) return INFINITY;
+        if (d > mx) mx = d;
+        if (fabs(b[i]) > ref) ref = fabs(b[i]);
+    }
+    return mx / ref;
+}
+
+#define CLOSE(got, ref, n, tol)                                                                    \
+    do {                                                                                            \
+        double r_ = rel_err((got), (ref), (size_t)(n), 1e-3);                                       \
+        if (!(r_ <= (tol))) QTEST_FAIL("%s vs %s: relative error %.3g > %.3g", #got, #ref, r_, (double)(tol)); \
+    } while (0)
+
+static void check_status(env *e) {
+    qvlm_error err;
+    if (qvlm_stream_status(e->sg, &err)) fprintf(stderr, "  stream error: %s\n", err.msg);
+}
+#define GPU_OK(e)                                                                            \
+    do {                                                                                      \
+        qvlm_error err_;                                                                      \
+        qvlm_stream_sync((e)->sg);                                                            \
+        if (qvlm_stream_status((e)->sg, &err_)) QTEST_FAIL("cuda stream: %s", err_.msg);      \
+    } while (0)
+
+/* ==== rows, elementwise ============================================================================ */
+
+static void test_rows(void) {
+    env *e = &E32;
+    const int64_t V = 37, D = 70, n = 9;
+    float *tab = rnd((size_t)(V * D), 1.0f);
+    int64_t ne[2] = {V, D};
+    wpair t = weight(e, tab, QVLM_DTYPE_BF16, 2, ne);
+    int32_t ids[9] = {3, 0, 36, 5, 5, 17, 1, 30, 2};
+    float *yc = rnd((size_t)(n * D), 1.0f), *dy = dev(e, yc, (size_t)(n * D) * 4);
+    qvlm_op_get_rows(e->sc, yc, &t.c, ids, n);
+    qvlm_op_get_rows(e->sg, dy, &t.g, ids, n);
+    GPU_OK(e);
+    CLOSE(get(e, dy, (size_t)(n * D)), yc, n * D, 0);
+    int32_t idx[9 * 4];
+    float *w = rnd(9 * 4, 1.0f);
+    for (int i = 0; i < 36; i++) idx[i] = (i * 7) % (int)V;
+    qvlm_op_add_weighted_rows(e->sc, yc, &t.c, idx, w, n, 4);
+    qvlm_op_add_weighted_rows(e->sg, dy, &t.g, idx, w, n, 4);
+    GPU_OK(e);
+    CLOSE(get(e, dy, (size_t)(n * D)), yc, n * D, 1e-6);
+    /* gather / scatter with a repeated row */
+    int32_t rows[5] = {4, 0, 8, 4, 2};
+    float *sc = rnd(5, 1.0f), *x = rnd(5 * D, 1.0f), *dx = dev(e, x, 5 * D * 4);
+    float *g = rnd(5 * D, 1.0f), *dg = dev(e, g, 5 * D * 4);
+    qvlm_op_gather_rows(e->sc, g, yc, rows, 5, D);
+    qvlm_op_gather_rows(e->sg, dg, dy, rows, 5, D);
+    qvlm_op_scatter_add_rows(e->sc, yc, x, rows, sc, 5, D);
+    qvlm_op_scatter_add_rows(e->sg, dy, dx, rows, sc, 5, D);
+    GPU_OK(e);
+    CLOSE(get(e, dg, 5 * D), g, 5 * D, 1e-6);
+    CLOSE(get(e, dy, (size_t)(n * D)), yc, n * D, 1e-6);
+}
+
+static void test_elementwise(void) {
+    env *e = &E32;
+    const int64_t R = 7, C = 45, L = 50;
+    float *a = rnd(R * L, 3.0f), *b = rnd(R * L, 3.0f), *y = rnd(R * L, 1.0f);
+    float *da = dev(e, a, R * L * 4), *db = dev(e, b, R * L * 4), *dy = dev(e, y, R * L * 4);
+    qvlm_op_add(e->sc, y, a, b, R * L - 3);
+    qvlm_op_add(e->sg, dy, da, db, R * L - 3);
+    GPU_OK(e);
+    CLOSE(get(e, dy, R * L), y, R * L, 1e-7);
+    qvlm_op_silu_mul(e->sc, y, L, a, L, b + 1, L, R, C);
+    qvlm_op_silu_mul(e->sg, dy, L, da, L, db + 1, L, R, C);
+    GPU_OK(e);
+    CLOSE(get(e, dy, R * L), y, R * L, 1e-6);
+    for (int m = 0; m < 2; m++) {
+        float *x = copyf(a, R * L), *dx = dev(e, x, R * L * 4);
+        qvlm_op_gelu(e->sc, x, R * L, m == 0);
+        qvlm_op_gelu(e->sg, dx, R * L, m == 0);
+        GPU_OK(e);
+        CLOSE(get(e, dx, R * L), x, R * L, 1e-6);
+    }
+    for (int gc = 0; gc < 2; gc++) {
+        qvlm_op_sigmoid_mul(e->sc, y, L, a, L, b, gc ? 1 : L, gc ? 1 : C, R, C);
+        qvlm_op_sigmoid_mul(e->sg, dy, L, da, L, db, gc ? 1 : L, gc ? 1 : C, R, C);
+        GPU_OK(e);
+        CLOSE(get(e, dy, R * L), y, R * L, 1e-6);
+    }
+    /* copies */
+    qvlm_op_copy(e->sg, dy, da + 3, 40 * 4);
+    qvlm_op_zero(e->sg, dy + 50, 7 * 4);
+    memcpy(y, a + 3, 160);
+    memset(y + 50, 0, 28);
+    GPU_OK(e);
+    float *got = get(e, dy, R * L);
+    ASSERT_TRUE(memcmp(got, y, 57 * 4) == 0);
+}
+
+/* ==== matrix products ================================================================================= */
+
+static void one_matmul(env *e, int64_t n, int64_t k, int64_t d, qvlm_dtype dt, bool bias) {
+    const int64_t ldx = k + 3, ldy = d + 5;
+    float *wv = rnd((size_t)(d * k), 1.0f / sqrtf((float)k));
+    int64_t ne[2] = {d, k};
+    wpair w = weight(e, wv, dt, 2, ne);
+    wpair bb = vec_weight(e, d, QVLM_DTYPE_F32, 0.5f, 0.0f);
+    float *x = rnd((size_t)(n * ldx), 1.0f), *y = rnd((size_t)(n * ldy), 1.0f);
+    float *dx = dev(e, x, (size_t)(n * ldx) * 4), *dy = dev(e, y, (size_t)(n * ldy) * 4);
+    qvlm_op_matmul(e->sc, y, ldy, x, ldx, &w.c, bias ? &bb.c : NULL, n);
+    qvlm_op_matmul(e->sg, dy, ldy, dx, ldx, &w.g, bias ? &bb.g : NULL, n);
+    qvlm_stream_sync(e->sg);
+    check_status(e);
+    float *got = get(e, dy, (size_t)(n * ldy));
+    double r = rel_err(got, y, (size_t)(n * ldy), 1e-3);
+    if (!(r <= 2e-6 * sqrt((double)k)))
+        fprintf(stderr, "  matmul n=%lld k=%lld d=%lld dt=%d bias=%d: rel err %.3g\n", (long long)n, (long long)k,
+                (long long)d, (int)dt, bias, r);
+    ASSERT_TRUE(r <= 2e-6 * sqrt((double)k));
+}
+
+static void test_matmul(void) {
+    const int64_t ns[] = {1, 3, 8, 9, 37}, ks[] = {64, 100, 264, 2056}, ds[] = {33, 130};
+    const qvlm_dtype dts[] = {QVLM_DTYPE_BF16, QVLM_DTYPE_F16, QVLM_DTYPE_F32};
+    for (int p = 0; p < 2; p++)
+        for (int a = 0; a < 5; a++)
+            for (int b = 0; b < 4; b++)
+                for (int c = 0; c < 2; c++)
+                    for (int t = 0; t < 3; t++) {
+                        int before = qtest_cur_failed;
+                        one_matmul(p ? &E16 : &E32, ns[a], ks[b], ds[c], dts[t], (a + b + t) % 2);
+                        if (qtest_cur_failed && !before) return;
+                    }
+}
+
+static void test_matmul_fused(void) {
+    for (int p = 0; p < 2; p++) {
+        env *e = p ? &E16 : &E32;
+        const int64_t k = 96, ns[3] = {1, 5, 20};
+        for (int ni = 0; ni < 3; ni++) {
+            const int64_t n = ns[ni], d[3] = {50, 17, 64};
+            wpair w[3];
+            float *y[3], *dy[3];
+            qvlm_matmul_part oc[3], og[3];
+            for (int i = 0; i < 3; i++) {
+                int64_t ne[2] = {d[i], k};
+                w[i] = weight(e, rnd((size_t)(d[i] * k), 0.2f), QVLM_DTYPE_BF16, 2, ne);
+                y[i] = rnd((size_t)(n * (d[i] + 1)), 1.0f);
+                dy[i] = dev(e, y[i], (size_t)(n * (d[i] + 1)) * 4);
+                oc[i] = (qvlm_matmul_part){y[i], d[i] + 1, &w[i].c, NULL};
+                og[i] = (qvlm_matmul_part){dy[i], d[i] + 1, &w[i].g, NULL};
+            }
+            float *x = rnd((size_t)(n * k), 1.0f), *dx = dev(e, x, (size_t)(n * k) * 4);
+            qvlm_op_matmul_multi(e->sc, 3, oc, x, k, n);
+            qvlm_op_matmul_multi(e->sg, 3, og, dx, k, n);
+            GPU_OK(e);
+            for (int i = 0; i < 3; i++) CLOSE(get(e, dy[i], (size_t)(n * (d[i] + 1))), y[i], n * (d[i] + 1), 2e-5);
+            /* swiglu: gate w[0] rows 50, up: a second 50-row matrix */
+            int64_t ne[2] = {50, k};
+            wpair up = weight(e, rnd(50 * k, 0.2f), QVLM_DTYPE_BF16, 2, ne);
+            float *s = rnd((size_t)(n * 50), 1.0f), *ds = dev(e, s, (size_t)(n * 50) * 4);
+            float *tmp = rnd((size_t)(n * 50), 1.0f), *dtmp = dev(e, tmp, (size_t)(n * 50) * 4);
+            qvlm_op_matmul_swiglu(e->sc, s, 50, tmp, x, k, &w[0].c, &up.c, n);
+            qvlm_op_matmul_swiglu(e->sg, ds, 50, dtmp, dx, k, &w[0].g, &up.g, n);
+            GPU_OK(e);
+            CLOSE(get(e, ds, (size_t)(n * 50)), s, n * 50, 2e-5);
+        }
+    }
+}
+
+/* ==== norms ============================================================================================ */
+
+static void test_norms(void) {
+    env *e = &E32;
+    const int64_t dims[3] = {64, 257, 1500};
+    for (int rr = 0; rr < 2; rr++)
+    for (int i = 0; i < 3; i++) {
+        const int64_t R = rr ? 1 : 6; /* one row: the decode path */
+        const int64_t D = dims[i];
+        wpair w = vec_weight(e, D, i == 1 ? QVLM_DTYPE_BF16 : QVLM_DTYPE_F32, 0.3f, 0.0f);
+        wpair bb = vec_weight(e, D, QVLM_DTYPE_F32, 0.3f, 0.0f);
+        float *x = rnd((size_t)(R * (D + 2)), 2.0f), *y = rnd((size_t)(R * (D + 1)), 1.0f);
+        float *dx = dev(e, x, (size_t)(R * (D + 2)) * 4), *dy = dev(e, y, (size_t)(R * (D + 1)) * 4);
+        qvlm_op_rms_norm(e->sc, y, D + 1, x, D + 2, &w.c, 1.0f, 1e-6f, R, D);
+        qvlm_op_rms_norm(e->sg, dy, D + 1, dx, D + 2, &w.g, 1.0f, 1e-6f, R, D);
+        GPU_OK(e);
+        CLOSE(get(e, dy, (size_t)(R * (D + 1))), y, R * (D + 1), 1e-5);
+        /* in place */
+        qvlm_op_rms_norm(e->sc, x, D + 2, x, D + 2, &w.c, 0.0f, 1e-6f, R, D);
+        qvlm_op_rms_norm(e->sg, dx, D + 2, dx, D + 2, &w.g, 0.0f, 1e-6f, R, D);
+        GPU_OK(e);
+        CLOSE(get(e, dx, (size_t)(R * (D + 2))), x, R * (D + 2), 1e-5);
+        /* add + norm */
+        float *h = rnd((size_t)(R * D), 2.0f), *dl = rnd((size_t)(R * D), 1.0f), *xn = rnd((size_t)(R * D), 1.0f);
+        float *dh = dev(e, h, (size_t)(R * D) * 4), *ddl = dev(e, dl, (size_t)(R * D) * 4), *dxn = dev(e, xn, (size_t)(R * D) * 4);
+        qvlm_op_add_rms_norm(e->sc, xn, h, dl, &w.c, 1.0f, 1e-6f, R, D);
+        qvlm_op_add_rms_norm(e->sg, dxn, dh, ddl, &w.g, 1.0f, 1e-6f, R, D);
+        GPU_OK(e);
+        CLOSE(get(e, dh, (size_t)(R * D)), h, R * D, 1e-7);
+        CLOSE(get(e, dxn, (size_t)(R * D)), xn, R * D, 1e-5);
+        /* layer norm, gated rms norm */
+        qvlm_op_layer_norm(e->sc, xn, h, &w.c, &bb.c, 1e-6f, R, D);
+        qvlm_op_layer_norm(e->sg, dxn, dh, &w.g, &bb.g, 1e-6f, R, D);
+        GPU_OK(e);
+        CLOSE(get(e, dxn, (size_t)(R * D)), xn, R * D, 1e-5);
+        qvlm_op_gated_rms_norm(e->sc, xn, h, dl, &w.c, 1e-6f, R, D);
+        qvlm_op_gated_rms_norm(e->sg, dxn, dh, ddl, &w.g, 1e-6f, R, D);
+        GPU_OK(e);
+        CLOSE(get(e, dxn, (size_t)(R * D)), xn, R * D, 1e-5);
+    }
+}
+
+/* ==== conv1d, rope ======================================================================================== */
+
+static void test_conv1d(void) {
+    env *e = &E32;
+    const int64_t C = 70, K = 4, Ts[3] = {1, 5, 70};
+    int64_t ne[2] = {C, K};
+    wpair w = weight(e, rnd((size_t)(C * K), 0.5f), QVLM_DTYPE_BF16, 2, ne);
+    float *st = rnd((size_t)((K - 1) * C), 1.0f), *dst = dev(e, st, (size_t)((K - 1) * C) * 4);
+    for (int i = 0; i < 3; i++) {
+        const int64_t T = Ts[i];
+        float *x = rnd((size_t)(T * (C + 3)), 1.0f), *y = rnd((size_t)(T * C), 1.0f);
+        float *dx = dev(e, x, (size_t)(T * (C + 3)) * 4), *dy = dev(e, y, (size_t)(T * C) * 4);
+        qvlm_op_conv1d_silu(e->sc, y, x, C + 3, st, &w.c, T, C, K);
+        qvlm_op_conv1d_silu(e->sg, dy, dx, C + 3, dst, &w.g, T, C, K);
+        GPU_OK(e);
+        CLOSE(get(e, dy, (size_t)(T * C)), y, T * C, 1e-6);
+        CLOSE(get(e, dst, (size_t)((K - 1) * C)), st, (K - 1) * C, 0);
+    }
+}
+
+static void test_rope(void) {
+    env *e = &E32;
+    for (int fb = 0; fb < 2; fb++) {
+        const int64_t T = 5, H = 3, hd = 32, ld = H * hd + 7;
+        qvlm_rope_params p = {8, 1e7, {2, 1, 1}, fb};
+        int32_t pos[15] = {0, 1, 2, 3, 900, 0, 0, 5, 5, 901, 0, 3, 1, 4, 902};
+        float *x = rnd((size_t)(T * ld), 1.0f), *dx = dev(e, x, (size_t)(T * ld) * 4);
+        qvlm_op_rope_multimodal(e->sc, x, ld, H, hd, pos, T, &p);
+        qvlm_op_rope_multimodal(e->sg, dx, ld, H, hd, pos, T, &p);
+        GPU_OK(e);
+        CLOSE(get(e, dx, (size_t)(T * ld)), x, T * ld, 2e-6);
+        const int64_t hds[2] = {16, 72};
+        for (int j = 0; j < 2; j++) {
+            const int64_t N = 9, vh = hds[j], vld = 3 * 2 * vh;
+            int32_t rc[18];
+            for (int i = 0; i < 18; i++) rc[i] = (i * 5) % 13;
+            float *v = rnd((size_t)(N * vld), 1.0f), *dv = dev(e, v, (size_t)(N * vld) * 4);
+            qvlm_op_rope_vision(e->sc, v + vh * 2, vld, 2, vh, vh, rc, N, 1e4, fb);
+            qvlm_op_rope_vision(e->sg, dv + vh * 2, vld, 2, vh, vh, rc, N, 1e4, fb);
+            GPU_OK(e);
+            CLOSE(get(e, dv, (size_t)(N * vld)), v, N * vld, 2e-6);
+        }
+    }
+}
+
+/* ==== Gated DeltaNet ========================================================================================= */
+
+static void one_gdn(int64_t Hk, int64_t Hv, int64_t dk, int64_t dv, int64_t T, bool chunked, bool fused) {
+    env *e = &E32;
+    const int64_t cd = 2 * Hk * dk + Hv * dv, ldq = cd + 5, ldab = 2 * Hv + 1;
+    float *qkv = rnd((size_t)(T * ldq), 1.0f), *ab = rnd((size_t)(T * ldab), 2.0f);
+    float *Al = rnd((size_t)Hv, 1.0f);
+    for (int64_t h = 0; h < Hv; h++) Al[h] = logf(1.0f + 7.5f * (Al[h] + 1.0f));
+    int64_t ne[1] = {Hv};
+    wpair A = weight(e, Al, QVLM_DTYPE_F32, 1, ne), dt = weight(e, rnd((size_t)Hv, 1.0f), QVLM_DTYPE_BF16, 1, ne);
+    wpair nw = vec_weight(e, dv, QVLM_DTYPE_F32, 0.2f, 1.0f);
+    const size_t nS = (size_t)(Hv * dk * dv), nO = (size_t)(T * Hv * dv);
+    float *S = rnd(nS, 0.3f), *out = rnd(nO, 1.0f), *z = rnd(nO, 1.0f), *y = rnd(nO, 1.0f);
+    float *dS = dev(e, S, nS * 4), *dout = dev(e, out, nO * 4), *dz = dev(e, z, nO * 4), *dyy = dev(e, y, nO * 4);
+    float *dqkv = dev(e, qkv, (size_t)(T * ldq) * 4), *dab = dev(e, ab, (size_t)(T * ldab) * 4);
+    qvlm_gdn_dims d = {Hk, Hv, dk, dv};
+    /* two calls: the state carries over */
+    for (int rep = 0; rep < 2; rep++) {
+        if (fused) {
+            qvlm_op_gated_delta_norm(e->sc, y, out, z, &nw.c, 1e-6f, qkv, ldq, ab, ab + Hv, ldab, &A.c, &dt.c, S, &d, T, chunked);
+            qvlm_op_gated_delta_norm(e->sg, dyy, dout, dz, &nw.g, 1e-6f, dqkv, ldq, dab, dab + Hv, ldab, &A.g, &dt.g, dS, &d, T,
+                                     chunked);
+        } else {
+            qvlm_op_gated_delta(e->sc, out, qkv, ldq, ab, ab + Hv, ldab, &A.c, &dt.c, S, &d, T, chunked);
+            qvlm_op_gated_delta(e->sg, dout, dqkv, ldq, dab, dab + Hv, ldab, &A.g, &dt.g, dS, &d, T, chunked);
+        }
+        GPU_OK(e);
+        double tol = 2e-5 * sqrt((double)dk);
+        double r1 = rel_err(get(e, fused ? dyy : dout, nO), fused ? y : out, nO, 1e-3);
+        double r2 = rel_err(get(e, dS, nS), S, nS, 1e-3);
+        if (!(r1 <= tol && r2 <= tol))
+            fprintf(stderr, "  gdn Hk=%lld Hv=%lld dk=%lld dv=%lld T=%lld chunked=%d fused=%d rep %d: out %.3g state %.3g\n",
+                    (long long)Hk, (long long)Hv, (long long)dk, (long long)dv, (long long)T, chunked, fused, rep, r1, r2);
+        ASSERT_TRUE(r1 <= tol && r2 <= tol);
+    }
+}
+
+static void test_gated_delta(void) {
+    const int64_t dims[3][4] = {{2, 4, 16, 24}, {2, 6, 16, 16}, {1, 2, 128, 128}};
+    const int64_t Ts[5] = {1, 3, 64, 100, 130};
+    for (int i = 0; i < 3; i++)
+        for (int t = 0; t < 5; t++)
+            for (int c = 0; c < 2; c++)
+                for (int f = 0; f < 2; f++) {
+                    if (dims[i][2] == 128 && Ts[t] > 64 && !c) continue; /* slow under the emulator */
+                    int before = qtest_cur_failed;
+                    one_gdn(dims[i][0], dims[i][1], dims[i][2], dims[i][3], Ts[t], c, f);
+                    if (qtest_cur_failed && !before) return;
+                }
+}
+
+/* ==== attention ================================================================================================ */
+
+typedef struct kvset {
+    void **hc, **hg; /* block pointers on the CPU and the GPU */
+    int64_t n;
+} kvset;
+
+static kvset kv_alloc(env *e, int64_t n_blocks, size_t bytes) {
+    kvset k = {malloc((size_t)n_blocks * sizeof(void *)), malloc((size_t)n_blocks * sizeof(void *)), n_blocks};
+    for (int64_t b = 0; b < n_blocks; b++) {
+        k.hc[b] = rnd(bytes / 4, 1.0f); /* garbage where nothing was stored */
+        k.hg[b] = dev(e, k.hc[b], bytes);
+    }
+    keep[n_keep++] = k.hc;
+    keep[n_keep++] = k.hg;
+    return k;
+}
+
+static void one_attention(int64_t bt, int64_t Hq, int64_t Hkv, int64_t D, int64_t pos0, int64_t T, bool graph) {
+    env *e = &E32;
+    const int64_t total = pos0 + T, nb = (total + bt - 1) / bt + 1;
+    const size_t layer = (size_t)(Hkv * bt * D) * 4, off = 2 * layer; /* a second "layer" first */
+    kvset kv = kv_alloc(e, nb, 4 * layer);
+    qvlm_kv_view vc = {kv.hc, nb, bt, off, off + layer}, vg = {kv.hg, nb, bt, off, off + layer};
+    const int64_t ldq = Hq * D + 3, ldk = Hkv * D + 1;
+    /* history: positions [0, pos0) stored in one call */
+    if (pos0) {
+        float *k0 = rnd((size_t)(pos0 * ldk), 1.0f), *v0 = rnd((size_t)(pos0 * ldk), 1.0f);
+        float *dk0 = dev(e, k0, (size_t)(pos0 * ldk) * 4), *dv0 = dev(e, v0, (size_t)(pos0 * ldk) * 4);
+        qvlm_op_kv_store(e->sc, &vc, k0, ldk, v0, ldk, 0, pos0, Hkv, D);
+        qvlm_op_kv_store(e->sg, &vg, dk0, ldk, dv0, ldk, 0, pos0, Hkv, D);
+    }
+    float *q = rnd((size_t)(T * ldq), 1.0f), *k = rnd((size_t)(T * ldk), 1.0f), *v = rnd((size_t)(T * ldk), 1.0f);
+    float *o = rnd((size_t)(T * Hq * D), 1.0f);
+    float *dq = dev(e, q, (size_t)(T * ldq) * 4), *dk = dev(e, k, (size_t)(T * ldk) * 4), *dv = dev(e, v, (size_t)(T * ldk) * 4);
+    float *dout = dev(e, o, (size_t)(T * Hq * D) * 4);
+    const float scale = 1.0f / sqrtf((float)D);
+    qvlm_op_kv_store(e->sc, &vc, k, ldk, v, ldk, pos0, T, Hkv, D);
+    qvlm_op_attention(e->sc, o, q, ldq, &vc, pos0, T, Hq, Hkv, D, scale);
+    bool rec = graph && qvlm_stream_step_begin(e->sg);
+    qvlm_op_kv_store(e->sg, &vg, dk, ldk, dv, ldk, pos0, T, Hkv, D);
+    qvlm_op_attention(e->sg, dout, dq, ldq, &vg, pos0, T, Hq, Hkv, D, scale);
+    if (rec) qvlm_stream_step_end(e->sg);
+    GPU_OK(e);
+    double r = rel_err(get(e, dout, (size_t)(T * Hq * D)), o, (size_t)(T * Hq * D), 1e-3);
+    if (!(r <= 1e-5)) fprintf(stderr, "  attention bt=%lld Hq=%lld Hkv=%lld D=%lld pos0=%lld T=%lld: %.3g\n", (long long)bt,
+                              (long long)Hq, (long long)Hkv, (long long)D, (long long)pos0, (long long)T, r);
+    ASSERT_TRUE(r <= 1e-5);
+    /* the stored keys themselves */
+    for (int64_t b = 0; b < (total + bt - 1) / bt; b++) {
+        float *kb = get(e, (char *)kv.hg[b] + off, (size_t)(Hkv * bt * D));
+        const float *kr = (const float *)((char *)kv.hc[b] + off);
+        for (int64_t h = 0; h < Hkv; h++)
+            for (int64_t p = 0; p < bt && b * bt + p < total; p++)
+                ASSERT_TRUE(memcmp(kb + (h * bt + p) * D, kr + (h * bt + p) * D, (size_t)D * 4) == 0);
+    }
+}
+
+static void test_attention(void) {
+    const int64_t cases[][6] = {
+        /* bt, Hq, Hkv, D, pos0, T */
+        {64, 4, 2, 32, 0, 1},   {64, 4, 2, 32, 0, 37},  {64, 4, 2, 32, 70, 1},  {64, 4, 2, 32, 70, 5},
+        {16, 4, 1, 24, 33, 40}, {64, 8, 2, 256, 130, 1}, {64, 2, 2, 72, 10, 70}, {64, 16, 4, 256, 600, 1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int before = qtest_cur_failed;
+        one_attention(cases[i][0], cases[i][1], cases[i][2], cases[i][3], cases[i][4], cases[i][5], false);
+        if (qtest_cur_failed && !before) return;
+    }
+}
+
+static void test_attention_segments(void) {
+    env *e = &E32;
+    const int64_t hds[3] = {16, 72, 256};
+    for (int j = 0; j < 3; j++) {
+        const int64_t H = 3, hd = hds[j], N = 57;
+        int64_t seg[3] = {0, 20, 57};
+        float *qkv = rnd((size_t)(N * 3 * H * hd), 1.0f), *o = rnd((size_t)(N * H * hd), 1.0f);
+        float *dqkv = dev(e, qkv, (size_t)(N * 3 * H * hd) * 4), *dout = dev(e, o, (size_t)(N * H * hd) * 4);
+        qvlm_op_attention_segments(e->sc, o, qkv, seg, 2, H, hd, 1.0f / sqrtf((float)hd));
+        qvlm_op_attention_segments(e->sg, dout, dqkv, seg, 2, H, hd, 1.0f / sqrtf((float)hd));
+        GPU_OK(e);
+        CLOSE(get(e, dout, (size_t)(N * H * hd)), o, N * H * hd, 1e-5);
+    }
+}
+
+/* ==== MoE routing ================================================================================================ */
+
+static void test_moe_route(void) {
+    env *e = &E32;
+    const int64_t R = 7, En = 10, k = 3;
+    float *l = rnd((size_t)(R * En), 3.0f);
+    l[5] = l[6]; /* a tie */
+    float *dl = dev(e, l, (size_t)(R * En) * 4);
+    int32_t ic[21], ig[21];
+    float wc[21], wg[21];
+    qvlm_op_moe_route(e->sc, ic, wc, l, R, En, k);
+    qvlm_op_moe_route(e->sg, ig, wg, dl, R, En, k);
+    GPU_OK(e);
+    for (int i = 0; i < 21; i++) {
+        ASSERT_EQ_INT(ig[i], ic[i]);
+        ASSERT_NEAR(wg[i], wc[i], 1e-6);
+    }
+}
+
+/* ==== a recorded step, replayed with new positions ===================================================================== */
+
+static void test_recorded_steps(void) {
+    /* Decode-like: the same ops every step, only positions and pos0 change; the step is
+     * recorded, captured once, then replayed. */
+    env *e = &E32;
+    const int64_t bt = 64, Hq = 4, Hkv = 2, D = 32, steps = 5;
+    const size_t layer = (size_t)(Hkv * bt * D) * 4;
+    kvset kv = kv_alloc(e, 2, 2 * layer);
+    qvlm_kv_view vc = {kv.hc, 2, bt, 0, layer}, vg = {kv.hg, 2, bt, 0, layer};
+    const int64_t V = 50, Hd = Hq * D;
+    int64_t ne[2] = {V, Hd};
+    wpair tab = weight(e, rnd((size_t)(V * Hd), 1.0f), QVLM_DTYPE_BF16, 2, ne);
+    float *q = rnd((size_t)Hd, 1.0f), *o = rnd((size_t)Hd, 1.0f);
+    float *dq = dev(e, q, (size_t)Hd * 4), *dout = dev(e, o, (size_t)Hd * 4);
+    for (int64_t p = 0; p < steps + 60; p++) {
+        int32_t id = (int32_t)((p * 7) % V), pos[3] = {(int32_t)p, (int32_t)p, (int32_t)p};
+        qvlm_rope_params rp = {8, 1e4, {2, 1, 1}, false};
+        /* host reference */
+        qvlm_op_get_rows(e->sc, q, &tab.c, &id, 1);
+        qvlm_op_rope_multimodal(e->sc, q, Hd, Hq, D, pos, 1, &rp);
+        qvlm_op_kv_store(e->sc, &vc, q, Hd, q, Hd, p, 1, Hkv, D);
+        qvlm_op_attention(e->sc, o, q, Hd, &vc, p, 1, Hq, Hkv, D, 0.25f);
+        bool rec = qvlm_stream_step_begin(e->sg);
+        qvlm_op_get_rows(e->sg, dq, &tab.g, &id, 1);
+        qvlm_op_rope_multimodal(e->sg, dq, Hd, Hq, D, pos, 1, &rp);
+        qvlm_op_kv_store(e->sg, &vg, dq, Hd, dq, Hd, p, 1, Hkv, D);
+        qvlm_op_attention(e->sg, dout, dq, Hd, &vg, p, 1, Hq, Hkv, D, 0.25f);
+        if (rec) qvlm_stream_step_end(e->sg);
+        float *got = get(e, dout, (size_t)Hd);
+        GPU_OK(e);
+        double r = rel_err(got, o, (size_t)Hd, 1e-3);
+        if (!(r <= 1e-5)) fprintf(stderr, "  step %lld: %.3g\n", (long long)p, r);
+        ASSERT_TRUE(r <= 1e-5);
+    }
+}
+
+/* ==== QVLM_CUDA_PERF=1: time the decode kernels at real sizes (not a test) ============================================== */
+
+#include <time.h>
+
+static double now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return 1e6 * (double)ts.tv_sec + 1e-3 * (double)ts.tv_nsec;
+}
+
+typedef void (*perf_fn)(void *ctx);
+/* Microseconds per call: back-to-back on the stream, and inside a recorded step replayed as a
+ * graph (reps calls per step). */
+static void perf_time(const char *name, perf_fn fn, void *ctx, double bytes) {
+    env *e = &E16;
+    const int reps = 20;
+    for (int i = 0; i < 3; i++) fn(ctx);
+    qvlm_stream_sync(e->sg);
+    double t0 = now_us();
+    for (int i = 0; i < reps; i++) fn(ctx);
+    qvlm_stream_sync(e->sg);
+    double direct = (now_us() - t0) / reps, graph = 0;
+    for (int r = 0; r < 6; r++) {
+        if (r == 2) qvlm_stream_sync(e->sg), t0 = now_us();
+        bool rec = qvlm_stream_step_begin(e->sg);
+        for (int i = 0; i < reps; i++) fn(ctx);
+        if (rec) qvlm_stream_step_end(e->sg);
+    }
+    qvlm_stream_sync(e->sg);
+    graph = (now_us() - t0) / (4.0 * reps);
+    qvlm_error err;
+    if (qvlm_stream_status(e->sg, &err)) printf("  %s: %s\n", name, err.msg);
+    if (bytes > 0)
+        printf("perf %-34s %8.2f us %7.0f GB/s | in a graph %8.2f us %7.0f GB/s\n", name, direct, bytes / direct / 1e3, graph,
+               bytes / graph / 1e3);
+    else
+        printf("perf %-34s %8.2f us | in a graph %8.2f us\n", name, direct, graph);
+}
+
+typedef struct gemv_ctx {
+    float *y, *x, *tmp;
+    wpair w, w2;
+    int64_t k, d;
+    int swiglu;
+} gemv_ctx;
+static void run_gemv(void *p) {
+    gemv_ctx *c = p;
+    if (c->swiglu) qvlm_op_matmul_swiglu(E16.sg, c->y, c->d, c->tmp, c->x, c->k, &c->w.g, &c->w2.g, 1);
+    else qvlm_op_matmul(E16.sg, c->y, c->d, c->x, c->k, &c->w.g, NULL, 1);
+}
+
+typedef struct small_ctx {
+    float *a, *b, *c, *S, *z;
+    wpair w, A, dt, nw;
+    qvlm_kv_view kv;
+    int64_t dim, pos0;
+    int what;
+} small_ctx;
+static void run_small(void *p) {
+    small_ctx *c = p;
+    qvlm_gdn_dims d = {16, 16, 128, 128};
+    switch (c->what) {
+    case 0: qvlm_op_add_rms_norm(E16.sg, c->c, c->a, c->b, &c->w.g, 1.0f, 1e-6f, 1, c->dim); break;
+    case 1:
+        qvlm_op_gated_delta_norm(E16.sg, c->c, c->b, c->z, &c->nw.g, 1e-6f, c->a, 6144, c->a + 6144, c->a + 6160, 32, &c->A.g,
+                                 &c->dt.g, c->S, &d, 1, false);
+        break;
+    case 2: qvlm_op_attention(E16.sg, c->c, c->a, 2048, &c->kv, c->pos0, 1, 8, 2, 256, 0.0625f); break;
+    case 3: qvlm_op_conv1d_silu(E16.sg, c->c, c->a, 6144, c->S, &c->w.g, 1, 6144, 4); break;
+    case 4: qvlm_op_add(E16.sg, c->c, c->a, c->b, 1); break;
+    }
+}
+
+static void perf(void) {
+    env *e = &E16;
+    printf("perf on %s\n", qvlm_backend_name(e->gpu));
+    const int64_t shapes[][3] = {/* k, d, swiglu */
+                                 {1024, 8224, 0},  {1024, 3584, 1},  {3584, 1024, 0},  {2048, 1024, 0},
+                                 {1024, 248320, 0}, {4096, 12352, 0}, {4096, 12288, 1}, {12288, 4096, 0},
+                                 {4096, 4096, 0}};
+    const int variants[4][2] = {{0, 1}, {4, 1}, {2, 1}, {4, 0}}; /* rows per warp (0: size rule), split k */
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        gemv_ctx c = {0};
+        c.k = shapes[i][0], c.d = shapes[i][1], c.swiglu = (int)shapes[i][2];
+        int64_t ne[2] = {c.d, c.k};
+        float *wv = malloc((size_t)(c.d * c.k) * sizeof(float));
+        for (int64_t j = 0; j < c.d * c.k; j++) wv[j] = 0.01f * frand();
+        c.w = weight(e, wv, QVLM_DTYPE_BF16, 2, ne);
+        if (c.swiglu) c.w2 = weight(e, wv, QVLM_DTYPE_BF16, 2, ne);
+        free(wv);
+        float *x = rnd((size_t)c.k, 1.0f);
+        c.x = dev(e, x, (size_t)c.k * 4);
+        c.y = qvlm_backend_alloc(e->gpu, (size_t)c.d * 4);
+        c.tmp = qvlm_backend_alloc(e->gpu, (size_t)c.d * 4);
+        const double bytes = (double)(c.d * c.k * 2) * (c.swiglu ? 2 : 1);
+        for (int v = 0; v < 4; v++) {
+            char name[96], rows[8], sk[8];
+            snprintf(name, sizeof(name), "gemv k=%lld d=%lld%s rows=%s ks=%s", (long long)c.k, (long long)c.d,
+                     c.swiglu ? " swiglu" : "", variants[v][0] ? (snprintf(rows, sizeof(rows), "%d", variants[v][0]), rows) : "auto",
+                     variants[v][1] ? "auto" : "1");
+            snprintf(rows, sizeof(rows), "%d", variants[v][0]);
+            snprintf(sk, sizeof(sk), "%d", variants[v][1]);
+            setenv("QVLM_CUDA_GEMV_ROWS", rows, 1);
+            setenv("QVLM_CUDA_GEMV_SPLITK", sk, 1);
+            perf_time(name, run_gemv, &c, bytes); /* graph times: the first variant's graph, replayed */
+        }
+        unsetenv("QVLM_CUDA_GEMV_ROWS");
+        unsetenv("QVLM_CUDA_GEMV_SPLITK");
+        qvlm_backend_free(e->gpu, c.y);
+        qvlm_backend_free(e->gpu, c.tmp);
+        qvlm_backend_free(e->gpu, c.x);
+        qvlm_backend_weight_free(e->gpu, &c.w.g);
+        if (c.swiglu) qvlm_backend_weight_free(e->gpu, &c.w2.g);
+    }
+    small_ctx c = {0};
+    float *big = rnd(16384, 1.0f);
+    c.a = dev(e, big, 16384 * 4), c.b = dev(e, big, 16384 * 4), c.c = dev(e, big, 16384 * 4), c.z = dev(e, big, 16384 * 4);
+    float *st = rnd(16 * 128 * 128, 0.1f);
+    c.S = dev(e, st, 16 * 128 * 128 * 4);
+    c.w = vec_weight(e, 6144 * 4, QVLM_DTYPE_BF16, 0.1f, 1.0f);
+    c.A = vec_weight(e, 16, QVLM_DTYPE_F32, 0.5f, 1.0f), c.dt = vec_weight(e, 16, QVLM_DTYPE_BF16, 0.5f, 0.0f);
+    c.nw = vec_weight(e, 128, QVLM_DTYPE_F32, 0.1f, 1.0f);
+    const size_t layer = (size_t)(2 * 64 * 256) * 4;
+    kvset kv = kv_alloc(e, 11, 2 * layer);
+    c.kv = (qvlm_kv_view){kv.hg, 11, 64, 0, layer};
+    c.pos0 = 600;
+    const char *names[5] = {"add_rms_norm 1x1024", "gated_delta+norm T=1 16x128x128", "attention T=1 600 keys 8/2x256",
+                            "conv1d_silu T=1 C=6144", "add n=1 (launch floor)"};
+    for (int w = 0; w < 5; w++) {
+        c.what = w, c.dim = 1024;
+        perf_time(names[w], run_small, &c, 0);
+    }
+    c.what = 0, c.dim = 4096;
+    perf_time("add_rms_norm 1x4096", run_small, &c, 0);
+}
+
+/* ==== driver ======================================================================================================== */
+
+static bool make_env(env *e, qvlm_compute_precision p) {
+    qvlm_error err;
+    qvlm_backend_params bc = {QVLM_BACKEND_CPU, 2, p}, bg = {QVLM_BACKEND_CUDA, 1, p};
+    if (qvlm_backend_create(&bg, &e->gpu, &err)) {
+        printf("cuda_ops_test: skipped: %s\n", err.msg);
+        return false;
+    }
+    if (qvlm_backend_create(&bc, &e->cpu, &err) || qvlm_stream_create(e->cpu, &e->sc, &err) ||
+        qvlm_stream_create(e->gpu, &e->sg, &err)) {
+        fprintf(stderr, "cuda_ops_test: %s\n", err.msg);
+        exit(1);
+    }
+    return true;
+}
+
+int main(void) {
+    if (!make_env(&E32, QVLM_COMPUTE_F32)) return 77;
+    make_env(&E16, QVLM_COMPUTE_BF16);
+    printf("cuda_ops_test on %s\n", qvlm_backend_name(E32.gpu));
+    RUN(test_rows);
+    RUN(test_elementwise);
+    RUN(test_matmul);
+    RUN(test_matmul_fused);
+    RUN(test_norms);
+    RUN(test_conv1d);
+    RUN(test_rope);
+    RUN(test_gated_delta);
+    RUN(test_attention);
+    RUN(test_attention_segments);
+    RUN(test_moe_route);
+    RUN(test_recorded_steps);
+    int rc = qtest_done();
+    if (getenv("QVLM_CUDA_PERF")) perf();
+    env *es[2] = {&E32, &E16};
+    for (int i = 0; i < 2; i++) {
+        qvlm_stream_destroy(es[i]->sc);
+        qvlm_stream_destroy(es[i]->sg);
+        qvlm_backend_destroy(es[i]->cpu);
+        qvlm_backend_destroy(es[i]->gpu);
+    }
+    for (int i = 0; i < n_keep; i++) free(keep[i]);
+    return rc;
+}
