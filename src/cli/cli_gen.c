@@ -56,6 +56,19 @@ bool cli_gen_opt(int argc, char **argv, int *i, cli_gen_opts *o, bool *bad) {
         if (v) o->n_ctx = cli_int("--ctx", v, 16, INT64_C(1) << 40, bad);
     } else if (cli_opt(argc, argv, i, "--threads", &v, bad)) {
         if (v) o->n_threads = (int)cli_int("--threads", v, 0, 1024, bad);
+    } else if (cli_opt(argc, argv, i, "--backend", &v, bad)) {
+        if (v && strcmp(v, "cpu") == 0) o->device = QVLM_DEVICE_CPU;
+        else if (v && strcmp(v, "cuda") == 0) o->device = QVLM_DEVICE_CUDA;
+        else if (v) cli_bad_choice("--backend", v, "cpu, cuda", bad);
+    } else if (cli_opt(argc, argv, i, "--precision", &v, bad)) {
+        o->precision_set = true;
+        if (v && strcmp(v, "f32") == 0) o->precision = QVLM_PRECISION_F32;
+        else if (v && strcmp(v, "bf16") == 0) o->precision = QVLM_PRECISION_BF16;
+        else if (v) cli_bad_choice("--precision", v, "f32, bf16", bad);
+    } else if (cli_opt(argc, argv, i, "--quant", &v, bad)) {
+        if (v && strcmp(v, "none") == 0) o->quant = QVLM_QUANT_NONE;
+        else if (v && strcmp(v, "q8_0") == 0) o->quant = QVLM_QUANT_Q8_0;
+        else if (v) cli_bad_choice("--quant", v, "none, q8_0", bad);
     } else {
         return false;
     }
@@ -99,6 +112,10 @@ qvlm_model *cli_load_model(const cli_gen_opts *o, bool progress) {
     qvlm_model_params mp;
     qvlm_model_params_default(&mp);
     mp.n_threads = o->n_threads;
+    mp.device = o->device;
+    /* Each backend's usual mode unless asked: exact f32 on the CPU, bf16 products on a GPU. */
+    mp.precision = o->precision_set ? o->precision : o->device == QVLM_DEVICE_CUDA ? QVLM_PRECISION_BF16 : mp.precision;
+    mp.quant = o->quant;
     mp.progress = cli_progress_fn;
     mp.progress_user = &pg;
     qvlm_model *m = NULL;

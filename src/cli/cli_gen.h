@@ -18,6 +18,10 @@ typedef struct cli_gen_opts {
     int n_threads;        /* 0: all cores */
     bool think;           /* --no-think turns it off */
     int64_t n_ctx;        /* 0: the model's trained context */
+    qvlm_device device;   /* --backend */
+    qvlm_precision_mode precision; /* --precision */
+    bool precision_set;
+    qvlm_weight_quant quant; /* --quant */
 } cli_gen_opts;
 
 void cli_gen_opts_default(cli_gen_opts *o);
@@ -33,7 +37,10 @@ bool cli_gen_opt(int argc, char **argv, int *i, cli_gen_opts *o, bool *bad);
     "  --seed N              sampling seed (default: random)\n"                                       \
     "  --max-tokens N        most tokens to generate per answer (default 4096)\n"                     \
     "  --ctx N               context limit in tokens (default: the model's)\n"                        \
-    "  --threads N           CPU threads (default: all cores)\n"
+    "  --threads N           CPU threads (default: all cores)\n"                                      \
+    "  --backend cpu|cuda    where the model runs (default cpu)\n"                                    \
+    "  --precision f32|bf16  activations into the matrix products (default: f32 on cpu, bf16 on cuda)\n" \
+    "  --quant none|q8_0     quantise the text weights at load (cpu only; default none)\n"
 
 /* Load the model (progress bar on a terminal). Prints the error and returns NULL on failure. */
 qvlm_model *cli_load_model(const cli_gen_opts *o, bool progress);

@@ -47,3 +47,8 @@ double cli_num(const char *opt, const char *v, double lo, double hi, bool *bad) 
     }
     return x;
 }
+
+void cli_bad_choice(const char *opt, const char *v, const char *choices, bool *bad) {
+    fprintf(stderr, "qvlm: %s %s: expected one of %s\n", opt, v, choices);
+    *bad = true;
+}

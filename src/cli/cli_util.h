@@ -11,5 +11,7 @@ bool cli_opt(int argc, char **argv, int *i, const char *name, const char **value
 /* Parse an integer option value in [lo, hi]; prints an error and sets *bad on failure. */
 int64_t cli_int(const char *opt, const char *v, int64_t lo, int64_t hi, bool *bad);
 double cli_num(const char *opt, const char *v, double lo, double hi, bool *bad);
+/* Report a value outside a fixed set of choices (a comma list) and set *bad. */
+void cli_bad_choice(const char *opt, const char *v, const char *choices, bool *bad);
 
 #endif
