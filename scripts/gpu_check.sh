@@ -6,9 +6,10 @@
 #   scripts/gpu_check.sh PAYLOAD_DIR OUT_DIR [steps]
 # PAYLOAD_DIR holds bin/qvlm, bin/cuda_ops_test, lib/ (shared libraries the binaries need),
 # fx/<fixture>/ and tools/precision_report.py; OUT_DIR gets one log per step and summary.txt.
-# steps: a comma list of ops,perf,verify,bf16,sanitize,race,b08,b9 (default: all but perf). Each step has its own
+# steps: a comma list of ops,perf,verify,bf16,sanitize,race,b08,scen,front,b9,b35 (default: all but perf
+# and b35; b35 needs ~70 GB of free space for the 35B-A3B weights: QVLM_B35_DIR, default /tmp). Each step has its own
 # time limit and a failing step does not stop the others.
-P=$(cd "$1" && pwd); OUT=$2; STEPS=${3:-ops,verify,bf16,sanitize,race,b08,b9}
+P=$(cd "$1" && pwd); OUT=$2; STEPS=${3:-ops,verify,bf16,sanitize,race,b08,scen,front,b9}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$P/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH}
 if ! ldconfig -p | grep -q libcublas.so.13 && [ ! -e /usr/local/cuda/lib64/libcublas.so.13 ]; then
@@ -84,7 +85,39 @@ bench() { # tag dir full(1: also without graphs and a per-op profile)
     grep "cuda profile" "$OUT/profile-$tag.log" | sort -k7 -n -r | head -14 >> "$S"
 }
 if has b08; then bench 08 $M/08b 1; fi
+if has scen; then # the cross-turn cache scenarios on the GPU (0.8B shapes)
+    for i in $(seq 600); do [ -e $M/08b.done ] && break; sleep 1; done
+    for sc in multiturn interleaved edit reimage tailedit; do
+        step scen-$sc 240 $Q bench --model $M/08b --backend cuda --scenario $sc
+        grep -E '"(ttft|speedup|reused|images_encoded|turn|cached|uncached|new_only)' "$OUT/scen-$sc.log" | tr -d ' \n' | head -c 1500 >> "$S"; echo >> "$S"
+    done
+    rm -rf /tmp/qvlm-cache-gpu
+    step scen-restart 300 $Q bench --model $M/08b --backend cuda --scenario restart --cache-dir /tmp/qvlm-cache-gpu
+    tr -d ' \n' < "$OUT/scen-restart.log" | head -c 1500 >> "$S"; echo >> "$S"
+fi
+if has front; then # the front ends on the GPU: one-shot run with an image, and the server
+    img=$(ls $P/fx/tiny-dense/images/* | head -1)
+    step run-cuda 120 $Q run -m $P/fx/tiny-dense/model --backend cuda --image "$img" -p "Describe it." --max-tokens 8 --temperature 0 --stats
+    tail -2 "$OUT/run-cuda.log" >> "$S"
+    $Q serve -m $P/fx/tiny-dense/model --backend cuda --port 18080 > "$OUT/serve.log" 2>&1 & sp=$!
+    for i in $(seq 60); do curl -sf localhost:18080/health >/dev/null 2>&1 && break; sleep 0.5; done
+    step serve-cuda 60 curl -sf localhost:18080/v1/chat/completions -H 'Content-Type: application/json' \
+        -d '{"messages":[{"role":"user","content":"hi"}],"max_tokens":8,"temperature":0}'
+    head -c 600 "$OUT/serve-cuda.log" >> "$S"; echo >> "$S"
+    kill $sp; wait $sp
+fi
 if has b9; then bench 9b $M/9b ${FULL9:-0}; fi
+if has b35; then
+    rm -rf $M/9b $M/9b.done
+    B35=${QVLM_B35_DIR:-/tmp}/qvlm-35b
+    df -h ${QVLM_B35_DIR:-/tmp} | tail -1 >> "$S"
+    step synth35 900 $Q synth --preset qwen3.5-35b-a3b --out $B35
+    tail -1 "$OUT/synth35.log" >> "$S"
+    step bench-35b 400 env QVLM_CUDA_STATS=1 $Q bench --model $B35 --backend cuda --prompt 512,4096 --gen 128 --reps 2 --vision 1024x768
+    cat "$OUT/bench-35b.log" | grep -v "cuda stream" >> "$S"
+    step scen35-multiturn 300 $Q bench --model $B35 --backend cuda --scenario multiturn
+    tr -d ' \n' < "$OUT/scen35-multiturn.log" | head -c 1500 >> "$S"; echo >> "$S"
+fi
 df -h /tmp | tail -1 >> "$S"
 (cd "$OUT" && tar czf logs.tgz --exclude=logs.tgz --exclude=summary.txt *.log *.txt 2>/dev/null && rm -f *.log bf16-report-*.txt)
 echo "== summary" && cat "$S"
