@@ -488,8 +488,21 @@ extern "C" int qcu_attn_init(size_t smem_optin) {
 int qcu_pdl = 0;
 #endif
 
+#ifndef QVLM_CUDA_EMU
+/* A kernel that only says which architecture its code was compiled for. */
+__global__ void k_arch_probe() {}
+#endif
+
 extern "C" int qcu_init(size_t smem_optin, int n_sm, int pdl) {
 #ifndef QVLM_CUDA_EMU
+    /* The kernels wait for their predecessor (griddepcontrol.wait) only when compiled for
+     * sm_90 or later; code for an older virtual architecture, JIT-compiled for this device
+     * (a build whose CMAKE_CUDA_ARCHITECTURES lacks 90), would not, and launching it with the
+     * programmatic-dependent attribute would let kernels read their inputs before they are
+     * written. So PDL is used only when the loaded code is sm_90's. */
+    cudaFuncAttributes fa;
+    if (pdl && (cudaFuncGetAttributes(&fa, k_arch_probe) != cudaSuccess || fa.ptxVersion < 90)) pdl = 0;
+    cudaGetLastError();
     qcu_pdl = pdl;
 #endif
     (void)pdl;
