@@ -494,9 +494,12 @@ static void cu_destroy(qvlm_backend *bep) {
 
 /* The f32 copy of a weight for SGEMM (the weight itself when it is f32). Made on first use,
  * on the stream, outside any recording. */
+/* w as f32 for cuBLAS: the weight itself when it is f32, else a cached copy. In BF16 precision
+ * the copy holds the bf16-rounded values (kernels/cpu/ref_matmul.c rounds non-bf16 weights so). */
 static const float *weight_f32(cuda_stream *s, const qvlm_tensor *w, int64_t n_elems) {
-    if (w->dtype == QVLM_DTYPE_F32) return w->data;
     cuda_backend *be = s->be;
+    const bool rnd = be->base.precision == QVLM_COMPUTE_BF16;
+    if (w->dtype == QVLM_DTYPE_F32 && !rnd) return w->data;
     uint64_t v = 0;
     pthread_mutex_lock(&be->mu);
     bool have = pm_get(&be->f32, (uintptr_t)w->data, &v);
@@ -512,7 +515,7 @@ static const float *weight_f32(cuda_stream *s, const qvlm_tensor *w, int64_t n_e
     }
     qcu_to_f32_args a;
     memset(&a, 0, sizeof(a));
-    a.y = p, a.x = w->data, a.n = n_elems, a.dt = (int32_t)w->dtype;
+    a.y = p, a.x = w->data, a.n = n_elems, a.dt = (int32_t)w->dtype, a.round_bf16 = rnd;
     SUBMIT(s, qcu_to_f32, a);
     pthread_mutex_lock(&be->mu);
     if (pm_get(&be->f32, (uintptr_t)w->data, &v)) { /* another stream made it meanwhile */

@@ -77,10 +77,12 @@ __global__ void k_bias_add(float *y, const float *bias, int64_t ldy, int64_t col
         y[r * ldy + c] += bias[c];
 }
 
-__global__ void k_to_f32(float *y, const void *x, int64_t n, int dt) {
+__global__ void k_to_f32(float *y, const void *x, int64_t n, int dt, int rnd) {
     QCU_PDL_ENTRY();
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        y[i] = wload(x, dt, i);
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const float v = wload(x, dt, i);
+        y[i] = rnd ? round_bf16(v) : v;
+    }
 }
 
 __global__ void k_gather_rows(float *y, const float *x, const int32_t *rows, int64_t dim) {
@@ -189,7 +191,7 @@ extern "C" int qcu_bias_add(void *st, const void *p) {
 
 extern "C" int qcu_to_f32(void *st, const void *p) {
     const qcu_to_f32_args *a = (const qcu_to_f32_args *)p;
-    if (a->n > 0) QVLM_LAUNCH(k_to_f32, flat_blocks(a->n), 256, 0, st, a->y, a->x, a->n, a->dt);
+    if (a->n > 0) QVLM_LAUNCH(k_to_f32, flat_blocks(a->n), 256, 0, st, a->y, a->x, a->n, a->dt, a->round_bf16);
     QCU_DONE();
 }
 

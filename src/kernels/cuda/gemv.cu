@@ -39,6 +39,10 @@ __device__ __forceinline__ void unpack(const uint4 &v, float *w) {
 
 __device__ __forceinline__ float xval(float v, int round) { return round ? round_bf16(v) : v; }
 
+/* BF16 precision rounds non-bf16 weights to bf16 too (kernels/cpu/ref_matmul.c). */
+template <int WDT>
+__device__ __forceinline__ float wval(float v, int round) { return WDT != QCU_BF16 && round ? round_bf16(v) : v; }
+
 /* A unit is four weight rows: four output rows (plain), or gate and up of two output rows
  * (swiglu). KS warps share a unit, warp ks of the group taking the 16-byte chunks
  * ks*32+lane, +32*KS, ...; their sums meet in shared memory in a fixed order. KS depends only on
@@ -115,7 +119,7 @@ __global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_
                     float w[8];
                     unpack<WDT>(v[u], w);
 #pragma unroll
-                    for (int e = 0; e < P; e++) acc[u][t] += w[e] * xv[e];
+                    for (int e = 0; e < P; e++) acc[u][t] += wval<WDT>(w[e], a.round_bf16) * xv[e];
                 }
             }
         }
@@ -126,7 +130,7 @@ __global__ void __launch_bounds__(WARPS * 32) k_gemv(qcu_gemv_args a, int64_t n_
         for (int64_t i = (int64_t)ks * 32 + lane; i < kk; i += 32 * KS) {
             float w[NW];
 #pragma unroll
-            for (int u = 0; u < NW; u++) w[u] = live[u] ? wload(wr[u], WDT, i) : 0.0f;
+            for (int u = 0; u < NW; u++) w[u] = live[u] ? wval<WDT>(wload(wr[u], WDT, i), a.round_bf16) : 0.0f;
 #pragma unroll
             for (int t = 0; t < NR; t++) {
                 if (t >= a.n) break;

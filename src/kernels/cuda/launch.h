@@ -100,12 +100,13 @@ typedef struct {
 } qcu_bias_add_args;
 int qcu_bias_add(void *stream, const void *args);
 
-/* y[i] = f32(x[i]) for n elements of dtype dt. */
+/* y[i] = f32(x[i]) for n elements of dtype dt, rounded to bf16 values when round_bf16 (a
+ * weight's copy for the BF16 precision, which rounds non-bf16 weights as the CPU does). */
 typedef struct {
     float *y;
     const void *x;
     int64_t n;
-    int32_t dt, pad;
+    int32_t dt, round_bf16;
 } qcu_to_f32_args;
 int qcu_to_f32(void *stream, const void *args);
 
