@@ -131,6 +131,11 @@ typedef struct cuda_backend {
     ptr_map weights;              /* weight data -> bytes */
     ptr_map f32;                  /* weight data -> its f32 copy */
     size_t mem_current, mem_peak;
+    /* Freed device blocks kept for reuse (see cu_alloc): sessions, KV blocks and cache
+     * checkpoints come and go every turn in a few recurring sizes, and cudaMalloc/cudaFree cost
+     * tens to hundreds of microseconds each, cudaFree also a device-wide synchronisation. */
+    struct free_block { void *p; size_t n; } *free_blocks;
+    size_t n_free, cap_free, free_bytes;
     _Atomic(cuda_stream *) last;  /* the stream that enqueued last */
 } cuda_backend;
 
@@ -387,12 +392,44 @@ static cuda_backend *cb_of(qvlm_backend *be) { return (cuda_backend *)be; }
 static const char *cu_name(const qvlm_backend *be) { return ((const cuda_backend *)be)->name; }
 static struct qvlm_pool *cu_host_pool(qvlm_backend *be) { return cb_of(be)->pool; }
 
+/* Most device memory a backend keeps in freed blocks for reuse. */
+#define FREE_KEEP_BYTES ((size_t)2 << 30)
+#define FREE_KEEP_BLOCKS 8192
+
+/* A kept block of exactly n bytes, or NULL. Caller holds be->mu. */
+static void *take_free_block(cuda_backend *be, size_t n) {
+    for (size_t i = be->n_free; i-- > 0;)
+        if (be->free_blocks[i].n == n) {
+            void *p = be->free_blocks[i].p;
+            be->free_blocks[i] = be->free_blocks[--be->n_free];
+            be->free_bytes -= n;
+            return p;
+        }
+    return NULL;
+}
+
+/* Give every kept block back to the driver (before a retry of a failed cudaMalloc, at exit). */
+static void release_free_blocks(cuda_backend *be) {
+    pthread_mutex_lock(&be->mu);
+    for (size_t i = 0; i < be->n_free; i++) cudaFree(be->free_blocks[i].p);
+    be->n_free = 0, be->free_bytes = 0;
+    pthread_mutex_unlock(&be->mu);
+}
+
 static void *cu_alloc(qvlm_backend *bep, size_t n) {
     cuda_backend *be = cb_of(bep);
-    void *p = NULL;
-    if (cudaMalloc(&p, n ? n : 64) != cudaSuccess) {
+    n = n ? n : 64;
+    pthread_mutex_lock(&be->mu);
+    void *p = take_free_block(be, n);
+    pthread_mutex_unlock(&be->mu);
+    if (!p && cudaMalloc(&p, n) != cudaSuccess) {
         cudaGetLastError(); /* not sticky: leave no stale error for the next launch check */
-        return NULL;
+        release_free_blocks(be);
+        p = NULL;
+        if (cudaMalloc(&p, n) != cudaSuccess) {
+            cudaGetLastError();
+            return NULL;
+        }
     }
     pthread_mutex_lock(&be->mu);
     bool ok = pm_put(&be->allocs, (uintptr_t)p, n);
@@ -415,10 +452,24 @@ static void cu_free(qvlm_backend *bep, void *p) {
     pthread_mutex_lock(&be->mu);
     if (pm_take(&be->allocs, (uintptr_t)p, &n)) be->mem_current -= n;
     pthread_mutex_unlock(&be->mu);
-    /* No queued op of any stream may still read it: wait for the device. Frees are rare
-     * (KV blocks, snapshots, session scratch), never inside a decode step. */
+    /* No queued op of any stream may still read it, nor write it once it is handed out
+     * again: wait for the device. Frees are rare (KV blocks, snapshots, session scratch),
+     * never inside a decode step, and a synchronisation of an idle device is cheap. */
     cudaDeviceSynchronize();
-    cudaFree(p);
+    pthread_mutex_lock(&be->mu);
+    bool keep = n && be->free_bytes + n <= FREE_KEEP_BYTES;
+    if (keep && be->n_free == be->cap_free) {
+        size_t cap = be->cap_free ? 2 * be->cap_free : 64;
+        struct free_block *fb = cap <= FREE_KEEP_BLOCKS ? realloc(be->free_blocks, cap * sizeof(*fb)) : NULL;
+        if (fb) be->free_blocks = fb, be->cap_free = cap;
+        else keep = false;
+    }
+    if (keep) {
+        be->free_blocks[be->n_free++] = (struct free_block){p, (size_t)n};
+        be->free_bytes += n;
+    }
+    pthread_mutex_unlock(&be->mu);
+    if (!keep) cudaFree(p);
 }
 
 static void cu_mem_stats(qvlm_backend *bep, size_t *cur, size_t *peak) {
@@ -487,6 +538,8 @@ static void cu_destroy(qvlm_backend *bep) {
         if (be->weights.keys[i] > 1) cudaFree((void *)be->weights.keys[i]);
     free(be->allocs.keys), free(be->allocs.vals), free(be->weights.keys), free(be->weights.vals);
     free(be->f32.keys), free(be->f32.vals);
+    release_free_blocks(be);
+    free(be->free_blocks);
     qvlm_pool_destroy(be->pool);
     pthread_mutex_destroy(&be->mu);
     free(be);
