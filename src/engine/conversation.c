@@ -49,11 +49,17 @@ static int cmp_i64(const void *a, const void *b) {
  * without its thinking, a few tokens before the end; or a client edits the last words), every
  * `interval` tokens, and n. Never inside an image. Each is a snapshot of the whole recurrent
  * state (18 MiB for the 0.8B model), so they are spaced by 4x rather than 2x. */
-static int64_t new_splits(const qvlm_prompt *pr, int64_t floor, int64_t n, int64_t interval, int64_t *out) {
+static int64_t new_splits(const qvlm_prompt *pr, int64_t floor, int64_t n, int64_t interval, int64_t min_seg,
+                          int64_t *out) {
     int64_t k = 0;
     for (int64_t i = 0; i < pr->n_spans; i++)
         if (pr->spans[i].end > floor && pr->spans[i].end <= n) out[k++] = pr->spans[i].end;
-    for (int64_t d = 2; n - d > floor; d *= 4) out[k++] = n - d;
+    /* n - 2 is where the next turn resumes (the template drops "<think>\n"); the points further
+     * back serve edits of the last message, and each costs one more forward pass, so where a
+     * pass has a fixed cost (min_seg tokens' worth) the ones that would make short segments
+     * are skipped. */
+    for (int64_t d = 2; n - d > floor; d *= 4)
+        if (d == 2 || 3 * d / 4 >= min_seg) out[k++] = n - d;
     for (int64_t p = (floor / interval + 1) * interval; p < n; p += interval) out[k++] = p;
     out[k++] = n;
     int64_t m = 0;
@@ -322,7 +328,7 @@ qvlm_status qvlm_session_prompt(qvlm_session *s, const int32_t *ids, size_t n, c
         int64_t floor = keep ? s->splits[keep - 1] : 0;
         int64_t *fresh = t.splits + keep;
         if (keep) memcpy(t.splits, s->splits, (size_t)keep * sizeof(int64_t));
-        int64_t n_new = N > floor ? new_splits(&t.pr, floor, N, s->checkpoint_interval, fresh) : 0;
+        int64_t n_new = N > floor ? new_splits(&t.pr, floor, N, s->checkpoint_interval, qvlm_backend_forward_floor_tokens(m->be), fresh) : 0;
         /* The chat layer's divergence point (in unexpanded tokens): shift it past the images. */
         int64_t dv = s->divergence;
         s->divergence = -1;

@@ -56,6 +56,10 @@ qvlm_status qvlm_backend_create(const qvlm_backend_params *p, qvlm_backend **out
 void qvlm_backend_destroy(qvlm_backend *be);
 const char *qvlm_backend_name(const qvlm_backend *be); /* "cpu (avx512bf16, 2 threads, f32)" */
 qvlm_backend_kind qvlm_backend_kind_of(const qvlm_backend *be);
+/* About how many tokens a forward pass over a few tokens costs as much as (launch and
+ * synchronisation overheads; 0 where the cost is proportional to the tokens): callers that
+ * may split a prefill into segments avoid segments shorter than this. */
+int64_t qvlm_backend_forward_floor_tokens(const qvlm_backend *be);
 qvlm_compute_precision qvlm_backend_precision(const qvlm_backend *be);
 
 /* The backend's host thread pool for CPU-side work such as image preprocessing (may be NULL). */
