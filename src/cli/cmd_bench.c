@@ -51,10 +51,6 @@ static void copy_task(void *p, int ith, int nth) {
     memcpy(j->dst + (size_t)a * 4096, j->src + (size_t)a * 4096, (size_t)(b - a) * 4096);
 }
 
-/* 16-byte vectors (GCC vector extension, portable SSE2 on x86-64): the loop must issue loads
- * faster than memory delivers them, which a scalar loop does not. */
-typedef uint64_t u64x2 __attribute__((vector_size(16)));
-
 /* 2 MiB aligned, huge pages advised: the weights the decode streams live in such pages (see
  * model.c), and with 4 KiB pages the prefetchers stop at every page, which would understate the
  * bound. */
@@ -65,19 +61,13 @@ static uint8_t *alloc_probe(size_t n) {
     return p;
 }
 
+/* Each thread reads its share through the kernels' own probe (4 sequential streams of full
+ * vector loads), the way the decode GEMV streams weights. */
 static void read_task(void *p, int ith, int nth) {
     struct bw_job *j = p;
     long a, b;
-    qvlm_split_rows((long)(j->n / 64), ith, nth, &a, &b);
-    const u64x2 *s = (const u64x2 *)j->src;
-    u64x2 acc0 = {0, 0}, acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    u64x2 acc4 = acc0, acc5 = acc0, acc6 = acc0, acc7 = acc0;
-    for (long i = a * 4; i < b * 4; i += 8) { /* two lines per iteration, 8 loads in flight */
-        acc0 ^= s[i], acc1 ^= s[i + 1], acc2 ^= s[i + 2], acc3 ^= s[i + 3];
-        if (i + 4 < b * 4) acc4 ^= s[i + 4], acc5 ^= s[i + 5], acc6 ^= s[i + 6], acc7 ^= s[i + 7];
-    }
-    u64x2 x = acc0 ^ acc1 ^ acc2 ^ acc3 ^ acc4 ^ acc5 ^ acc6 ^ acc7;
-    j->sums[ith & 63] = (double)(x[0] ^ x[1]);
+    qvlm_split_rows((long)(j->n / 4096), ith, nth, &a, &b);
+    j->sums[ith & 63] = (double)qvlm_cpu_read_probe(qvlm_cpu_detect_isa(), j->src + (size_t)a * 4096, (size_t)(b - a) * 4096);
 }
 
 /* Best-of-10 copy bandwidth (bytes read + written per second) and read bandwidth over 512 MiB
