@@ -208,6 +208,42 @@ void qvlm_op_gated_delta_norm(qvlm_stream *s, float *y, float *core, const float
     qvlm_op_gated_rms_norm(s, y, core, z, norm_w, eps, T * d->n_v_heads, d->v_dim);
 }
 
+static const qvlm_tensor *expert_tensor(const qvlm_tensor *t0, size_t stride, int64_t e) {
+    return (const qvlm_tensor *)((const char *)t0 + (size_t)e * stride);
+}
+
+/* Route on the host, then each expert's rows in ascending expert order: gathered, run, weighted
+ * and added back (transformers' index_add_ order). */
+void qvlm_moe_experts_default(qvlm_stream *s, float *acc, const float *x, int64_t T, const float *logits,
+                              const qvlm_moe_experts *ex, const qvlm_moe_scratch *scr) {
+    const int64_t E = ex->n_experts, k = ex->k, H = qvlm_tensor_cols(ex->gate);
+    qvlm_op_moe_route(s, scr->idx, scr->w, logits, T, E, k);
+    qvlm_op_zero(s, acc, (size_t)(T * H) * sizeof(float));
+    for (int64_t e = 0; e < E; e++) {
+        int64_t n = 0;
+        for (int64_t r = 0; r < T; r++)
+            for (int64_t j = 0; j < k; j++)
+                if (scr->idx[r * k + j] == e) {
+                    scr->rows[n] = (int32_t)r;
+                    scr->row_w[n++] = scr->w[r * k + j];
+                }
+        if (n == 0) continue;
+        const qvlm_tensor *down = expert_tensor(ex->down, ex->stride, e);
+        const int64_t I = qvlm_tensor_cols(down);
+        qvlm_op_gather_rows(s, scr->xg, x, scr->rows, n, H);
+        qvlm_op_matmul_swiglu(s, scr->h, I, scr->tmp, scr->xg, H, expert_tensor(ex->gate, ex->stride, e),
+                              expert_tensor(ex->up, ex->stride, e), n);
+        qvlm_op_matmul(s, scr->y, H, scr->h, I, down, NULL, n);
+        qvlm_op_scatter_add_rows(s, acc, scr->y, scr->rows, scr->row_w, n, H);
+    }
+}
+
+void qvlm_op_moe_experts(qvlm_stream *s, float *acc, const float *x, int64_t T, const float *logits,
+                         const qvlm_moe_experts *ex, const qvlm_moe_scratch *scr) {
+    if (s->be->ops->moe_experts) s->be->ops->moe_experts(s, acc, x, T, logits, ex, scr);
+    else qvlm_moe_experts_default(s, acc, x, T, logits, ex, scr);
+}
+
 int64_t qvlm_backend_forward_floor_tokens(const qvlm_backend *be) {
     /* Measured on an H100 (Qwen3.5-0.8B shapes): a prefill pass over a handful of tokens takes
      * ~5 ms, about as long as a pass over 100-250 tokens; on the CPU time grows with tokens. */

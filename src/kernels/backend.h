@@ -261,6 +261,29 @@ void qvlm_op_attention_segments(qvlm_stream *s, float *out, const float *qkv, co
  * backend waits for them). Ties break toward the lower expert index. */
 void qvlm_op_moe_route(qvlm_stream *s, int32_t *idx, float *weight, const float *logits, int64_t n_rows,
                        int64_t n_experts, int64_t k);
+/* The routed experts of one MoE layer, for T rows x [T][H] (row stride H, backend memory):
+ *   acc[r][:] = sum over the k experts e routed to row r of w[r][e] * down_e(silu(gate_e x[r]) * up_e x[r])
+ * routed as qvlm_op_moe_route routes logits [T][E] (backend memory). acc starts at zero and the
+ * experts of a row are added in ascending e, each as acc += w * (its product). The default runs
+ * qvlm_op_moe_route, then per expert in ascending order gather_rows, matmul_swiglu, matmul and
+ * scatter_add_rows; a device backend may route and run the experts without the host. */
+typedef struct qvlm_moe_experts {
+    int64_t n_experts, k;    /* E experts, k routed per row */
+    /* Expert e's tensors are at (const char *)gate + e * stride (likewise up, down): gate and
+     * up [I][H], down [H][I]; views into fused tensors or separate ones. */
+    const qvlm_tensor *gate, *up, *down;
+    size_t stride;
+} qvlm_moe_experts;
+/* What the default needs: backend memory xg, y [T][H] and h, tmp [T][I]; host arrays idx, rows
+ * [T][k] int32 and w, row_w [T][k] float. logits may share memory with y (they are read
+ * before y is written). */
+typedef struct qvlm_moe_scratch {
+    float *xg, *y, *h, *tmp;
+    int32_t *idx, *rows;
+    float *w, *row_w;
+} qvlm_moe_scratch;
+void qvlm_op_moe_experts(qvlm_stream *s, float *acc, const float *x, int64_t T, const float *logits,
+                         const qvlm_moe_experts *ex, const qvlm_moe_scratch *scr);
 /* y[i][:] = x[rows[i]][:] for i < n (row length dim). */
 void qvlm_op_gather_rows(qvlm_stream *s, float *y, const float *x, const int32_t *rows, int64_t n, int64_t dim);
 /* y[rows[i]][:] += scale[i] * x[i][:] for i < n, applied in order of i. */

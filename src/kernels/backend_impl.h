@@ -81,7 +81,13 @@ typedef struct qvlm_backend_ops {
                              float eps, const float *qkv, int64_t ldqkv, const float *a, const float *b,
                              int64_t ldab, const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,
                              const qvlm_gdn_dims *d, int64_t T, bool chunked);
+    void (*moe_experts)(qvlm_stream *s, float *acc, const float *x, int64_t T, const float *logits,
+                        const qvlm_moe_experts *ex, const qvlm_moe_scratch *scr);
 } qvlm_backend_ops;
+
+/* The default of qvlm_op_moe_experts (backend.c), for a backend that runs only some shapes itself. */
+void qvlm_moe_experts_default(qvlm_stream *s, float *acc, const float *x, int64_t T, const float *logits,
+                              const qvlm_moe_experts *ex, const qvlm_moe_scratch *scr);
 
 /* Every backend struct starts with this header. */
 struct qvlm_backend {

@@ -25,7 +25,7 @@ struct qvlm_text_ctx {
     float *gates;   /* [T][2*Hv] GDN a | b projections */
     float *logits;  /* [n][vocab], grows on demand (verify asks for every position) */
     int64_t logits_rows;
-    /* host-side MoE routing */
+    /* host arrays of the default MoE path (qvlm_moe_scratch) */
     int32_t *route_idx; /* [T][k] */
     float *route_w;     /* [T][k] */
     int32_t *rows;      /* [T*k] token rows of one expert */
@@ -190,24 +190,13 @@ static void moe_layer(qvlm_text_ctx *c, const qvlm_moe_weights *w, int64_t T) {
     swiglu(c, &w->shared, c->out, c->xn, T);
     qvlm_op_matmul(c->s, c->d, 1, c->xn, H, &w->shared_gate, NULL, T);
     qvlm_op_sigmoid_mul(c->s, c->out, H, c->out, H, c->d, 1, 1, T, H);
-    /* Routed experts: softmax over all experts, top-k renormalised; each expert's tokens are
-     * gathered, run, weighted and added back in expert order (transformers' index_add_ order). */
+    /* Routed experts: softmax over all experts, top-k renormalised; each row's experts are
+     * weighted and summed in expert order (transformers' index_add_ order). */
     qvlm_op_matmul(c->s, c->c, E, c->xn, H, &w->router, NULL, T);
-    qvlm_op_moe_route(c->s, c->route_idx, c->route_w, c->c, T, E, k);
-    qvlm_op_zero(c->s, c->acc, (size_t)(T * H) * sizeof(float));
-    for (int64_t e = 0; e < E; e++) {
-        int64_t n = 0;
-        for (int64_t r = 0; r < T; r++)
-            for (int64_t j = 0; j < k; j++)
-                if (c->route_idx[r * k + j] == e) {
-                    c->rows[n] = (int32_t)r;
-                    c->row_w[n++] = c->route_w[r * k + j];
-                }
-        if (n == 0) continue;
-        qvlm_op_gather_rows(c->s, c->d, c->xn, c->rows, n, H);
-        swiglu(c, &w->expert[e], c->c, c->d, n);
-        qvlm_op_scatter_add_rows(c->s, c->acc, c->c, c->rows, c->row_w, n, H);
-    }
+    const qvlm_moe_experts ex = {E, k, &w->expert[0].gate_proj, &w->expert[0].up_proj, &w->expert[0].down_proj,
+                                 sizeof(qvlm_mlp_weights)};
+    const qvlm_moe_scratch scr = {c->d, c->c, c->a, c->b, c->route_idx, c->rows, c->route_w, c->row_w};
+    qvlm_op_moe_experts(c->s, c->acc, c->xn, T, c->c, &ex, &scr);
     qvlm_op_add(c->s, c->out, c->acc, c->out, T * H);
 }
 
@@ -242,10 +231,10 @@ qvlm_status qvlm_text_forward(qvlm_text_ctx *c, qvlm_seq_state *st, const qvlm_t
     if (rc) return rc;
 
     /* A decode step (one plain token, nothing read back in the middle) is the same op sequence
-     * every token: let the backend record it once and replay it (CUDA graphs). MoE layers read
-     * their routing back, so they run op by op. */
-    const bool step = T == 1 && !b->embed_rows && !b->trace && m->cfg.model_type != QVLM_MODEL_QWEN3_5_MOE &&
-                      qvlm_stream_step_begin(c->s);
+     * every token: let the backend record it once and replay it (CUDA graphs). A backend that
+     * routes MoE layers on the host (the default of qvlm_op_moe_experts) reads the routing back
+     * and so finishes such a step op by op. */
+    const bool step = T == 1 && !b->embed_rows && !b->trace && qvlm_stream_step_begin(c->s);
     qvlm_op_get_rows(c->s, c->x, &m->embed_tokens, b->ids, T);
     if (b->embed_rows)
         for (int64_t i = 0; i < T; i++)

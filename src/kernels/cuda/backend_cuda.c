@@ -115,6 +115,10 @@ static bool pm_get(const ptr_map *m, uintptr_t k, uint64_t *v) {
     return false;
 }
 
+/* The value of cuda_backend.moe for experts the device kernels do not take (mixed dtypes or
+ * shapes, unaligned data): such layers run the default. */
+#define MOE_NO_TABLE 1u
+
 /* ==== device and stream structs ======================================================================== */
 
 typedef struct cuda_stream cuda_stream;
@@ -130,6 +134,7 @@ typedef struct cuda_backend {
     ptr_map allocs;               /* qvlm_backend_alloc: ptr -> bytes */
     ptr_map weights;              /* weight data -> bytes */
     ptr_map f32;                  /* weight data -> its f32 copy */
+    ptr_map moe;                  /* first expert's gate data -> device expert table (moe_table) */
     size_t mem_current, mem_peak;
     /* Freed device blocks kept for reuse (see cu_alloc): sessions, KV blocks and cache
      * checkpoints come and go every turn in a few recurring sizes, and cudaMalloc/cudaFree cost
@@ -523,8 +528,11 @@ static void cu_weight_free(qvlm_backend *bep, qvlm_tensor *t) {
     pthread_mutex_lock(&be->mu);
     bool mine = pm_take(&be->weights, (uintptr_t)t->data, NULL);
     bool has_f32 = pm_take(&be->f32, (uintptr_t)t->data, &f);
+    uint64_t mt = 0;
+    bool has_moe = pm_take(&be->moe, (uintptr_t)t->data, &mt);
     pthread_mutex_unlock(&be->mu);
     if (has_f32) cudaFree((void *)(uintptr_t)f);
+    if (has_moe && mt > MOE_NO_TABLE) cudaFree((void *)(uintptr_t)mt);
     if (mine) cudaFree(t->data);
     t->data = NULL;
 }
@@ -534,10 +542,12 @@ static void cu_destroy(qvlm_backend *bep) {
     /* Models never free their weights one by one (the CPU's are mmapped): free them here. */
     for (size_t i = 0; i < be->f32.cap; i++)
         if (be->f32.keys[i] > 1) cudaFree((void *)(uintptr_t)be->f32.vals[i]);
+    for (size_t i = 0; i < be->moe.cap; i++)
+        if (be->moe.keys[i] > 1 && be->moe.vals[i] > MOE_NO_TABLE) cudaFree((void *)(uintptr_t)be->moe.vals[i]);
     for (size_t i = 0; i < be->weights.cap; i++)
         if (be->weights.keys[i] > 1) cudaFree((void *)be->weights.keys[i]);
     free(be->allocs.keys), free(be->allocs.vals), free(be->weights.keys), free(be->weights.vals);
-    free(be->f32.keys), free(be->f32.vals);
+    free(be->f32.keys), free(be->f32.vals), free(be->moe.keys), free(be->moe.vals);
     release_free_blocks(be);
     free(be->free_blocks);
     qvlm_pool_destroy(be->pool);
@@ -1264,6 +1274,111 @@ static void cu_moe_route(qvlm_stream *st, int32_t *idx, float *weight, const flo
     cu_download(st, weight, buf + al, nb);
 }
 
+static const qvlm_tensor *expert_t(const qvlm_tensor *t0, size_t stride, int64_t e) {
+    return (const qvlm_tensor *)((const char *)t0 + (size_t)e * stride);
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+/* Whether every expert has expert 0's dtypes and shapes and 16-byte aligned data (the
+ * kernels address all experts alike). */
+static bool experts_uniform(const qvlm_moe_experts *ex) {
+    const qvlm_tensor *g0 = ex->gate, *d0 = ex->down;
+    const int64_t I = mm_rows(g0), H = qvlm_tensor_cols(g0);
+    bool ok = g0->n_dims == 2 && d0->n_dims == 2;
+    for (int64_t e = 0; ok && e < ex->n_experts; e++) {
+        const qvlm_tensor *t[3] = {expert_t(ex->gate, ex->stride, e), expert_t(ex->up, ex->stride, e),
+                                   expert_t(ex->down, ex->stride, e)};
+        for (int i = 0; i < 3; i++) {
+            const int64_t rows = i < 2 ? I : H, cols = i < 2 ? H : I;
+            ok &= t[i]->n_dims == 2 && t[i]->ne[0] == rows && t[i]->ne[1] == cols && aligned16(t[i]->data);
+            ok &= t[i]->dtype == (i < 2 ? g0->dtype : d0->dtype);
+        }
+    }
+    return ok;
+}
+
+/* A layer's device table of expert weight pointers, [E][3] {gate, up, down}, made on first
+ * use and kept until the first expert's gate weight is freed (or the backend is); NULL when the
+ * experts are not uniform or on failure (then recorded on the stream). */
+static const void *const *moe_table(cuda_stream *s, const qvlm_moe_experts *ex) {
+    cuda_backend *be = s->be;
+    const uintptr_t key = (uintptr_t)ex->gate->data;
+    uint64_t v = 0;
+    pthread_mutex_lock(&be->mu);
+    bool have = pm_get(&be->moe, key, &v);
+    pthread_mutex_unlock(&be->mu);
+    if (have) return v == MOE_NO_TABLE ? NULL : (const void *const *)(uintptr_t)v;
+    void *d = NULL;
+    qvlm_error e;
+    if (experts_uniform(ex)) {
+        const size_t n = (size_t)(3 * ex->n_experts);
+        const void **h = malloc(n * sizeof(*h));
+        if (!h) {
+            fail(s, qvlm_errorf(&e, QVLM_E_NOMEM, "cuda: out of memory"), &e);
+            return NULL;
+        }
+        for (int64_t x = 0; x < ex->n_experts; x++) {
+            h[3 * x] = expert_t(ex->gate, ex->stride, x)->data;
+            h[3 * x + 1] = expert_t(ex->up, ex->stride, x)->data;
+            h[3 * x + 2] = expert_t(ex->down, ex->stride, x)->data;
+        }
+        /* A blocking copy on the legacy stream: the non-blocking streams do not wait for it, and
+         * nothing of theirs reads the table before this returns. */
+        qvlm_status rc = QVLM_CU(&e, cudaMalloc(&d, n * sizeof(*h)));
+        if (!rc) rc = QVLM_CU(&e, cudaMemcpy(d, h, n * sizeof(*h), cudaMemcpyHostToDevice));
+        free(h);
+        if (rc) {
+            cudaFree(d);
+            fail(s, rc, &e);
+            return NULL;
+        }
+    }
+    pthread_mutex_lock(&be->mu);
+    if (pm_get(&be->moe, key, &v)) { /* another stream made it meanwhile */
+        pthread_mutex_unlock(&be->mu);
+        cudaFree(d);
+        return v == MOE_NO_TABLE ? NULL : (const void *const *)(uintptr_t)v;
+    }
+    bool ok = pm_put(&be->moe, key, d ? (uint64_t)(uintptr_t)d : MOE_NO_TABLE);
+    pthread_mutex_unlock(&be->mu);
+    if (!ok) {
+        cudaFree(d);
+        fail(s, qvlm_errorf(&e, QVLM_E_NOMEM, "cuda: out of memory"), &e);
+        return NULL;
+    }
+    return d;
+}
+
+/* Decode (T <= QCU_GEMV_MAX_ROWS): routing, experts and their sum on the device, no host
+ * round trip, so a decode step stays one graph. More rows, or experts the kernels do not
+ * take: the default (host routing, per-expert products through cuBLAS). */
+static void cu_moe_experts(qvlm_stream *st, float *acc, const float *x, int64_t T, const float *logits,
+                           const qvlm_moe_experts *ex, const qvlm_moe_scratch *scr) {
+    cuda_stream *s = cs_of(st);
+    if (s->status || T <= 0) return;
+    const void *const *tab = T <= QCU_GEMV_MAX_ROWS ? moe_table(s, ex) : NULL;
+    if (!tab) {
+        if (!s->status) qvlm_moe_experts_default(st, acc, x, T, logits, ex, scr);
+        return;
+    }
+    const int64_t k = ex->k, H = qvlm_tensor_cols(ex->gate), I = mm_rows(ex->gate);
+    const size_t nb = ((size_t)(T * k) * sizeof(int32_t) + 255) & ~(size_t)255;
+    uint8_t *buf = scratch(s, 2 * nb + (size_t)(T * k * I) * sizeof(float));
+    if (!buf) return;
+    ARGS(qcu_moe_route_args, r);
+    r.idx = (int32_t *)buf, r.weight = (float *)(buf + nb), r.logits = logits, r.n_rows = T;
+    r.n_experts = ex->n_experts, r.k = k;
+    SUBMIT(s, qcu_moe_route, r);
+    ARGS(qcu_moe_experts_args, a);
+    a.acc = acc, a.h = (float *)(buf + 2 * nb), a.x = x, a.idx = r.idx, a.weight = r.weight, a.experts = tab;
+    a.T = T, a.k = k, a.H = H, a.I = I, a.wdt = dt_of(ex->gate), a.ddt = dt_of(ex->down);
+    const int64_t wsize = ex->gate->dtype == QVLM_DTYPE_F32 ? 4 : 2, dsize = ex->down->dtype == QVLM_DTYPE_F32 ? 4 : 2;
+    a.vec = (H * wsize) % 16 == 0 && (I * dsize) % 16 == 0 && aligned16(x);
+    a.round_bf16 = s->be->base.precision == QVLM_COMPUTE_BF16;
+    SUBMIT(s, qcu_moe_experts, a);
+}
+
 static void cu_gather_rows(qvlm_stream *st, float *y, const float *x, const int32_t *rows, int64_t n, int64_t dim) {
     cuda_stream *s = cs_of(st);
     ARGS(qcu_gather_rows_args, a);
@@ -1329,6 +1444,7 @@ static const qvlm_backend_ops CUDA_OPS = {
     .matmul_swiglu = cu_matmul_swiglu,
     .add_rms_norm = cu_add_rms_norm,
     .gated_delta_norm = cu_gated_delta_norm,
+    .moe_experts = cu_moe_experts,
 };
 
 static bool env_flag(const char *name, bool dflt) {

@@ -107,6 +107,40 @@ __device__ __forceinline__ float wload(const void *p, int dt, int64_t i) {
     return ((const float *)p)[i];
 }
 
+/* ---- 16-byte weight chunks and the BF16 precision mode (gemv.cu, moe.cu) ------------------- */
+
+template <int WDT>
+struct wtraits {
+    static const int per16 = WDT == QCU_F32 ? 4 : 8; /* elements per 16-byte load */
+    static const int esize = WDT == QCU_F32 ? 4 : 2;
+};
+
+template <int WDT>
+__device__ __forceinline__ void unpack(const uint4 &v, float *w) {
+    if (WDT == QCU_F32) {
+        w[0] = __uint_as_float(v.x), w[1] = __uint_as_float(v.y), w[2] = __uint_as_float(v.z), w[3] = __uint_as_float(v.w);
+    } else {
+        const unsigned u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            if (WDT == QCU_BF16) {
+                w[2 * i] = __uint_as_float(u[i] << 16);
+                w[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+            } else {
+                w[2 * i] = f16_to_f32((uint16_t)(u[i] & 0xffffu));
+                w[2 * i + 1] = f16_to_f32((uint16_t)(u[i] >> 16));
+            }
+        }
+    }
+}
+
+/* BF16 precision: activations meet the weights rounded to bf16 (kernels/cpu/ref_matmul.c). */
+__device__ __forceinline__ float xval(float v, int round) { return round ? round_bf16(v) : v; }
+
+/* BF16 precision rounds non-bf16 weights to bf16 too (kernels/cpu/ref_matmul.c). */
+template <int WDT>
+__device__ __forceinline__ float wval(float v, int round) { return WDT != QCU_BF16 && round ? round_bf16(v) : v; }
+
 /* ---- reductions ----------------------------------------------------------------------------- */
 
 __device__ __forceinline__ float warp_sum(float v) {

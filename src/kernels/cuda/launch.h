@@ -296,6 +296,24 @@ typedef struct {
 } qcu_moe_route_args;
 int qcu_moe_route(void *stream, const void *args);
 
+/* The routed experts of T <= QCU_GEMV_MAX_ROWS rows (backend.h, qvlm_op_moe_experts), after
+ * qcu_moe_route has written idx / weight: h[r*k+j][:] = silu(gate_e x[r]) * up_e x[r] for
+ * e = idx[r][j], then acc[r][:] = sum of weight[r][j] * down_e h[r*k+j] over j in ascending
+ * e. experts: device [E][3] pointers {gate [I][H], up [I][H], down [H][I]}, gate and up of
+ * dtype wdt, down of ddt. vec: every expert pointer, x and h 16-byte aligned and H, I whole
+ * 16-byte chunks of their dtypes. round_bf16 as in qcu_gemv_args. */
+typedef struct {
+    float *acc;                /* [T][H] */
+    float *h;                  /* scratch [T*k][I] */
+    const float *x;            /* [T][H] */
+    const int32_t *idx;        /* device [T][k] */
+    const float *weight;       /* device [T][k] */
+    const void *const *experts;
+    int64_t T, k, H, I;
+    int32_t wdt, ddt, vec, round_bf16;
+} qcu_moe_experts_args;
+int qcu_moe_experts(void *stream, const void *args);
+
 /* ---- matrix products (gemv.cu, gemm.cu) -------------------------------------------------------- */
 
 /* Few-row products read each weight once: y_m[t][j] = sum_i x[t][i] W_m[j][i] (+ bias) for up

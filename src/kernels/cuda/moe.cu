@@ -1,8 +1,19 @@
-/* moe.cu - mixture-of-experts routing on the device (kernels/cpu/moe.c is the reference):
- * softmax over all experts in f32, top-k by repeated maximum of the logits (ties to the lower
- * index), weights renormalised. One thread per token row runs the CPU's loop unchanged, so the
- * choices and weights are the CPU's bit for bit (up to expf). The row shuffles are in
- * elementwise.cu. */
+/* moe.cu - mixture of experts on the device (kernels/cpu/moe.c and the default of
+ * qvlm_op_moe_experts in kernels/backend.c are the reference).
+ *
+ * Routing: softmax over all experts in f32, top-k by repeated maximum of the logits (ties to
+ * the lower index), weights renormalised. One thread per token row runs the CPU's loop
+ * unchanged, so the choices and weights are the CPU's bit for bit (up to expf).
+ *
+ * Experts of a few rows (decode): the routed ids stay in device memory and the kernels find
+ * each expert's weights through a device table of pointers, so a layer is three launches and
+ * no host round trip (and can sit in a recorded decode step). GEMV-style like gemv.cu: a warp
+ * per output element, 16-byte weight loads, lane sums in chunk order, then a fixed warp tree,
+ * so a result depends on its own row only. The down projection adds a row's experts in
+ * ascending expert id, each as acc + w * y with the product rounded first, which is the order
+ * and rounding of the CPU's zero-then-scatter_add sequence.
+ *
+ * The row shuffles of the host-routed path are in elementwise.cu. */
 #include "kernels/cuda/cuda_common.cuh"
 
 #define MAX_K 32
@@ -39,5 +50,118 @@ extern "C" int qcu_moe_route(void *st, const void *ap) {
     const qcu_moe_route_args *a = (const qcu_moe_route_args *)ap;
     if (a->k < 1 || a->k > MAX_K || a->k > a->n_experts) return 1;
     if (a->n_rows > 0) QVLM_LAUNCH(k_moe_route, qcu_blocks(a->n_rows, 64), 64, 0, st, a->idx, a->weight, a->logits, a->n_rows, a->n_experts, a->k);
+    QCU_DONE();
+}
+
+#define WARPS 8
+#define DOWN_BATCH 4 /* experts whose loads a down-projection warp has in flight together */
+
+/* Dot product of weight row w (dtype WDT) with activation row x over n elements, this lane's
+ * share: chunks lane, lane+32, ... (16 bytes of weights each) or, unvectorised, elements. */
+template <int WDT, bool VEC>
+__device__ __forceinline__ float lane_dot(const void *w, const float *x, int64_t n, int round, int lane) {
+    float acc = 0.0f;
+    if (VEC) {
+        const int P = wtraits<WDT>::per16;
+        const int64_t nch = n / P;
+#pragma unroll 4
+        for (int64_t c = lane; c < nch; c += 32) {
+            float wv[8], xv[8];
+            unpack<WDT>(__ldg((const uint4 *)w + c), wv);
+            const float4 *xp = (const float4 *)x + c * (P / 4);
+            const float4 x0 = __ldg(xp);
+            xv[0] = x0.x, xv[1] = x0.y, xv[2] = x0.z, xv[3] = x0.w;
+            if (P == 8) {
+                const float4 x1 = __ldg(xp + 1);
+                xv[4] = x1.x, xv[5] = x1.y, xv[6] = x1.z, xv[7] = x1.w;
+            }
+#pragma unroll
+            for (int e = 0; e < P; e++) acc += wval<WDT>(wv[e], round) * xval(xv[e], round);
+        }
+    } else {
+        for (int64_t i = lane; i < n; i += 32) acc += wval<WDT>(wload(w, WDT, i), round) * xval(x[i], round);
+    }
+    return acc;
+}
+
+/* h[p][j] = silu(gate_e[j] . x[r]) * (up_e[j] . x[r]) for slot p = r*k + s, e = idx[p]: one
+ * warp per (p, j). The expert comes from the routing kernel, so nothing is read before the wait. */
+template <int WDT, bool VEC>
+__global__ void __launch_bounds__(WARPS * 32) k_moe_gate_up(qcu_moe_experts_args a) {
+    QCU_PDL_ENTRY();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t unit = (int64_t)blockIdx.x * WARPS + warp;
+    if (unit >= a.T * a.k * a.I) return;
+    const int64_t p = unit / a.I, j = unit % a.I, r = p / a.k;
+    const int64_t e = a.idx[p];
+    const size_t row = (size_t)(j * a.H) * wtraits<WDT>::esize;
+    const char *wg = (const char *)a.experts[3 * e] + row, *wu = (const char *)a.experts[3 * e + 1] + row;
+    const float *x = a.x + r * a.H;
+    const float g = warp_sum(lane_dot<WDT, VEC>(wg, x, a.H, a.round_bf16, lane));
+    const float u = warp_sum(lane_dot<WDT, VEC>(wu, x, a.H, a.round_bf16, lane));
+    if (lane == 0) a.h[p * a.I + j] = silu_f(g) * u;
+}
+
+/* The slot of row r (0..k-1) holding the smallest expert id above `after` (-1: the smallest). */
+__device__ __forceinline__ int64_t next_slot(const int32_t *ids, int64_t k, int32_t after) {
+    int64_t best = -1;
+    for (int64_t s = 0; s < k; s++)
+        if (ids[s] > after && (best < 0 || ids[s] < ids[best])) best = s;
+    return best;
+}
+
+/* acc[r][i] = sum over the k slots of row r, in ascending expert id, of
+ * weight * (down_e[i] . h[slot]): one warp per (r, i), DOWN_BATCH experts' loads at a time. */
+template <int DDT, bool VEC>
+__global__ void __launch_bounds__(WARPS * 32) k_moe_down(qcu_moe_experts_args a) {
+    QCU_PDL_ENTRY();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t unit = (int64_t)blockIdx.x * WARPS + warp;
+    if (unit >= a.T * a.H) return;
+    const int64_t r = unit / a.H, i = unit % a.H;
+    const int32_t *ids = a.idx + r * a.k;
+    float acc = 0.0f;
+    int32_t last = -1;
+    for (int64_t s0 = 0; s0 < a.k; s0 += DOWN_BATCH) {
+        int64_t slot[DOWN_BATCH];
+        float part[DOWN_BATCH];
+#pragma unroll
+        for (int b = 0; b < DOWN_BATCH; b++) {
+            slot[b] = s0 + b < a.k ? next_slot(ids, a.k, last) : -1;
+            part[b] = 0.0f;
+            if (slot[b] < 0) continue;
+            const int32_t e = ids[slot[b]];
+            last = e;
+            const char *w = (const char *)a.experts[3 * (int64_t)e + 2] + (size_t)(i * a.I) * wtraits<DDT>::esize;
+            part[b] = lane_dot<DDT, VEC>(w, a.h + (r * a.k + slot[b]) * a.I, a.I, a.round_bf16, lane);
+        }
+#pragma unroll
+        for (int b = 0; b < DOWN_BATCH; b++) {
+            if (slot[b] < 0) continue;
+            acc += __fmul_rn(a.weight[r * a.k + slot[b]], warp_sum(part[b]));
+        }
+    }
+    if (lane == 0) a.acc[r * a.H + i] = acc;
+}
+
+typedef void (*moe_kernel)(qcu_moe_experts_args);
+
+template <int DT>
+static moe_kernel pick(bool gate_up, bool vec) {
+    if (gate_up) return vec ? k_moe_gate_up<DT, true> : k_moe_gate_up<DT, false>;
+    return vec ? k_moe_down<DT, true> : k_moe_down<DT, false>;
+}
+
+static moe_kernel pick_dt(int dt, bool gate_up, bool vec) {
+    return dt == QCU_BF16 ? pick<QCU_BF16>(gate_up, vec)
+           : dt == QCU_F16 ? pick<QCU_F16>(gate_up, vec)
+                           : pick<QCU_F32>(gate_up, vec);
+}
+
+extern "C" int qcu_moe_experts(void *st, const void *ap) {
+    const qcu_moe_experts_args *a = (const qcu_moe_experts_args *)ap;
+    if (a->T < 1 || a->T > QCU_GEMV_MAX_ROWS || a->k < 1 || a->k > MAX_K || a->H < 1 || a->I < 1) return 1;
+    QVLM_LAUNCH(pick_dt(a->wdt, true, a->vec), qcu_blocks(a->T * a->k * a->I, WARPS), WARPS * 32, 0, st, *a);
+    QVLM_LAUNCH(pick_dt(a->ddt, false, a->vec), qcu_blocks(a->T * a->H, WARPS), WARPS * 32, 0, st, *a);
     QCU_DONE();
 }

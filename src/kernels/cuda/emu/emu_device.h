@@ -133,6 +133,12 @@ static inline int __float_as_int(float f) {
 }
 static inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 static inline float __fdividef(float a, float b) { return a / b; }
+/* A product rounded on its own, never contracted into an FMA (volatile: GCC contracts across
+ * inlining in GNU modes). */
+static inline float __fmul_rn(float a, float b) {
+    volatile float p = a * b;
+    return p;
+}
 template <class T>
 static inline T __ldg(const T *p) {
     return *p;
