@@ -145,6 +145,9 @@ static qvlm_status answer(run_ctx *c, const qvlm_prompt_stats *ps, qvlm_reply_st
 void srv_completion_run(void *server, srv_job *job, qvlm_session *s) {
     run_ctx c = {.srv = server, .job = job, .s = s};
     srv_metrics *mt = &c.srv->metrics;
+    /* A client that left while its request waited in the queue: the connection notices within
+     * a polling slice, but a short answer could be finished by then. Look before starting. */
+    if (!srv_job_is_cancelled(job) && job->client_fd >= 0 && srv_client_gone(job->client_fd)) srv_job_cancel(job);
     if (srv_job_is_cancelled(job)) {
         srv_metrics_count(mt, &mt->completions_cancelled);
         srv_job_set_state(job, SRV_JOB_DONE, NULL);
@@ -205,6 +208,7 @@ void srv_completion_handle(srv_server *s, const char *body, size_t n, int client
         srv_respond_error(out, &e);
         return;
     }
+    job->client_fd = client_fd;
     if (srv_slots_submit(s->slots, job, &err)) {
         srv_metrics_count(&s->metrics, &s->metrics.rejected_busy);
         srv_error_set(&e, 503, "server_error", "overloaded", NULL, "%s", err.msg);

@@ -18,6 +18,7 @@ srv_job *srv_job_create(srv_request *req, double arrival_ms) {
     *req = (srv_request){0};
     j->arrival_ms = arrival_ms;
     j->refs = 1;
+    j->client_fd = -1;
     return j;
 }
 

@@ -33,6 +33,8 @@ typedef struct srv_job {
     bool failed;          /* `error` holds why; before ANSWER the connection answers with it */
     srv_error error;
     qvlm_buf out;         /* stream: SSE bytes not yet sent; otherwise the response body at DONE */
+    int client_fd;        /* the connection's socket, or -1; open while the connection waits for
+                             the job to start answering, so the worker may look at it then */
 } srv_job;
 
 /* A job for `req` (moved into the job: *req is left empty). One reference, the caller's. */
