@@ -10,4 +10,6 @@ cmake --build build -j "$(nproc)"
 for fx in tiny-dense tiny-moe; do
   echo "== $fx"
   ./build/qvlm verify --reference "tests/fixtures/$fx"
+  echo "== $fx: the same conversation through the cross-turn cache (cached vs uncached, reuse per turn)"
+  ./build/qvlm verify --reference "tests/fixtures/$fx" --conversation
 done
