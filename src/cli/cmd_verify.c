@@ -578,6 +578,11 @@ static qvlm_status conv_run_mode(verify *v, bool cached, conv_run *out, qvlm_err
                                                   "images_encoded", st.images_encoded, "images_from_feature_cache",
                                                   st.images_from_feature_cache, "checkpoints_made", st.checkpoints_made,
                                                   "prompt_ms", st.total_ms, "vision_ms", st.vision_ms));
+        if (!v->json && cached)
+            printf("  %s: %lld tokens, %lld reused from the cache; images: %d in the prompt, %d encoded, %d "
+                   "from the feature cache\n",
+                   name, (long long)st.prompt_tokens, (long long)st.reused_tokens, st.images_total, st.images_encoded,
+                   st.images_from_feature_cache);
     }
     qvlm_session_destroy(s);
     if (cache) {
