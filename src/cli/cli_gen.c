@@ -30,6 +30,7 @@ uint64_t cli_random_seed(void) {
 void cli_gen_opts_default(cli_gen_opts *o) {
     /* Qwen3.5's recommended sampling for thinking mode. */
     *o = (cli_gen_opts){.sampling = {0.6f, 20, 0.95f, 0.0f, 0}, .max_tokens = 4096, .think = true};
+    qvlm_model_params_default(&o->model);
 }
 
 bool cli_gen_opt(int argc, char **argv, int *i, cli_gen_opts *o, bool *bad) {
@@ -54,21 +55,7 @@ bool cli_gen_opt(int argc, char **argv, int *i, cli_gen_opts *o, bool *bad) {
         if (v) o->max_tokens = (int)cli_int("--max-tokens", v, 1, 1 << 30, bad);
     } else if (cli_opt(argc, argv, i, "--ctx", &v, bad)) {
         if (v) o->n_ctx = cli_int("--ctx", v, 16, INT64_C(1) << 40, bad);
-    } else if (cli_opt(argc, argv, i, "--threads", &v, bad)) {
-        if (v) o->n_threads = (int)cli_int("--threads", v, 0, 1024, bad);
-    } else if (cli_opt(argc, argv, i, "--backend", &v, bad)) {
-        if (v && strcmp(v, "cpu") == 0) o->device = QVLM_DEVICE_CPU;
-        else if (v && strcmp(v, "cuda") == 0) o->device = QVLM_DEVICE_CUDA;
-        else if (v) cli_bad_choice("--backend", v, "cpu, cuda", bad);
-    } else if (cli_opt(argc, argv, i, "--precision", &v, bad)) {
-        o->precision_set = true;
-        if (v && strcmp(v, "f32") == 0) o->precision = QVLM_PRECISION_F32;
-        else if (v && strcmp(v, "bf16") == 0) o->precision = QVLM_PRECISION_BF16;
-        else if (v) cli_bad_choice("--precision", v, "f32, bf16", bad);
-    } else if (cli_opt(argc, argv, i, "--quant", &v, bad)) {
-        if (v && strcmp(v, "none") == 0) o->quant = QVLM_QUANT_NONE;
-        else if (v && strcmp(v, "q8_0") == 0) o->quant = QVLM_QUANT_Q8_0;
-        else if (v) cli_bad_choice("--quant", v, "none, q8_0", bad);
+    } else if (cli_model_opt(argc, argv, i, &o->model, &o->precision_set, bad)) {
     } else {
         return false;
     }
@@ -109,13 +96,8 @@ void cli_progress_clear(cli_progress *p) {
 qvlm_model *cli_load_model(const cli_gen_opts *o, bool progress) {
     cli_progress pg;
     cli_progress_init(&pg, progress);
-    qvlm_model_params mp;
-    qvlm_model_params_default(&mp);
-    mp.n_threads = o->n_threads;
-    mp.device = o->device;
-    /* Each backend's usual mode unless asked: exact f32 on the CPU, bf16 products on a GPU. */
-    mp.precision = o->precision_set ? o->precision : o->device == QVLM_DEVICE_CUDA ? QVLM_PRECISION_BF16 : mp.precision;
-    mp.quant = o->quant;
+    qvlm_model_params mp = o->model;
+    cli_model_precision_default(&mp, o->precision_set);
     mp.progress = cli_progress_fn;
     mp.progress_user = &pg;
     qvlm_model *m = NULL;

@@ -15,13 +15,10 @@ typedef struct cli_gen_opts {
     qvlm_sampling sampling;
     bool seed_given;
     int max_tokens;
-    int n_threads;        /* 0: all cores */
     bool think;           /* --no-think turns it off */
     int64_t n_ctx;        /* 0: the model's trained context */
-    qvlm_device device;   /* --backend */
-    qvlm_precision_mode precision; /* --precision */
+    qvlm_model_params model; /* --threads, --backend, --precision, --quant */
     bool precision_set;
-    qvlm_weight_quant quant; /* --quant */
 } cli_gen_opts;
 
 void cli_gen_opts_default(cli_gen_opts *o);

@@ -48,7 +48,34 @@ double cli_num(const char *opt, const char *v, double lo, double hi, bool *bad) 
     return x;
 }
 
-void cli_bad_choice(const char *opt, const char *v, const char *choices, bool *bad) {
+static void bad_choice(const char *opt, const char *v, const char *choices, bool *bad) {
     fprintf(stderr, "qvlm: %s %s: expected one of %s\n", opt, v, choices);
     *bad = true;
+}
+
+bool cli_model_opt(int argc, char **argv, int *i, qvlm_model_params *p, bool *precision_set, bool *bad) {
+    const char *v = NULL;
+    if (cli_opt(argc, argv, i, "--threads", &v, bad)) {
+        if (v) p->n_threads = (int)cli_int("--threads", v, 0, 1024, bad);
+    } else if (cli_opt(argc, argv, i, "--backend", &v, bad)) {
+        if (v && strcmp(v, "cpu") == 0) p->device = QVLM_DEVICE_CPU;
+        else if (v && strcmp(v, "cuda") == 0) p->device = QVLM_DEVICE_CUDA;
+        else if (v) bad_choice("--backend", v, "cpu, cuda", bad);
+    } else if (cli_opt(argc, argv, i, "--precision", &v, bad)) {
+        *precision_set = true;
+        if (v && strcmp(v, "f32") == 0) p->precision = QVLM_PRECISION_F32;
+        else if (v && strcmp(v, "bf16") == 0) p->precision = QVLM_PRECISION_BF16;
+        else if (v) bad_choice("--precision", v, "f32, bf16", bad);
+    } else if (cli_opt(argc, argv, i, "--quant", &v, bad)) {
+        if (v && strcmp(v, "none") == 0) p->quant = QVLM_QUANT_NONE;
+        else if (v && strcmp(v, "q8_0") == 0) p->quant = QVLM_QUANT_Q8_0;
+        else if (v) bad_choice("--quant", v, "none, q8_0", bad);
+    } else {
+        return false;
+    }
+    return true;
+}
+
+void cli_model_precision_default(qvlm_model_params *p, bool precision_set) {
+    if (!precision_set) p->precision = p->device == QVLM_DEVICE_CUDA ? QVLM_PRECISION_BF16 : QVLM_PRECISION_F32;
 }

@@ -336,13 +336,13 @@ static const char *cpu_model_name(char *buf, size_t n) {
 
 int qvlm_cmd_bench(int argc, char **argv) {
     const char *dir = NULL, *val, *scenario = NULL, *cache_dir = NULL, *vision_sizes = "448x448,1024x768";
-    int threads = 0, n_gen = 128, reps = 3, n_prompts = 1, prompts[MAX_PROMPTS] = {512};
+    int n_gen = 128, reps = 3, n_prompts = 1, prompts[MAX_PROMPTS] = {512};
     bool json = false, bad = false, precision_set = false;
     qvlm_model_params mp;
     qvlm_model_params_default(&mp);
     for (int i = 1; i < argc && !bad; i++) {
+        if (cli_model_opt(argc, argv, &i, &mp, &precision_set, &bad)) continue; /* --threads --backend --precision --quant */
         if (cli_opt(argc, argv, &i, "--model", &val, &bad) || cli_opt(argc, argv, &i, "-m", &val, &bad)) dir = val;
-        else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) threads = (int)cli_int("--threads", val, 0, 1024, &bad);
         else if (cli_opt(argc, argv, &i, "--prompt", &val, &bad)) {
             n_prompts = 0;
             for (const char *p = val; p && *p && !bad; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
@@ -355,20 +355,7 @@ int qvlm_cmd_bench(int argc, char **argv) {
             if (n_prompts == 0) bad = true;
         } else if (cli_opt(argc, argv, &i, "--gen", &val, &bad)) n_gen = (int)cli_int("--gen", val, 0, 1 << 20, &bad);
         else if (cli_opt(argc, argv, &i, "--reps", &val, &bad)) reps = (int)cli_int("--reps", val, 1, 100, &bad);
-        else if (cli_opt(argc, argv, &i, "--precision", &val, &bad)) {
-            precision_set = true;
-            if (strcmp(val, "f32") == 0) mp.precision = QVLM_PRECISION_F32;
-            else if (strcmp(val, "bf16") == 0) mp.precision = QVLM_PRECISION_BF16;
-            else bad = true;
-        } else if (cli_opt(argc, argv, &i, "--quant", &val, &bad)) {
-            if (strcmp(val, "none") == 0) mp.quant = QVLM_QUANT_NONE;
-            else if (strcmp(val, "q8_0") == 0) mp.quant = QVLM_QUANT_Q8_0;
-            else bad = true;
-        } else if (cli_opt(argc, argv, &i, "--backend", &val, &bad)) {
-            if (strcmp(val, "cpu") == 0) mp.device = QVLM_DEVICE_CPU;
-            else if (strcmp(val, "cuda") == 0) mp.device = QVLM_DEVICE_CUDA;
-            else bad = true;
-        } else if (cli_opt(argc, argv, &i, "--scenario", &val, &bad)) scenario = val;
+        else if (cli_opt(argc, argv, &i, "--scenario", &val, &bad)) scenario = val;
         else if (cli_opt(argc, argv, &i, "--cache-dir", &val, &bad)) cache_dir = val;
         else if (cli_opt(argc, argv, &i, "--vision", &val, &bad)) vision_sizes = val;
         else if (strcmp(argv[i], "--json") == 0) json = true;
@@ -384,8 +371,8 @@ int qvlm_cmd_bench(int argc, char **argv) {
                         "[--cache-dir DIR]\n");
         return 2;
     }
-    if (mp.device == QVLM_DEVICE_CUDA && !precision_set) mp.precision = QVLM_PRECISION_BF16;
-    mp.n_threads = threads;
+    cli_model_precision_default(&mp, precision_set);
+    const int threads = mp.n_threads;
     qvlm_error err;
     qvlm_model *m;
     double t_load = now_s();
