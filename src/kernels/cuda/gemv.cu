@@ -156,10 +156,13 @@ typedef void (*gemv_kernel)(qcu_gemv_args, int64_t, int);
 static int g_n_sm = 132;
 /* Measurement knobs (tests/unit/cuda_ops_test.c, QVLM_CUDA_PERF): QVLM_CUDA_GEMV_ROWS = 2 or 4
  * rows per warp instead of the size rule, QVLM_CUDA_GEMV_SPLITK = 0 to never split k. Read at
- * each launch, which only happens op by op or while capturing a graph. */
-static int env_int(const char *name, int dflt) {
-    const char *v = getenv(name);
-    return v && *v ? atoi(v) : dflt;
+ * initialisation and by qcu_gemv_knobs, not at every launch. */
+static int g_rows_forced = 0, g_split_k = 1;
+
+extern "C" void qcu_gemv_knobs(void) {
+    const char *r = getenv("QVLM_CUDA_GEMV_ROWS"), *k = getenv("QVLM_CUDA_GEMV_SPLITK");
+    g_rows_forced = r && *r ? atoi(r) : 0;
+    g_split_k = k && *k ? atoi(k) : 1;
 }
 
 template <int WDT, bool VEC, int NW>
@@ -204,8 +207,7 @@ extern "C" int qcu_gemv(void *st, const void *ap) {
      * four for larger ones (x read once for more rows); measured on an H100. */
     int64_t wrows = 0;
     for (int i = 0; i < a->n_mats; i++) wrows += a->m[i].d;
-    const int forced = env_int("QVLM_CUDA_GEMV_ROWS", 0);
-    const int NW = forced == 2 || forced == 4 ? forced : wrows < 10000 ? 2 : 4;
+    const int NW = g_rows_forced == 2 || g_rows_forced == 4 ? g_rows_forced : wrows < 10000 ? 2 : 4;
     const int64_t units = a->mode == 1 ? (a->m[0].d + NW / 2 - 1) / (NW / 2) : (rows + NW - 1) / NW;
     if (units <= 0) return 0;
     gemv_kernel k = wdt == QCU_BF16 ? pick_vec<QCU_BF16>(a->n, vec, NW)
@@ -215,8 +217,7 @@ extern "C" int qcu_gemv(void *st, const void *ap) {
      * one 16-byte chunk per lane. */
     const int64_t chunks = vec ? a->k / (16 / esize) : a->k;
     int KS = 1;
-    const int split_k = env_int("QVLM_CUDA_GEMV_SPLITK", 1);
-    while (split_k && KS < WARPS && units * KS < (int64_t)g_n_sm * 16 && chunks >= (int64_t)32 * KS * 2) KS *= 2;
+    while (g_split_k && KS < WARPS && units * KS < (int64_t)g_n_sm * 16 && chunks >= (int64_t)32 * KS * 2) KS *= 2;
     QVLM_LAUNCH(k, qcu_blocks(units * KS, WARPS), WARPS * 32, 0, st, *a, units, KS);
     QCU_DONE();
 }
@@ -224,5 +225,6 @@ extern "C" int qcu_gemv(void *st, const void *ap) {
 extern "C" int qcu_gemv_init(size_t smem_optin, int n_sm) {
     (void)smem_optin;
     if (n_sm > 0) g_n_sm = n_sm;
+    qcu_gemv_knobs();
     return 0;
 }

@@ -335,6 +335,8 @@ typedef struct {
     int32_t n_mats, mode, round_bf16, pad;
 } qcu_gemv_args;
 int qcu_gemv(void *stream, const void *args);
+/* Measurement only: re-read QVLM_CUDA_GEMV_ROWS and QVLM_CUDA_GEMV_SPLITK (gemv.cu). */
+void qcu_gemv_knobs(void);
 
 /* y[t][j] = sum_i x[t][i] W[j][i] through cuBLAS (f32: SGEMM, no TF32; bf16: x packed bf16
  * [n][k], W bf16, f32 accumulation and output). handle from qcu_blas_create. */
