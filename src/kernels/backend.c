@@ -244,8 +244,4 @@ void qvlm_op_moe_experts(qvlm_stream *s, float *acc, const float *x, int64_t T, 
     else qvlm_moe_experts_default(s, acc, x, T, logits, ex, scr);
 }
 
-int64_t qvlm_backend_forward_floor_tokens(const qvlm_backend *be) {
-    /* Measured on an H100 (Qwen3.5-0.8B shapes): a prefill pass over a handful of tokens takes
-     * ~5 ms, about as long as a pass over 100-250 tokens; on the CPU time grows with tokens. */
-    return be->kind == QVLM_BACKEND_CUDA ? 256 : 0;
-}
+int64_t qvlm_backend_forward_floor_tokens(const qvlm_backend *be) { return be->forward_floor_tokens; }

@@ -94,6 +94,7 @@ struct qvlm_backend {
     const qvlm_backend_ops *ops;
     qvlm_backend_kind kind;
     qvlm_compute_precision precision;
+    int64_t forward_floor_tokens; /* see qvlm_backend_forward_floor_tokens; 0 unless set */
 };
 struct qvlm_stream {
     qvlm_backend *be;
