@@ -618,7 +618,12 @@ static void test_recorded_steps(void) {
 /* ==== QVLM_CUDA_PERF=1: time the decode kernels at real sizes (not a test) ============================================== */
 
 #include <time.h>
+#ifdef QVLM_CUDA
 #include "kernels/cuda/launch.h"
+#define GEMV_KNOBS() qcu_gemv_knobs() /* re-read the variables just set */
+#else
+#define GEMV_KNOBS() ((void)0) /* no CUDA backend in this build: perf() finds no device anyway */
+#endif
 
 static double now_us(void) {
     struct timespec ts;
@@ -720,12 +725,12 @@ static void perf(void) {
             snprintf(sk, sizeof(sk), "%d", variants[v][1]);
             setenv("QVLM_CUDA_GEMV_ROWS", rows, 1);
             setenv("QVLM_CUDA_GEMV_SPLITK", sk, 1);
-            qcu_gemv_knobs();
+            GEMV_KNOBS();
             perf_time(name, run_gemv, &c, bytes); /* graph times: the first variant's graph, replayed */
         }
         unsetenv("QVLM_CUDA_GEMV_ROWS");
         unsetenv("QVLM_CUDA_GEMV_SPLITK");
-        qcu_gemv_knobs();
+        GEMV_KNOBS();
         qvlm_backend_free(e->gpu, c.y);
         qvlm_backend_free(e->gpu, c.tmp);
         qvlm_backend_free(e->gpu, c.x);
