@@ -187,6 +187,14 @@ static void fill_weights(void *w, size_t bytes, qvlm_dtype wt, int64_t k) {
         }
         return;
     }
+    if (wt == QVLM_DTYPE_Q8_0X8) { /* int8 anywhere, then the 8 scales of each 272-byte block */
+        uint8_t *b = w;
+        for (size_t i = 0; i < bytes; i++) b[i] = (uint8_t)((s = s * 1664525u + 1013904223u) >> 24);
+        qvlm_f16 d = qvlm_f32_to_f16(0.01f);
+        for (size_t i = 0; i + 272 <= bytes; i += 272)
+            for (int r = 0; r < 8; r++) memcpy(b + i + 2 * r, &d, 2);
+        return;
+    }
     (void)k;
     for (size_t i = 0; i < bytes / 2; i++) { /* bf16 / f16 values around +-0.01..1 */
         s = s * 1664525u + 1013904223u;
@@ -235,13 +243,13 @@ static void cpu_model(char *out, size_t n) {
 }
 
 static int usage(FILE *f) {
-    fprintf(f, "usage: qvlm bench-matmul [--threads N] [--json] [--isa NAME|all] [--n TOKENS] [--dtype bf16|q8_0|f16|f32]\n"
+    fprintf(f, "usage: qvlm bench-matmul [--threads N] [--json] [--isa NAME|all] [--n TOKENS] [--dtype bf16|q8_0|q8_0x8|f16|f32]\n"
                "  --threads N  threads (default: all CPUs)\n"
                "  --json       one JSON document on stdout instead of the table\n"
                "  --isa        only this ISA (scalar, avx2, avx512, avx512bf16), or all of them\n"
                "               including the slow scalar reference (default: the SIMD ones this CPU has)\n"
                "  --n          tokens of the GEMM shapes (default 512; the scalar ISA uses at most 8)\n"
-               "  --dtype      weight dtype (default bf16)\n");
+               "  --dtype      weight dtype (default bf16; q8_0x8: Q8_0 in the I8 kernels' panels, what --quant q8_0 loads at bf16)\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -268,6 +276,7 @@ int qvlm_cmd_bench_matmul(int argc, char **argv) {
             i++;
             if (strcmp(v, "bf16") == 0) wt = QVLM_DTYPE_BF16;
             else if (strcmp(v, "q8_0") == 0) wt = QVLM_DTYPE_Q8_0;
+            else if (strcmp(v, "q8_0x8") == 0) wt = QVLM_DTYPE_Q8_0X8;
             else if (strcmp(v, "f16") == 0) wt = QVLM_DTYPE_F16;
             else if (strcmp(v, "f32") == 0) wt = QVLM_DTYPE_F32;
             else return fprintf(stderr, "bench-matmul: unknown dtype '%s'\n", v), 2;
@@ -327,8 +336,8 @@ int qvlm_cmd_bench_matmul(int argc, char **argv) {
             int64_t n = isa == QVLM_ISA_SCALAR && n_gemm > 8 ? 8 : n_gemm;
             for (size_t si = 0; si < sizeof(SHAPES) / sizeof(SHAPES[0]); si++) {
                 const struct shape *sh = &SHAPES[si];
-                if (wt == QVLM_DTYPE_Q8_0 && sh->k % 32) continue;
-                size_t wbytes = qvlm_dtype_row_bytes(wt, sh->k) * (size_t)sh->d;
+                if ((wt == QVLM_DTYPE_Q8_0 || wt == QVLM_DTYPE_Q8_0X8) && sh->k % 32) continue;
+                size_t wbytes = qvlm_dtype_row_bytes(wt, sh->k) * (size_t)((sh->d + 7) / 8 * 8); /* Q8_0X8: padded rows */
                 /* GEMV: copies adding up to ~256 MB, so weights come from DRAM */
                 size_t wstride = (wbytes + 63) / 64 * 64;
                 /* (the scalar reference is compute-bound: one copy, or a pass would take minutes) */

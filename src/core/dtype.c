@@ -11,12 +11,13 @@ static const struct {
     [QVLM_DTYPE_I64] = {"I64", 8},  [QVLM_DTYPE_I32] = {"I32", 4},   [QVLM_DTYPE_I16] = {"I16", 2},
     [QVLM_DTYPE_I8] = {"I8", 1},    [QVLM_DTYPE_U8] = {"U8", 1},     [QVLM_DTYPE_BOOL] = {"BOOL", 1},
     [QVLM_DTYPE_F64] = {"F64", 8},  [QVLM_DTYPE_Q8_0] = {"Q8_0", 0},
+    [QVLM_DTYPE_Q8_0X8] = {"Q8_0X8", 0},
 };
 
 size_t qvlm_dtype_size(qvlm_dtype t) { return (unsigned)t < QVLM_DTYPE_COUNT ? DTYPES[t].size : 0; }
 
 size_t qvlm_dtype_row_bytes(qvlm_dtype t, int64_t n) {
-    if (t == QVLM_DTYPE_Q8_0) return (size_t)(n / 32) * (2 + 32);
+    if (t == QVLM_DTYPE_Q8_0 || t == QVLM_DTYPE_Q8_0X8) return (size_t)(n / 32) * (2 + 32);
     return (size_t)n * qvlm_dtype_size(t);
 }
 
@@ -26,7 +27,7 @@ const char *qvlm_dtype_name(qvlm_dtype t) {
 
 int qvlm_dtype_from_name(const char *s) {
     for (int i = 0; i < QVLM_DTYPE_COUNT; i++)
-        if (i != QVLM_DTYPE_Q8_0 && strcmp(s, DTYPES[i].name) == 0) return i;
+        if (i != QVLM_DTYPE_Q8_0 && i != QVLM_DTYPE_Q8_0X8 && strcmp(s, DTYPES[i].name) == 0) return i;
     return -1;
 }
 

@@ -23,6 +23,8 @@ typedef enum qvlm_dtype {
     QVLM_DTYPE_BOOL,
     QVLM_DTYPE_F64,
     QVLM_DTYPE_Q8_0, /* blocks of 32: one f16 scale + 32 int8 (see kernels/cpu/quant.h) */
+    QVLM_DTYPE_Q8_0X8, /* Q8_0 with rows interleaved in panels of 8 (kernels/cpu/quant.h); row
+                        * bytes as Q8_0, the row count padded to a multiple of 8 */
     QVLM_DTYPE_COUNT
 } qvlm_dtype;
 
@@ -31,7 +33,7 @@ size_t qvlm_dtype_size(qvlm_dtype t);
 /* Bytes of one row of n elements (handles block-quantized types; n must be a multiple of
  * the block size for those). */
 size_t qvlm_dtype_row_bytes(qvlm_dtype t, int64_t n);
-/* Name as safetensors spells it ("BF16"), or "Q8_0". */
+/* Name as safetensors spells it ("BF16"), or "Q8_0" / "Q8_0X8". */
 const char *qvlm_dtype_name(qvlm_dtype t);
 /* Parse a safetensors dtype string; returns -1 if unknown. */
 int qvlm_dtype_from_name(const char *s);

@@ -245,3 +245,4 @@ void qvlm_op_moe_experts(qvlm_stream *s, float *acc, const float *x, int64_t T, 
 }
 
 int64_t qvlm_backend_forward_floor_tokens(const qvlm_backend *be) { return be->forward_floor_tokens; }
+qvlm_dtype qvlm_backend_q8_dtype(const qvlm_backend *be) { return be->q8_panels ? QVLM_DTYPE_Q8_0X8 : QVLM_DTYPE_Q8_0; }

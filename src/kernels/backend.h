@@ -61,6 +61,10 @@ qvlm_backend_kind qvlm_backend_kind_of(const qvlm_backend *be);
  * may split a prefill into segments avoid segments shorter than this. */
 int64_t qvlm_backend_forward_floor_tokens(const qvlm_backend *be);
 qvlm_compute_precision qvlm_backend_precision(const qvlm_backend *be);
+/* The dtype load-time Q8_0 quantisation should produce for this backend: QVLM_DTYPE_Q8_0X8
+ * (the I8 kernels' interleaved panels, read as stored) on the CPU at BF16 precision,
+ * QVLM_DTYPE_Q8_0 otherwise. */
+qvlm_dtype qvlm_backend_q8_dtype(const qvlm_backend *be);
 
 /* The backend's host thread pool for CPU-side work such as image preprocessing (may be NULL). */
 struct qvlm_pool *qvlm_backend_host_pool(qvlm_backend *be);
@@ -113,6 +117,10 @@ void qvlm_stream_step_end(qvlm_stream *s);
  * a value is not finite or overflows the half scale. On failure dst is partly written. */
 qvlm_status qvlm_quantize_rows_q8_0(void *dst, const void *src, qvlm_dtype src_type, int64_t rows, int64_t k,
                                    struct qvlm_pool *pool, qvlm_error *err);
+/* The same quantisation, written as Q8_0X8 panels: qvlm_q8_0x8_bytes(rows, k) bytes (rows
+ * padded to a multiple of 8 with zero rows). */
+qvlm_status qvlm_quantize_rows_q8_0x8(void *dst, const void *src, qvlm_dtype src_type, int64_t rows, int64_t k,
+                                     struct qvlm_pool *pool, qvlm_error *err);
 
 /* Copies between host and backend memory, and within the backend. */
 void qvlm_op_upload(qvlm_stream *s, void *dst, const void *host_src, size_t n_bytes);

@@ -95,6 +95,7 @@ struct qvlm_backend {
     qvlm_backend_kind kind;
     qvlm_compute_precision precision;
     int64_t forward_floor_tokens; /* see qvlm_backend_forward_floor_tokens; 0 unless set */
+    int q8_panels;                /* 1: qvlm_backend_q8_dtype is Q8_0X8 */
 };
 struct qvlm_stream {
     qvlm_backend *be;

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/threads.h"
+#include "kernels/backend.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/matmul_impl.h"
 #include "kernels/cpu/quant.h"
@@ -36,12 +37,20 @@ static float rnd(void) {
     return ldexpf(u, (int)(rng_next() % 12) - 6);
 }
 
-static const qvlm_dtype DTYPES[] = {QVLM_DTYPE_F32, QVLM_DTYPE_F16, QVLM_DTYPE_BF16, QVLM_DTYPE_Q8_0};
+static const qvlm_dtype DTYPES[] = {QVLM_DTYPE_F32, QVLM_DTYPE_F16, QVLM_DTYPE_BF16, QVLM_DTYPE_Q8_0, QVLM_DTYPE_Q8_0X8};
 static const qvlm_precision PRECS[] = {QVLM_PREC_F32, QVLM_PREC_BF16};
 static const char *prec_name(qvlm_precision p) { return p == QVLM_PREC_F32 ? "f32" : "bf16"; }
 
-/* d x k weights of type wt from f32 values (Q8_0: quantised; k % 32 == 0). */
+/* d x k weights of type wt from f32 values (Q8_0, Q8_0X8: quantised; k % 32 == 0). */
 static void *make_weights(const float *wf, qvlm_dtype wt, int64_t d, int64_t k) {
+    if (wt == QVLM_DTYPE_Q8_0X8) {
+        void *w = malloc(qvlm_q8_0x8_bytes(d, k));
+        if (qvlm_quantize_rows_q8_0x8(w, wf, QVLM_DTYPE_F32, d, k, NULL, NULL) != QVLM_OK) {
+            free(w);
+            return NULL;
+        }
+        return w;
+    }
     size_t rb = qvlm_dtype_row_bytes(wt, k);
     uint8_t *w = malloc(rb * (size_t)d + 1);
     for (int64_t j = 0; j < d; j++) {
@@ -66,9 +75,48 @@ static void *make_weights(const float *wf, qvlm_dtype wt, int64_t d, int64_t k) 
     return w;
 }
 
+/* I8 (Q8_0 weights at BF16 precision, cpu.h), written out here from the block bytes: the
+ * library's quantiser, then the integer dots and the fold in block order. */
+static void ref_matmul_i8(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w, int x8,
+                          const float *bias, int64_t n, int64_t k, int64_t d) {
+    int64_t nb = k / 32;
+    int8_t *q = malloc((size_t)k);
+    float *dx = malloc(sizeof(float) * (size_t)nb);
+    for (int64_t t = 0; t < n; t++) {
+        for (int64_t b = 0; b < nb; b++) {
+            int32_t corr;
+            qvlm_ref_quantize_x_i8(x + t * ldx + 32 * b, q + 32 * b, &dx[b], &corr);
+        }
+        for (int64_t j = 0; j < d; j++) {
+            const uint8_t *row = (const uint8_t *)w + (size_t)j * qvlm_dtype_row_bytes(QVLM_DTYPE_Q8_0, k);
+            float acc = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                qvlm_f16 h;
+                int8_t qw[32];
+                if (x8) {
+                    qvlm_q8_0x8_block(w, j, b, k, &h, qw);
+                } else {
+                    memcpy(&h, row + 34 * b, 2);
+                    memcpy(qw, row + 34 * b + 2, 32);
+                }
+                long dot = 0;
+                for (int i = 0; i < 32; i++) dot += (long)qw[i] * q[32 * b + i];
+                acc = fmaf(qvlm_f16_to_f32(h) * dx[b], (float)dot, acc);
+            }
+            y[t * ldy + j] = bias ? acc + bias[j] : acc;
+        }
+    }
+    free(q);
+    free(dx);
+}
+
 /* y_ref[t][j] straight from the reference's dot (no dispatch code involved). */
 static void ref_matmul(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w, qvlm_dtype wt,
                        const float *bias, int64_t n, int64_t k, int64_t d, qvlm_precision p) {
+    if ((wt == QVLM_DTYPE_Q8_0 && p == QVLM_PREC_BF16) || wt == QVLM_DTYPE_Q8_0X8) {
+        ref_matmul_i8(y, ldy, x, ldx, w, wt == QVLM_DTYPE_Q8_0X8, bias, n, k, d);
+        return;
+    }
     int64_t nu = (k + 31) / 32, kp = nu * 32;
     float *wo = malloc(sizeof(float) * (size_t)kp), *xo = malloc(sizeof(float) * (size_t)kp);
     for (int64_t j = 0; j < d; j++) {
@@ -171,9 +219,9 @@ static void test_isas_bitwise_random_and_edge_shapes(void) {
     char why[512];
     int failed = 0;
     for (size_t ci = 0; ci < sizeof(CASES) / sizeof(CASES[0]) && !failed; ci++)
-        for (size_t di = 0; di < 4 && !failed; di++) {
+        for (size_t di = 0; di < 5 && !failed; di++) {
             struct mm_case c = CASES[ci];
-            if (DTYPES[di] == QVLM_DTYPE_Q8_0) { /* Q8_0 rows are whole blocks */
+            if (DTYPES[di] == QVLM_DTYPE_Q8_0 || DTYPES[di] == QVLM_DTYPE_Q8_0X8) { /* rows are whole blocks */
                 c.k = (c.k + 31) / 32 * 32;
                 if (c.ldx < c.k) c.ldx = c.k;
             }
@@ -266,6 +314,26 @@ static double bound(int64_t k, double sum_abs, double abs_b, qvlm_precision p, d
     return tol;
 }
 
+/* I8 (cpu.h): each activation is off by at most d_b (1/2 + 2^-13) after quantisation
+ * (d_b = amax_b / 127; the slack covers the f32 roundings of 127 / amax, x * id and d), so
+ * the products are off by at most sum_b d_b (1/2 + 2^-13) sum_{i in b} |w_i|. The fold is
+ * nb + 1 f32 roundings (the scale products and the fmas) of terms summing to at most
+ * sum |x w| plus that error, and the bias add one more. */
+static double bound_i8(const float *x, const float *wx, int64_t k, double sum_abs, double abs_b) {
+    double qerr = 0;
+    for (int64_t b = 0; b < k / 32; b++) {
+        double amax = 0, sw = 0;
+        for (int i = 0; i < 32; i++) {
+            amax = fmax(amax, fabs(x[32 * b + i]));
+            sw += fabs(wx[32 * b + i]);
+        }
+        qerr += amax / 127 * (0.5 + 0x1p-13) * sw;
+    }
+    int64_t m = k / 32 + 3;
+    double u = 0x1p-24, g = m * u / (1 - m * u);
+    return qerr + g * (sum_abs + qerr + abs_b) + (double)k * 0x1p-53 * sum_abs;
+}
+
 static void test_reference_within_derived_bound_of_double(void) {
     static const int64_t KS[] = {1, 24, 33, 96, 1000, 4096};
     enum { D = 5 };
@@ -295,7 +363,9 @@ static void test_reference_within_derived_bound_of_double(void) {
                         mx = fmax(mx, fabs(x[i]));
                         mw = fmax(mw, fabs(wx[i]));
                     }
-                    double tol = bound(k, sum_abs, fabs(bias[j]), p, mx, mw);
+                    double tol = DTYPES[di] == QVLM_DTYPE_Q8_0 && p == QVLM_PREC_BF16
+                                     ? bound_i8(x, wx, k, sum_abs, fabs(bias[j]))
+                                     : bound(k, sum_abs, fabs(bias[j]), p, mx, mw);
                     if (!(fabs(y[j] - exact) <= tol)) {
                         free(x), free(wf), free(wx), free(w);
                         QTEST_FAIL("%s w=%s k=%lld j=%d: ref %.9g exact %.9g |diff| %.3g > bound %.3g", prec_name(p),
@@ -393,13 +463,16 @@ static void test_rows_identical_for_any_n_and_thread_count(void) {
     char why[256] = "";
     qvlm_isa best = qvlm_cpu_detect_isa();
     static const int64_t DS[] = {200, 16}; /* rows split across threads / tokens split */
+    static const qvlm_dtype WT[] = {QVLM_DTYPE_BF16, QVLM_DTYPE_Q8_0X8};
     for (int isa = QVLM_ISA_SCALAR; isa <= (int)best && !why[0]; isa++)
-        for (size_t di = 0; di < 2 && !why[0]; di++) {
-            int64_t d = isa == QVLM_ISA_SCALAR ? DS[di] / 4 : DS[di]; /* the scalar path is slow */
-            float *wf = malloc(sizeof(float) * (size_t)(d * K)), *bias = malloc(sizeof(float) * (size_t)d);
-            fill(wf, (size_t)(d * K));
+        for (size_t di = 0; di < 4 && !why[0]; di++) {
+            int64_t d = isa == QVLM_ISA_SCALAR ? DS[di % 2] / 4 : DS[di % 2]; /* the scalar path is slow */
+            qvlm_dtype wt = WT[di / 2];
+            int64_t k = wt == QVLM_DTYPE_Q8_0X8 ? K / 32 * 32 : K; /* x rows stay K apart */
+            float *wf = malloc(sizeof(float) * (size_t)(d * k)), *bias = malloc(sizeof(float) * (size_t)d);
+            fill(wf, (size_t)(d * k));
             fill(bias, (size_t)d);
-            void *w = make_weights(wf, QVLM_DTYPE_BF16, d, K);
+            void *w = make_weights(wf, wt, d, k);
             float *y_all = malloc(sizeof(float) * (size_t)(NMAX * d)), *y = malloc(sizeof(float) * (size_t)(NMAX * d));
             for (size_t pi = 0; pi < 2 && !why[0]; pi++) {
                 qvlm_cpu cpu = {pools[0], (qvlm_isa)isa, PRECS[pi]};
@@ -408,21 +481,21 @@ static void test_rows_identical_for_any_n_and_thread_count(void) {
                 cpu.pool = pools[2];
                 work = work_for(&cpu, NMAX, K); /* 3 threads: the largest of the three */
                 cpu.pool = pools[0];
-                qvlm_cpu_matmul(&cpu, y_all, d, x, K, w, QVLM_DTYPE_BF16, bias, NMAX, K, d, work);
+                qvlm_cpu_matmul(&cpu, y_all, d, x, K, w, wt, bias, NMAX, k, d, work);
                 for (int th = 0; th < 3 && !why[0]; th++) {
                     cpu.pool = pools[th];
-                    qvlm_cpu_matmul(&cpu, y, d, x, K, w, QVLM_DTYPE_BF16, bias, NMAX, K, d, work);
+                    qvlm_cpu_matmul(&cpu, y, d, x, K, w, wt, bias, NMAX, k, d, work);
                     if (first_diff(y, y_all, NMAX, d, d) >= 0)
-                        snprintf(why, sizeof(why), "%s %s d=%lld: n=512 with %d threads differs", qvlm_isa_name((qvlm_isa)isa),
-                                 prec_name(PRECS[pi]), (long long)d, th + 1);
+                        snprintf(why, sizeof(why), "%s %s %s d=%lld: n=512 with %d threads differs", qvlm_isa_name((qvlm_isa)isa),
+                                 prec_name(PRECS[pi]), qvlm_dtype_name(wt), (long long)d, th + 1);
                     for (int64_t t0 = 0; t0 + 7 <= NMAX && !why[0]; t0 += 101) { /* n = 7 windows */
-                        qvlm_cpu_matmul(&cpu, y, d, x + t0 * K, K, w, QVLM_DTYPE_BF16, bias, 7, K, d, work);
+                        qvlm_cpu_matmul(&cpu, y, d, x + t0 * K, K, w, wt, bias, 7, k, d, work);
                         if (first_diff(y, y_all + t0 * d, 7, d, d) >= 0)
                             snprintf(why, sizeof(why), "%s %s d=%lld: n=7 at token %lld with %d threads differs",
                                      qvlm_isa_name((qvlm_isa)isa), prec_name(PRECS[pi]), (long long)d, (long long)t0, th + 1);
                     }
                     for (int64_t t = 0; t < NMAX && !why[0]; t += 37) { /* n = 1: the decode GEMV */
-                        qvlm_cpu_matmul(&cpu, y, d, x + t * K, K, w, QVLM_DTYPE_BF16, bias, 1, K, d, work);
+                        qvlm_cpu_matmul(&cpu, y, d, x + t * K, K, w, wt, bias, 1, k, d, work);
                         if (first_diff(y, y_all + t * d, 1, d, d) >= 0)
                             snprintf(why, sizeof(why), "%s %s d=%lld: n=1 token %lld with %d threads differs",
                                      qvlm_isa_name((qvlm_isa)isa), prec_name(PRECS[pi]), (long long)d, (long long)t, th + 1);
@@ -448,7 +521,7 @@ static void test_multi_equals_separate_calls(void) {
     qvlm_pool *pools[3];
     for (int i = 0; i < 3; i++) ASSERT_OK(qvlm_pool_create(i + 1, &pools[i], &err), &err);
     static const int64_t DS[4] = {200, 16, 37, 5};
-    static const qvlm_dtype WT[4] = {QVLM_DTYPE_BF16, QVLM_DTYPE_Q8_0, QVLM_DTYPE_F32, QVLM_DTYPE_BF16};
+    static const qvlm_dtype WT[4] = {QVLM_DTYPE_BF16, QVLM_DTYPE_Q8_0, QVLM_DTYPE_F32, QVLM_DTYPE_Q8_0X8};
     float *x = malloc(sizeof(float) * NMAX * K), *wf[4], *bias[4], *ya[4], *yb[4];
     void *w[4];
     fill(x, (size_t)NMAX * K);
@@ -506,6 +579,86 @@ static void test_work_bytes_monotone_and_dtype_free(void) {
 
 /* ---- Q8_0 ------------------------------------------------------------------------------------------- */
 
+/* Q8_0X8 holds the blocks Q8_0 holds: every row widens to the same floats, the padding rows
+ * of the last panel are zero, and the size is the padded row count's. */
+static void test_q8_0x8_rows_equal_q8_0_rows(void) {
+    enum { D = 13, K = 96 };
+    float wf[D * K], a[K], b[K];
+    fill(wf, D * K);
+    uint8_t *q = make_weights(wf, QVLM_DTYPE_Q8_0, D, K), *x8 = make_weights(wf, QVLM_DTYPE_Q8_0X8, D, K);
+    ASSERT_TRUE(q && x8);
+    ASSERT_EQ_INT((long long)qvlm_q8_0x8_bytes(D, K), 16LL * qvlm_dtype_row_bytes(QVLM_DTYPE_Q8_0, K));
+    for (int64_t j = 0; j < 16; j++) {
+        qvlm_dequantize_q8_0x8_row(b, x8, j, K);
+        if (j < D) qvlm_dequantize_q8_0(a, q + j * qvlm_dtype_row_bytes(QVLM_DTYPE_Q8_0, K), K);
+        else memset(a, 0, sizeof(a));
+        ASSERT_TRUE(memcmp(a, b, sizeof(a)) == 0);
+    }
+    free(q);
+    free(x8);
+}
+
+/* The I8 activation quantiser on crafted blocks: what cpu.h promises (zero, tiny, NaN and inf
+ * blocks; the largest element at +-127; ties to even; every q within d/2 of x), and each SIMD
+ * quantiser this CPU runs bitwise equal to the reference one. */
+static void test_i8_quantiser_special_blocks(void) {
+    enum { NB = 8, K = 32 * NB };
+    float x[K];
+    for (int i = 0; i < K; i++) x[i] = rnd();
+    for (int i = 0; i < 32; i++) x[i] = 0.0f;                      /* 0: all zero */
+    for (int i = 32; i < 64; i++) x[i] = (i & 1 ? -1 : 1) * 0x1p-110f; /* 1: tiny */
+    x[64 + 5] = NAN;                                                /* 2: NaN */
+    x[96 + 31] = -INFINITY;                                         /* 3: inf */
+    for (int i = 128; i < 160; i++) x[i] = (float)(i - 144) * 0.5f; /* 4: halves -> ties (amax 8, id 127/8) */
+    x[160] = 127.0f, x[161] = -63.5f, x[162] = 62.5f, x[163] = 1e-30f; /* 5: exact ties at d = 1 */
+    for (int i = 164; i < 192; i++) x[i] = 0.0f;
+    for (int i = 192; i < 224; i++) x[i] = 0.0f;
+    x[192 + 7] = -0x1p-100f;                                        /* 6: amax exactly 2^-100 */
+    int8_t q[K];
+    float d[NB];
+    int32_t corr[NB];
+    for (int b = 0; b < NB; b++) qvlm_ref_quantize_x_i8(x + 32 * b, q + 32 * b, &d[b], &corr[b]);
+    ASSERT_TRUE(d[0] == 0.0f && d[1] == 0.0f && isnan(d[2]) && isnan(d[3]));
+    for (int i = 0; i < 128; i++) ASSERT_EQ_INT(q[i], 0);
+    ASSERT_EQ_INT(q[161], -64); /* -63.5 and 62.5 round to even */
+    ASSERT_EQ_INT(q[162], 62);
+    ASSERT_EQ_INT(q[160], 127);
+    ASSERT_EQ_INT(q[163], 0);
+    ASSERT_TRUE(d[5] == 1.0f && d[6] == 0x1p-100f / 127.0f && q[199] == -127);
+    for (int b = 4; b < NB; b++) {
+        int32_t sum = 0, amax_q = 0;
+        for (int i = 0; i < 32; i++) {
+            sum += q[32 * b + i];
+            amax_q = abs(q[32 * b + i]) > amax_q ? abs(q[32 * b + i]) : amax_q;
+            ASSERT_TRUE(fabsf(x[32 * b + i] - d[b] * q[32 * b + i]) <= d[b] * (0.5f + 0x1p-13f));
+        }
+        ASSERT_EQ_INT(amax_q, 127);
+        ASSERT_EQ_INT(corr[b], -128 * sum);
+    }
+    /* the SIMD quantisers, through the packed x of a matmul context */
+    size_t stride = qvlm_mm_i8_stride(K);
+    uint8_t *xp = aligned_alloc(64, stride);
+    qvlm_mm_ctx c = {.mode = QVLM_MM_I8, .x = x, .ldx = K, .xp = xp, .k = K, .i8_stride = stride};
+    qvlm_isa best = qvlm_cpu_detect_isa();
+    for (int isa = QVLM_ISA_AVX2; isa <= (int)best; isa++) {
+#if defined(__x86_64__)
+        memset(xp, 0x5a, stride);
+        if (isa >= QVLM_ISA_AVX512_BF16) qvlm_mm_i8_pack_x_avx512(&c, 0, 1);
+        else qvlm_mm_i8_pack_x_avx2(&c, 0, 1);
+        ASSERT_TRUE(memcmp(xp, q, K) == 0);
+        for (int b = 0; b < NB; b++) {
+            float ds;
+            int32_t cs;
+            memcpy(&ds, xp + K + 4 * b, 4);
+            memcpy(&cs, xp + K + 4 * NB + 4 * b, 4);
+            ASSERT_TRUE(isnan(d[b]) ? isnan(ds) : ds == d[b]);
+            ASSERT_EQ_INT(cs, corr[b]);
+        }
+#endif
+    }
+    free(xp);
+}
+
 static void test_q8_0_round_trip_within_half_scale(void) {
     enum { K = 32 * 64 };
     float x[K], back[K];
@@ -557,5 +710,7 @@ int main(void) {
     RUN(test_multi_equals_separate_calls);
     RUN(test_work_bytes_monotone_and_dtype_free);
     RUN(test_q8_0_round_trip_within_half_scale);
+    RUN(test_i8_quantiser_special_blocks);
+    RUN(test_q8_0x8_rows_equal_q8_0_rows);
     return qtest_done();
 }

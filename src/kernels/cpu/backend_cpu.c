@@ -159,7 +159,8 @@ static void get_rows_task(void *p, int ith, int nth) {
     size_t row_bytes = qvlm_dtype_row_bytes(j->table->dtype, j->dim);
     for (long t = r0; t < r1; t++) {
         const uint8_t *src = (const uint8_t *)j->table->data + (size_t)j->ids[t] * row_bytes;
-        if (j->table->dtype == QVLM_DTYPE_Q8_0) qvlm_dequantize_q8_0(j->y + t * j->dim, src, j->dim);
+        if (j->table->dtype == QVLM_DTYPE_Q8_0X8) qvlm_dequantize_q8_0x8_row(j->y + t * j->dim, j->table->data, j->ids[t], j->dim);
+        else if (j->table->dtype == QVLM_DTYPE_Q8_0) qvlm_dequantize_q8_0(j->y + t * j->dim, src, j->dim);
         else qvlm_to_f32(j->y + t * j->dim, src, j->table->dtype, (size_t)j->dim);
     }
 }
@@ -296,6 +297,7 @@ qvlm_status qvlm_backend_cpu_create(const qvlm_backend_params *p, qvlm_backend *
     c->cpu.pool = c->pool;
     c->cpu.isa = qvlm_cpu_detect_isa();
     c->cpu.precision = p->precision == QVLM_COMPUTE_BF16 ? QVLM_PREC_BF16 : QVLM_PREC_F32;
+    c->base.q8_panels = c->cpu.precision == QVLM_PREC_BF16; /* the I8 kernels (cpu.h) */
     snprintf(c->name, sizeof(c->name), "cpu (%s, %d threads, %s)", qvlm_isa_name(c->cpu.isa),
              qvlm_pool_size(c->pool), p->precision == QVLM_COMPUTE_BF16 ? "bf16" : "f32");
     *out = &c->base;

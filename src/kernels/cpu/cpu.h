@@ -32,21 +32,31 @@ typedef enum qvlm_isa {
  *        mode: matches transformers' float32 run up to the summation order.
  *  BF16: both operands are rounded to bf16 once: activations with RNE, f32 subnormals
  *        flushed to a signed zero, NaN quietened (vcvtneps2bf16); BF16 weights are used as
- *        stored, F32/F16/Q8_0 weights (Q8_0: the exact f32 scale * q) are rounded the same
- *        way. Products and sums then follow vdpbf16ps: each step is an f32 fma with
- *        denormal inputs read as zero and tiny results (|r| < FLT_MIN after rounding to 24 bits
- *        with an unbounded exponent) flushed to a signed zero; the final reduction and the
- *        bias add use the same flush (the kernels run them with MXCSR.FTZ|DAZ). The fast
- *        mode: AVX512_BF16 uses vdpbf16ps; AVX-512 and AVX2 emulate it bit for bit with f32
- *        FMAs under MXCSR.FTZ|DAZ; the scalar reference spells the flushes out in C.
- *        (This is what vdpbf16ps does on AMD Zen 4, checked case by case, denormals and the
- *        FLT_MIN boundary included, by tests/unit/matmul_test.c on every CPU that has it.)
- *        (Q8_0 weights are not paired with int8 activations: dequantise-and-round keeps the
- *        bf16 path at 1 vdpbf16ps per 32 products, where a VNNI int8 path needs ~5 ops per
- *        64 (scale, correction, convert, fma), and bf16 activations are more accurate than
- *        per-block int8 ones.)
+ *        stored, F32/F16 weights are rounded the same way. Products and sums then follow
+ *        vdpbf16ps: each step is an f32 fma with denormal inputs read as zero and tiny results
+ *        (|r| < FLT_MIN after rounding to 24 bits with an unbounded exponent) flushed to a
+ *        signed zero; the final reduction and the bias add use the same flush (the kernels
+ *        run them with MXCSR.FTZ|DAZ). The fast mode: AVX512_BF16 uses vdpbf16ps; AVX-512 and
+ *        AVX2 emulate it bit for bit with f32 FMAs under MXCSR.FTZ|DAZ; the scalar reference
+ *        spells the flushes out in C. (This is what vdpbf16ps does on AMD Zen 4, checked case
+ *        by case, denormals and the FLT_MIN boundary included, by tests/unit/matmul_test.c on
+ *        every CPU that has it.)
+ *        Q8_0 weights at BF16 precision (I8) meet int8 activations instead, as llama.cpp's
+ *        q8_0 does: each token's x is quantised per block of 32 (k % 32 == 0):
+ *            amax = max |x_i|; a block with a non-finite x_i gets d = NaN, q = 0 (its
+ *            outputs become NaN), one with amax < 2^-100 gets d = 0, q = 0; otherwise
+ *            d = amax / 127, q_i = rint(clamp(x_i * (127 / amax), -127, 127))   (f32, RNE)
+ *        and each output folds its blocks in order, in plain IEEE f32 (no flushes):
+ *            acc = +0; for each block b: acc = fma(f32(dw_b) * d_b, (float) D_b, acc);
+ *            y = bias ? acc + bias : acc
+ *        where D_b = sum of q_w * q_x over the block is an exact int32 (|D_b| < 2^24, so the
+ *        conversion is exact too). The weights are then read at 1.06 bytes per element with
+ *        one integer multiply-add per 4 products (vpdpbusd), where widening them to bf16 cost
+ *        ~10 instructions per 32 and made decode compute-bound; the price is the activations'
+ *        rounding error, at most d/2 per element (measured on the fixtures: docs/perf.md).
  *
- * Summation order, for each output y[t][j] (x, W zero-padded to a multiple of 32 in k):
+ * Summation order of F32 and BF16 (I8: above), for each output y[t][j] (x, W zero-padded to a
+ * multiple of 32 in k):
  *     acc[l] = +0 for the 16 lanes l;
  *     for each unit u of 32 elements, for each lane l, with i = 32u + 2l:
  *         acc[l] = fma(x[i+1], W[j][i+1], acc[l]);   odd element first (vdpbf16ps order)

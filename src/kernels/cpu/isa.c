@@ -18,7 +18,10 @@ qvlm_isa qvlm_cpu_detect_isa(void) {
     if (best == QVLM_ISA_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
         best = QVLM_ISA_AVX512;
-    if (best == QVLM_ISA_AVX512 && __builtin_cpu_supports("avx512bf16")) best = QVLM_ISA_AVX512_BF16;
+    /* The level also runs the I8 kernels' vpdpbusd: every CPU with AVX512_BF16 has AVX512_VNNI
+     * (Cooper Lake, Sapphire Rapids, Zen 4), but a hypervisor may hide one and not the other. */
+    if (best == QVLM_ISA_AVX512 && __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni"))
+        best = QVLM_ISA_AVX512_BF16;
 #endif
     const char *cap = getenv("QVLM_ISA");
     if (cap) {

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "kernels/cpu/matmul_impl.h"
+#include "kernels/cpu/quant.h"
 
 #define ALIGN64(x) (((x) + (size_t)63) & ~(size_t)63)
 
@@ -23,6 +24,9 @@
 #define MIN_MACS_PER_THREAD (64 * 1024)
 
 static int64_t units(int64_t k) { return (k + QVLM_MM_UNIT - 1) / QVLM_MM_UNIT; }
+
+/* Bytes of one weight row in I8 panels (matmul_impl.h). */
+static size_t i8_row_bytes(int64_t k) { return (size_t)units(k) * QVLM_Q8_0_BLOCK_BYTES; }
 
 /* One thread's panel block: the L2 target, or 4 f32 rows when a row alone is larger. Grows with
  * k (so does the work size: a buffer reserved for the largest k serves the smaller ones). */
@@ -46,7 +50,15 @@ size_t qvlm_mm_thread_scratch_bytes(int64_t k) {
     size_t row_bytes = (size_t)units(k) * QVLM_MM_UNIT * sizeof(float);
     size_t panel = panel_block_bytes(k);
     size_t ref = 2 * row_bytes;
-    return ALIGN64(panel > ref ? panel : ref);
+    size_t i8 = (size_t)16 * i8_row_bytes(k); /* the smallest I8 block: 2 panels */
+    size_t m = panel > ref ? panel : ref;
+    return ALIGN64(m > i8 ? m : i8);
+}
+
+/* I8 panel rows per block: a multiple of 16 (two 8-row panels), within the L2 target. */
+static int64_t i8_jb_rows(int64_t k) {
+    int64_t rows = (int64_t)(panel_block_bytes(k) / i8_row_bytes(k)) & ~(int64_t)15;
+    return rows < 16 ? 16 : rows > 256 ? 256 : rows;
 }
 
 static size_t xp_region_bytes(int64_t n, int64_t k) {
@@ -64,10 +76,12 @@ size_t qvlm_cpu_matmul_work_bytes(const qvlm_cpu *cpu, int64_t n, int64_t k, qvl
 
 /* ---- kernel family -------------------------------------------------------------------------- */
 
-static qvlm_mm_mode mode_of(const qvlm_cpu *cpu) {
+static qvlm_mm_mode mode_of(const qvlm_cpu *cpu, qvlm_dtype wt) {
 #if defined(__x86_64__)
+    if (cpu->isa >= QVLM_ISA_AVX2 && wt == QVLM_DTYPE_Q8_0X8) return QVLM_MM_I8; /* at either precision */
     if (cpu->isa >= QVLM_ISA_AVX2) {
         if (cpu->precision == QVLM_PREC_F32) return QVLM_MM_F32;
+        if (wt == QVLM_DTYPE_Q8_0) return QVLM_MM_I8;
         return cpu->isa >= QVLM_ISA_AVX512_BF16 ? QVLM_MM_NATIVE : QVLM_MM_EMU;
     }
 #endif
@@ -76,7 +90,10 @@ static qvlm_mm_mode mode_of(const qvlm_cpu *cpu) {
 
 static void pack_x(const qvlm_cpu *cpu, const qvlm_mm_ctx *c, int64_t t0, int64_t t1) {
 #if defined(__x86_64__)
-    if (cpu->isa >= QVLM_ISA_AVX512) qvlm_mm_pack_x_avx512(c, t0, t1);
+    if (c->mode == QVLM_MM_I8) {
+        if (cpu->isa >= QVLM_ISA_AVX512_BF16) qvlm_mm_i8_pack_x_avx512(c, t0, t1);
+        else qvlm_mm_i8_pack_x_avx2(c, t0, t1);
+    } else if (cpu->isa >= QVLM_ISA_AVX512) qvlm_mm_pack_x_avx512(c, t0, t1);
     else qvlm_mm_pack_x_avx2(c, t0, t1);
 #else
     (void)cpu, (void)c, (void)t0, (void)t1;
@@ -87,6 +104,11 @@ static void compute(const qvlm_cpu *cpu, const qvlm_mm_ctx *c, int64_t t0, int64
                     void *scratch) {
     if (t0 >= t1 || j0 >= j1) return;
 #if defined(__x86_64__)
+    if (c->mode == QVLM_MM_I8) {
+        if (cpu->isa >= QVLM_ISA_AVX512_BF16) qvlm_mm_i8_compute_avx512(c, t0, t1, j0, j1, scratch);
+        else qvlm_mm_i8_compute_avx2(c, t0, t1, j0, j1, scratch);
+        return;
+    }
     if (c->mode != QVLM_MM_SCALAR) {
         if (cpu->isa >= QVLM_ISA_AVX512) qvlm_mm_compute_avx512(c, t0, t1, j0, j1, scratch);
         else qvlm_mm_compute_avx2(c, t0, t1, j0, j1, scratch);
@@ -145,15 +167,29 @@ void qvlm_cpu_matmul_multi(const qvlm_cpu *cpu, int n_parts, const qvlm_mm_part 
                            int64_t n, int64_t k, void *work) {
     assert(n_parts >= 1 && n_parts <= MAX_PARTS);
     if (n <= 0) return;
+    /* I8 parts pack x their own way: parts of both kinds run as two passes. */
+    int n_i8 = 0;
+    for (int i = 0; i < n_parts; i++) n_i8 += mode_of(cpu, parts[i].wt) == QVLM_MM_I8;
+    if (n_i8 > 0 && n_i8 < n_parts) {
+        qvlm_mm_part sel[MAX_PARTS];
+        for (int pass = 0; pass < 2; pass++) {
+            int m = 0;
+            for (int i = 0; i < n_parts; i++)
+                if ((mode_of(cpu, parts[i].wt) == QVLM_MM_I8) == (pass == 0)) sel[m++] = parts[i];
+            qvlm_cpu_matmul_multi(cpu, m, sel, x, ldx, n, k, work);
+        }
+        return;
+    }
     qvlm_mm_ctx c[MAX_PARTS];
     int64_t d_total = 0, n_blocks = 0;
     for (int i = 0; i < n_parts; i++) {
         const qvlm_mm_part *pt = &parts[i];
-        assert(pt->wt == QVLM_DTYPE_F32 || pt->wt == QVLM_DTYPE_F16 || pt->wt == QVLM_DTYPE_BF16 || pt->wt == QVLM_DTYPE_Q8_0);
-        assert(pt->wt != QVLM_DTYPE_Q8_0 || k % 32 == 0);
+        assert(pt->wt == QVLM_DTYPE_F32 || pt->wt == QVLM_DTYPE_F16 || pt->wt == QVLM_DTYPE_BF16 ||
+               pt->wt == QVLM_DTYPE_Q8_0 || pt->wt == QVLM_DTYPE_Q8_0X8);
+        assert((pt->wt != QVLM_DTYPE_Q8_0 && pt->wt != QVLM_DTYPE_Q8_0X8) || k % 32 == 0);
         assert(ldx >= k && pt->ldy >= pt->d);
         c[i] = (qvlm_mm_ctx){
-            .mode = mode_of(cpu),
+            .mode = mode_of(cpu, pt->wt),
             .precision = cpu->precision,
             .y = pt->y, .ldy = pt->ldy, .x = x, .ldx = ldx,
             .w = pt->w, .wt = pt->wt, .w_row_bytes = qvlm_dtype_row_bytes(pt->wt, k),
@@ -168,6 +204,7 @@ void qvlm_cpu_matmul_multi(const qvlm_cpu *cpu, int n_parts, const qvlm_mm_part 
         c[i].tail = (int)(k - (c[i].nu - 1) * QVLM_MM_UNIT);
         c[i].xp_elem = c[i].mode == QVLM_MM_NATIVE ? sizeof(uint16_t) : sizeof(float);
         c[i].jb_rows = qvlm_mm_jb_rows(k, c[i].xp_elem); /* panels have the packed x's element size */
+        if (c[i].mode == QVLM_MM_I8) c[i].jb_rows = i8_jb_rows(k), c[i].i8_stride = qvlm_mm_i8_stride(k);
         c[i].xp = work;
         d_total += pt->d;
         n_blocks += (pt->d + 15) / 16;

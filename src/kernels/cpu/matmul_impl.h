@@ -32,6 +32,8 @@ typedef enum qvlm_mm_mode {
     QVLM_MM_F32,        /* F32 precision: f32 FMA, OE layout */
     QVLM_MM_EMU,        /* BF16 precision emulated with f32 FMA under MXCSR.FTZ|DAZ, OE layout */
     QVLM_MM_NATIVE,     /* BF16 precision with vdpbf16ps, NATIVE layout */
+    QVLM_MM_I8,         /* Q8_0 weights at BF16 precision: int8 activations, integer dots
+                         * (matmul_i8_*.c; layouts below) */
 } qvlm_mm_mode;
 
 /* One matmul call, as the ISA kernels see it. Read-only while the pool runs. */
@@ -52,7 +54,8 @@ typedef struct qvlm_mm_ctx {
     int64_t k, d;
     int64_t nu;        /* units: ceil(k / 32) */
     int tail;          /* valid elements of the last unit, 1..32 */
-    int64_t jb_rows;   /* weight rows per panel block (multiple of 4) */
+    int64_t jb_rows;   /* weight rows per panel block (multiple of 4; I8: of 16) */
+    size_t i8_stride;  /* I8: bytes between tokens of the packed x */
 } qvlm_mm_ctx;
 
 /* Unit 0 of chunk token t in the packed x; unit u is u * 4 * 32 elements further. */
@@ -61,6 +64,25 @@ static inline uint8_t *qvlm_mm_x_at(const qvlm_mm_ctx *c, int64_t t) {
     return c->xp + (size_t)(((r / 4) * c->nu * 4 + r % 4) * QVLM_MM_UNIT) * c->xp_elem;
 }
 #define QVLM_MM_X_UNIT_STRIDE (4 * QVLM_MM_UNIT) /* elements between units of one token */
+
+/* ---- I8 mode (Q8_0 weights at BF16 precision; numbers in cpu.h) ------------------------------------
+ * packed x  per token, contiguous, i8_stride = qvlm_mm_i8_stride(k) bytes apart:
+ *             q[k] int8 | d[k/32] f32 (block scales) | corr[k/32] int32 (-128 * sum of the
+ *             block's q: what turns a VNNI u8 x s8 dot of (q_w + 128) into the signed one)
+ * panels    the weights as Q8_0X8 (kernels/cpu/quant.h): 8 rows (= the 8 f32 lanes of a ymm)
+ *           interleaved in groups of 4 elements, so one vpdpbusd of a group with the token's
+ *           4 elements broadcast adds 4 products to each of 8 rows' sums. Q8_0X8 weights are
+ *           read as stored; Q8_0 rows are packed into that layout block by block. */
+#define QVLM_MM_I8_ROWS 8
+
+static inline size_t qvlm_mm_i8_stride(int64_t k) { return ((size_t)k + 8 * (size_t)(k / 32) + 63) & ~(size_t)63; }
+static inline uint8_t *qvlm_mm_i8_x_at(const qvlm_mm_ctx *c, int64_t t) {
+    return c->xp + (size_t)(t - c->t_base) * c->i8_stride;
+}
+
+/* The activation quantiser of I8 mode, the oracle of the SIMD ones: one block of 32 f32 to
+ * q[32], its scale *d and *corr (cpu.h). */
+void qvlm_ref_quantize_x_i8(const float *x, int8_t *q, float *d, int32_t *corr);
 
 /* Work layout helpers (matmul.c), also used by the tests to size buffers. */
 int64_t qvlm_mm_jb_rows(int64_t k, size_t elem_bytes);
@@ -103,6 +125,15 @@ void qvlm_mm_compute_avx2(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t 
                           void *scratch);
 double qvlm_mm_peak_avx2(int64_t iters);
 uint64_t qvlm_mm_read_avx2(const void *p, size_t bytes);
+/* I8 mode: the same contract as pack_x / compute; the AVX-512 pair uses vpdpbusd (AVX512_VNNI,
+ * on every CPU with AVX512_BF16), the AVX2 pair vpmaddubsw with the sign trick. Neither touches
+ * MXCSR: I8 arithmetic is plain IEEE with the default rounding. */
+void qvlm_mm_i8_pack_x_avx512(const qvlm_mm_ctx *c, int64_t t0, int64_t t1);
+void qvlm_mm_i8_compute_avx512(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t j0, int64_t j1,
+                               void *scratch);
+void qvlm_mm_i8_pack_x_avx2(const qvlm_mm_ctx *c, int64_t t0, int64_t t1);
+void qvlm_mm_i8_compute_avx2(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t j0, int64_t j1,
+                             void *scratch);
 #endif
 
 #endif /* QVLM_KERNELS_CPU_MATMUL_IMPL_H */

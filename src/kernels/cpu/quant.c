@@ -66,6 +66,38 @@ void qvlm_dequantize_q8_0(float *dst, const void *src, int64_t k) {
     }
 }
 
+/* ---- Q8_0X8 ----------------------------------------------------------------------------------- */
+
+void qvlm_q8_0x8_pack_panel(uint8_t *dst, const uint8_t *const rows[8], int64_t nb) {
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t *o = dst + b * QVLM_Q8_0X8_BLOCK_BYTES;
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *blk = rows[r] ? rows[r] + b * QVLM_Q8_0_BLOCK_BYTES : NULL;
+            if (blk) memcpy(o + 2 * r, blk, 2);
+            else memset(o + 2 * r, 0, 2);
+            for (int i = 0; i < QVLM_Q8_0_BLOCK; i++)
+                o[16 + 32 * (i / 4) + 4 * r + i % 4] = (uint8_t)((blk ? (int)(int8_t)blk[2 + i] : 0) + 128);
+        }
+    }
+}
+
+void qvlm_q8_0x8_block(const void *w, int64_t j, int64_t b, int64_t k, qvlm_f16 *scale, int8_t q[32]) {
+    int64_t nb = k / QVLM_Q8_0_BLOCK, r = j % 8;
+    const uint8_t *o = (const uint8_t *)w + (size_t)((j / 8) * nb + b) * QVLM_Q8_0X8_BLOCK_BYTES;
+    memcpy(scale, o + 2 * r, 2);
+    for (int i = 0; i < QVLM_Q8_0_BLOCK; i++) q[i] = (int8_t)(o[16 + 32 * (i / 4) + 4 * r + i % 4] - 128);
+}
+
+void qvlm_dequantize_q8_0x8_row(float *dst, const void *w, int64_t j, int64_t k) {
+    for (int64_t b = 0; b < k / QVLM_Q8_0_BLOCK; b++) {
+        qvlm_f16 h;
+        int8_t q[32];
+        qvlm_q8_0x8_block(w, j, b, k, &h, q);
+        float d = qvlm_f16_to_f32(h);
+        for (int i = 0; i < QVLM_Q8_0_BLOCK; i++) dst[b * QVLM_Q8_0_BLOCK + i] = d * (float)q[i];
+    }
+}
+
 /* ---- many rows, on a pool ------------------------------------------------------------------ */
 
 struct qrows_job {
@@ -73,34 +105,61 @@ struct qrows_job {
     const uint8_t *src;
     qvlm_dtype src_type;
     int64_t rows, k;
+    int x8;             /* write Q8_0X8 panels (a unit of work is 8 rows) */
     qvlm_status rc[64]; /* per thread (threads past 64 share the last slot's fate: see below) */
     int64_t bad_row[64];
     qvlm_error err[64];
 };
 
-static void qrows_task(void *p, int ith, int nth) {
-    struct qrows_job *j = p;
-    long r0, r1;
-    qvlm_split_rows((long)j->rows, ith, nth, &r0, &r1);
+/* Rows [r0, r1) to Q8_0 at dst (row r at dst + (r - r0) * out_row); 0 or the failure. */
+static qvlm_status quantize_range(struct qrows_job *j, int ith, long r0, long r1, uint8_t *dst) {
     const size_t in_row = qvlm_dtype_row_bytes(j->src_type, j->k), out_row = qvlm_dtype_row_bytes(QVLM_DTYPE_Q8_0, j->k);
     for (long r = r0; r < r1; r++) {
-        qvlm_status rc = qvlm_quantize_q8_0(j->dst + (size_t)r * out_row, j->src + (size_t)r * in_row, j->src_type, j->k,
-                                            &j->err[ith]);
+        qvlm_status rc = qvlm_quantize_q8_0(dst + (size_t)(r - r0) * out_row, j->src + (size_t)r * in_row, j->src_type,
+                                            j->k, &j->err[ith]);
         if (rc) {
             j->rc[ith] = rc;
             j->bad_row[ith] = r;
-            return;
+            return rc;
         }
     }
+    return QVLM_OK;
 }
 
-qvlm_status qvlm_quantize_rows_q8_0(void *dst, const void *src, qvlm_dtype src_type, int64_t rows, int64_t k,
-                                   struct qvlm_pool *pool, qvlm_error *err) {
+static void qrows_task(void *p, int ith, int nth) {
+    struct qrows_job *j = p;
+    long r0, r1;
+    if (!j->x8) {
+        qvlm_split_rows((long)j->rows, ith, nth, &r0, &r1);
+        quantize_range(j, ith, r0, r1, j->dst + (size_t)r0 * qvlm_dtype_row_bytes(QVLM_DTYPE_Q8_0, j->k));
+        return;
+    }
+    /* panels: quantise 8 rows to Q8_0 in a buffer, then interleave them */
+    const size_t out_row = qvlm_dtype_row_bytes(QVLM_DTYPE_Q8_0, j->k);
+    uint8_t *tmp = malloc(8 * out_row);
+    if (!tmp) {
+        j->rc[ith] = qvlm_errorf(&j->err[ith], QVLM_E_NOMEM, "out of memory");
+        j->bad_row[ith] = 0;
+        return;
+    }
+    qvlm_split_rows((long)((j->rows + 7) / 8), ith, nth, &r0, &r1);
+    for (long pn = r0; pn < r1; pn++) {
+        long a = pn * 8, e = a + 8 < j->rows ? a + 8 : (long)j->rows;
+        if (quantize_range(j, ith, a, e, tmp)) break;
+        const uint8_t *rows[8];
+        for (int r = 0; r < 8; r++) rows[r] = a + r < e ? tmp + (size_t)r * out_row : NULL;
+        qvlm_q8_0x8_pack_panel(j->dst + (size_t)pn * 8 * out_row, rows, j->k / QVLM_Q8_0_BLOCK);
+    }
+    free(tmp);
+}
+
+static qvlm_status quantize_rows(void *dst, const void *src, qvlm_dtype src_type, int64_t rows, int64_t k, int x8,
+                                 struct qvlm_pool *pool, qvlm_error *err) {
     if (k <= 0 || k % QVLM_Q8_0_BLOCK != 0)
         return qvlm_errorf(err, QVLM_E_INVALID, "q8_0: row length %lld is not a positive multiple of 32", (long long)k);
     struct qrows_job *j = calloc(1, sizeof(*j));
     if (!j) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
-    *j = (struct qrows_job){.dst = dst, .src = src, .src_type = src_type, .rows = rows, .k = k};
+    *j = (struct qrows_job){.dst = dst, .src = src, .src_type = src_type, .rows = rows, .k = k, .x8 = x8};
     int nth = qvlm_pool_size(pool) < 64 ? qvlm_pool_size(pool) : 64;
     qvlm_pool_run_n(pool, qrows_task, j, rows * k >= (1 << 16) ? nth : 1);
     qvlm_status rc = QVLM_OK;
@@ -108,4 +167,14 @@ qvlm_status qvlm_quantize_rows_q8_0(void *dst, const void *src, qvlm_dtype src_t
         if (j->rc[i]) rc = qvlm_errorf(err, j->rc[i], "row %lld: %s", (long long)j->bad_row[i], j->err[i].msg);
     free(j);
     return rc;
+}
+
+qvlm_status qvlm_quantize_rows_q8_0x8(void *dst, const void *src, qvlm_dtype src_type, int64_t rows, int64_t k,
+                                     struct qvlm_pool *pool, qvlm_error *err) {
+    return quantize_rows(dst, src, src_type, rows, k, 1, pool, err);
+}
+
+qvlm_status qvlm_quantize_rows_q8_0(void *dst, const void *src, qvlm_dtype src_type, int64_t rows, int64_t k,
+                                   struct qvlm_pool *pool, qvlm_error *err) {
+    return quantize_rows(dst, src, src_type, rows, k, 0, pool, err);
 }

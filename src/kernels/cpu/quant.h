@@ -20,6 +20,19 @@
 #define QVLM_Q8_0_BLOCK 32
 #define QVLM_Q8_0_BLOCK_BYTES 34
 
+/* Q8_0X8: the same blocks with the rows of each panel of 8 interleaved, the layout the I8
+ * matrix products read (one vpdpbusd takes 4 elements of 8 rows; matmul_i8_kernels.h):
+ * panel p (rows 8p .. 8p+7, rows past the end zero) is k/32 blocks of 272 bytes; block b:
+ *     offset 0   size 16   the 8 rows' scales, f16
+ *     offset 16  size 256  for group g = 0..7, for row r = 0..7: q[r][32b + 4g .. + 3] + 128 (uint8)
+ * (+128 makes the weights vpdpbusd's unsigned operand). Same size per row as Q8_0. */
+#define QVLM_Q8_0X8_ROWS 8
+#define QVLM_Q8_0X8_BLOCK_BYTES (QVLM_Q8_0X8_ROWS * QVLM_Q8_0_BLOCK_BYTES)
+
+static inline size_t qvlm_q8_0x8_bytes(int64_t rows, int64_t k) {
+    return (size_t)((rows + 7) / 8) * 8 * (size_t)(k / 32) * QVLM_Q8_0_BLOCK_BYTES;
+}
+
 /* Quantise one row of k elements of src (F32, BF16 or F16) into dst
  * (qvlm_dtype_row_bytes(QVLM_DTYPE_Q8_0, k) bytes).
  * Returns QVLM_E_INVALID when k is not a positive multiple of 32 or src_type is not a float
@@ -30,5 +43,12 @@ qvlm_status qvlm_quantize_q8_0(void *dst, const void *src, qvlm_dtype src_type, 
 
 /* Widen one Q8_0 row of k elements (k % 32 == 0) to f32: dst[i] = d * q[i]. */
 void qvlm_dequantize_q8_0(float *dst, const void *src, int64_t k);
+
+/* Block b of row j of a Q8_0X8 matrix of k columns: its scale and its 32 int8. */
+void qvlm_q8_0x8_block(const void *w, int64_t j, int64_t b, int64_t k, qvlm_f16 *scale, int8_t q[32]);
+/* Widen row j of a Q8_0X8 matrix of k columns to f32 (as qvlm_dequantize_q8_0 the same row). */
+void qvlm_dequantize_q8_0x8_row(float *dst, const void *w, int64_t j, int64_t k);
+/* Interleave 8 Q8_0 rows of nb blocks (NULL: a zero row) into one Q8_0X8 panel. */
+void qvlm_q8_0x8_pack_panel(uint8_t *dst, const uint8_t *const rows[8], int64_t nb);
 
 #endif /* QVLM_KERNELS_CPU_QUANT_H */

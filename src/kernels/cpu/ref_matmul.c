@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "kernels/cpu/matmul_impl.h"
+#include "kernels/cpu/quant.h"
 
 /* ---- bf16 precision: operands and flushes ------------------------------------------------ */
 
@@ -106,8 +107,70 @@ float qvlm_ref_dot(const float *xo, const float *wo, int64_t nu, int has_bias, f
     return has_bias ? acc[0] + bias_j : acc[0];
 }
 
+/* ---- I8: Q8_0 weights at BF16 precision --------------------------------------------------- */
+
+void qvlm_ref_quantize_x_i8(const float *x, int8_t *q, float *d, int32_t *corr) {
+    float amax = 0.0f;
+    int bad = 0;
+    for (int i = 0; i < 32; i++) {
+        float a = fabsf(x[i]);
+        if (!(a <= FLT_MAX)) bad = 1; /* inf or NaN */
+        else if (a > amax) amax = a;
+    }
+    if (bad || amax < 0x1p-100f) { /* NaN scale: the outputs become NaN, as x would make them */
+        memset(q, 0, 32);
+        *d = bad ? NAN : 0.0f;
+        *corr = 0;
+        return;
+    }
+    *d = amax / 127.0f;
+    float id = 127.0f / amax;
+    int32_t sum = 0;
+    for (int i = 0; i < 32; i++) {
+        float v = x[i] * id;
+        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+        q[i] = (int8_t)nearbyintf(v); /* the default rounding: to nearest even */
+        sum += q[i];
+    }
+    *corr = -128 * sum;
+}
+
+/* Outputs of I8 mode: scratch holds the token's q (k bytes) and block scales (k/32 floats). */
+static void ref_compute_i8(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t j0, int64_t j1, void *scratch) {
+    int64_t nb = c->k / 32;
+    int8_t *q = scratch;
+    float *dx = (float *)(q + c->k);
+    for (int64_t t = t0; t < t1; t++) {
+        int32_t corr;
+        for (int64_t b = 0; b < nb; b++) qvlm_ref_quantize_x_i8(c->x + t * c->ldx + 32 * b, q + 32 * b, dx + b, &corr);
+        for (int64_t j = j0; j < j1; j++) {
+            float acc = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                qvlm_f16 h;
+                int8_t qw[32];
+                if (c->wt == QVLM_DTYPE_Q8_0X8) {
+                    qvlm_q8_0x8_block(c->w, j, b, c->k, &h, qw);
+                } else {
+                    const uint8_t *blk = c->w + (size_t)j * c->w_row_bytes + b * QVLM_Q8_0_BLOCK_BYTES;
+                    memcpy(&h, blk, 2);
+                    memcpy(qw, blk + 2, 32);
+                }
+                int32_t dot = 0;
+                for (int i = 0; i < 32; i++) dot += (int32_t)qw[i] * q[32 * b + i];
+                float s = qvlm_f16_to_f32(h) * dx[b];
+                acc = fmaf(s, (float)dot, acc);
+            }
+            c->y[t * c->ldy + j] = c->bias ? acc + c->bias[j] : acc;
+        }
+    }
+}
+
 void qvlm_ref_compute(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t j0, int64_t j1,
                       void *scratch) {
+    if ((c->wt == QVLM_DTYPE_Q8_0 && c->precision == QVLM_PREC_BF16) || c->wt == QVLM_DTYPE_Q8_0X8) {
+        ref_compute_i8(c, t0, t1, j0, j1, scratch);
+        return;
+    }
     int64_t kp = c->nu * QVLM_MM_UNIT;
     float *wo = scratch, *xo = wo + kp;
     for (int64_t j = j0; j < j1; j++) {
