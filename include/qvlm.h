@@ -98,9 +98,13 @@ int qvlm_model_eos_ids(const qvlm_model *m, const int32_t **ids);
 typedef struct qvlm_cache qvlm_cache;
 
 typedef struct qvlm_cache_config {
-    size_t budget_bytes;      /* memory for checkpoints, shared KV blocks and image features */
+    size_t budget_bytes;      /* memory for checkpoints, shared KV blocks and image features
+                               * (the backend's memory: device memory with --backend cuda) */
     const char *dir;          /* disk tier directory, or NULL */
-    size_t disk_budget_bytes; /* 0 = 4 x budget_bytes */
+    size_t disk_budget_bytes; /* 0 = 4 x the larger of budget_bytes and host_budget_bytes */
+    size_t host_budget_bytes; /* host-RAM tier below budget_bytes and above the disk: what is
+                               * evicted from device memory waits here (0 = none; useful with a
+                               * GPU backend, where budget_bytes is device memory) */
 } qvlm_cache_config;
 
 /* Create a cache for `m` (kept; it must outlive the cache). */
@@ -194,6 +198,8 @@ typedef struct qvlm_cache_counters {
     uint64_t disk_hits, disk_writes, disk_skipped;
     size_t bytes, budget_bytes, disk_bytes;
     int64_t checkpoints, images;
+    uint64_t host_hits; /* of disk_hits, from the host-RAM tier */
+    size_t host_bytes;
 } qvlm_cache_counters;
 void qvlm_cache_counters_get(qvlm_cache *c, qvlm_cache_counters *out);
 

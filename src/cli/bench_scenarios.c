@@ -151,7 +151,7 @@ static qvlm_status warm_up(bench_ctx *b, qvlm_error *err) {
 static qvlm_status new_content(bench_ctx *b, const prompt *p, int64_t ideal, const bool *seen, double *ms,
                                qvlm_error *err) {
     qvlm_cache *c;
-    qvlm_cache_config cc = {(size_t)16 << 30, NULL, 0};
+    qvlm_cache_config cc = {(size_t)16 << 30, NULL, 0, 0};
     qvlm_status rc = qvlm_model_cache_create(b->m, &cc, &c, err);
     qvlm_session *s = NULL, *tmp = NULL;
     qvlm_session_params sp = {.cache = c};
@@ -265,7 +265,7 @@ typedef struct sess_set {
 
 static qvlm_status open_sessions(bench_ctx *b, sess_set *ss, int n, qvlm_error *err) {
     memset(ss, 0, sizeof(*ss));
-    qvlm_cache_config cc = {(size_t)8 << 30, b->cache_dir, 0};
+    qvlm_cache_config cc = {(size_t)8 << 30, b->cache_dir, 0, 0};
     qvlm_status rc = qvlm_model_cache_create(b->m, &cc, &ss->cache, err);
     qvlm_session_params sp = {.cache = ss->cache};
     for (int i = 0; !rc && i < n; i++) rc = qvlm_session_create(b->m, &sp, &ss->s[i], err);

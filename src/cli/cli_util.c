@@ -79,3 +79,8 @@ bool cli_model_opt(int argc, char **argv, int *i, qvlm_model_params *p, bool *pr
 void cli_model_precision_default(qvlm_model_params *p, bool precision_set) {
     if (!precision_set) p->precision = p->device == QVLM_DEVICE_CUDA ? QVLM_PRECISION_BF16 : QVLM_PRECISION_F32;
 }
+
+size_t cli_cache_host_bytes(const qvlm_model_params *p, double host_gb, double cache_gb) {
+    double gb = host_gb >= 0 ? host_gb : p->device == QVLM_DEVICE_CUDA ? 4 * cache_gb : 0;
+    return (size_t)(gb * (double)(1u << 30));
+}

@@ -19,5 +19,8 @@ bool cli_model_opt(int argc, char **argv, int *i, qvlm_model_params *p, bool *pr
 /* Each backend's usual precision unless --precision was given: exact f32 on the CPU, bf16
  * products on a GPU. */
 void cli_model_precision_default(qvlm_model_params *p, bool precision_set);
+/* Bytes of the cache's host-RAM tier: host_gb when given (>= 0), else 4 x cache_gb on a GPU
+ * (whose cache_gb is device memory) and none on the CPU (whose cache is in host RAM already). */
+size_t cli_cache_host_bytes(const qvlm_model_params *p, double host_gb, double cache_gb);
 
 #endif

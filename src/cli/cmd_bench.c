@@ -273,7 +273,7 @@ static qvlm_status bench_image(qvlm_model *m, int w, int h, vision_result *r, qv
     for (size_t i = 0; i < (size_t)w * (size_t)h * 3; i++) x = x * 1664525u + 1013904223u, rgb[i] = (uint8_t)(x >> 24);
     qvlm_cache *c = NULL;
     qvlm_session *s = NULL;
-    qvlm_cache_config cc = {(size_t)8 << 30, NULL, 0};
+    qvlm_cache_config cc = {(size_t)8 << 30, NULL, 0, 0};
     qvlm_status rc = qvlm_model_cache_create(m, &cc, &c, err);
     qvlm_session_params sp = {.cache = c};
     /* The two prompts differ in their first token: the second finds the image's features in

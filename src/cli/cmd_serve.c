@@ -19,7 +19,7 @@
 typedef struct serve_opts {
     srv_config cfg;
     cli_gen_opts gen; /* model, threads, sampling defaults */
-    double cache_gb;
+    double cache_gb, cache_host_gb; /* host: < 0 for the default */
     const char *cache_dir;
 } serve_opts;
 
@@ -39,6 +39,8 @@ static void usage(FILE *f) {
             "  --max-image-pixels N  larger images are refused before decoding (default 8192^2)\n"
             "  --ctx N               prompt + answer tokens per request (default: the model's)\n"
             "  --cache-gb N          memory for the cross-turn cache (default 4)\n"
+            "  --cache-host-gb N     host RAM below the cache's memory for what it evicts (default:\n"
+            "                        4 x --cache-gb with --backend cuda, whose cache is in device memory; 0 on cpu)\n"
             "  --cache-dir DIR       keep the cache on disk too (flushed at shutdown)\n"
             "  --threads N           CPU threads (default: all cores)\n"
             "  --backend cpu|cuda    where the model runs (default cpu)\n"
@@ -79,6 +81,7 @@ static bool serve_opt(int argc, char **argv, int *i, serve_opts *o, bool *bad) {
     else if (cli_opt(argc, argv, i, "--max-image-pixels", &v, bad))
         c->max_image_pixels = v ? cli_int("--max-image-pixels", v, 1, INT64_C(1) << 40, bad) : 0;
     else if (cli_opt(argc, argv, i, "--cache-gb", &v, bad)) o->cache_gb = v ? cli_num("--cache-gb", v, 0.001, 1 << 20, bad) : 0;
+    else if (cli_opt(argc, argv, i, "--cache-host-gb", &v, bad)) o->cache_host_gb = v ? cli_num("--cache-host-gb", v, 0, 1 << 20, bad) : 0;
     else if (cli_opt(argc, argv, i, "--cache-dir", &v, bad)) o->cache_dir = v;
     else if (cli_opt(argc, argv, i, "--drain-timeout", &v, bad))
         c->drain_timeout_s = v ? cli_num("--drain-timeout", v, 0, 1e6, bad) : 0;
@@ -110,6 +113,7 @@ static void defaults(serve_opts *o) {
     cli_gen_opts_default(&o->gen);
     o->gen.max_tokens = 0;
     o->cache_gb = 4;
+    o->cache_host_gb = -1;
     o->cfg = (srv_config){.host = "127.0.0.1", .port = 8080, .parallel = 1, .queue_max = 16,
                           .max_body_bytes = (size_t)32 << 20, .max_images = 16, .drain_timeout_s = 30};
 }
@@ -129,7 +133,8 @@ static int serve(serve_opts *o, const sigset_t *sigs) {
     if (!m) return 1;
     qvlm_error err;
     qvlm_cache *cache = NULL;
-    qvlm_cache_config cc = {(size_t)(o->cache_gb * (double)(1u << 30)), o->cache_dir, 0};
+    qvlm_cache_config cc = {(size_t)(o->cache_gb * (double)(1u << 30)), o->cache_dir, 0,
+                            cli_cache_host_bytes(&o->gen.model, o->cache_host_gb, o->cache_gb)};
     char *dir_copy = strdup(o->gen.model_dir);
     srv_config *c = &o->cfg;
     if (!c->model_name) c->model_name = dir_copy ? basename(dir_copy) : "qvlm";

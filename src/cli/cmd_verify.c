@@ -514,7 +514,7 @@ static qvlm_status conv_run_mode(verify *v, bool cached, conv_run *out, qvlm_err
     const char *mode = cached ? "cached" : "uncached";
     qvlm_cache *cache = NULL;
     qvlm_session *s = NULL;
-    qvlm_cache_config cc = {(size_t)2 << 30, v->cache_dir, 0};
+    qvlm_cache_config cc = {(size_t)2 << 30, v->cache_dir, 0, 0};
     qvlm_status rc = cached ? qvlm_model_cache_create(v->model, &cc, &cache, err) : QVLM_OK;
     qvlm_session_params sp = {.cache = cache};
     if (!rc) rc = qvlm_session_create(v->model, &sp, &s, err);

@@ -93,7 +93,8 @@ static size_t total_bytes(const qvlm_cache *c) { return c->snap_bytes + c->kv_by
 
 /* ---- checkpoints: life and death ---------------------------------------------------------------- */
 
-/* Drop a checkpoint's memory (blocks, state, logits); it stays usable if it is on disk. */
+/* Drop a checkpoint's memory (blocks, state, logits); it stays usable if it is in a lower tier
+ * ("disk" below means disk_cache.h's store: host RAM and/or the directory). */
 static void ck_drop_memory(qvlm_cache *c, qvlm_checkpoint *ck) {
     for (int64_t i = 0; i < ck->n_blocks; i++) qvlm_kv_block_unref(c->pool, ck->blocks[i]);
     free(ck->blocks);
@@ -370,6 +371,7 @@ static void write_ck_job(qvlm_cache *c, job *j) {
         ck->disk_id = id;
         c->st.disk_writes++;
     }
+    evict(c, 64); /* it may leave memory now: the budget holds between requests too */
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -521,8 +523,9 @@ qvlm_status qvlm_cache_create(const qvlm_model *m, const qvlm_cache_params *p, q
     c->budget = p->budget_bytes;
     pthread_mutex_init(&c->mu, NULL);
     qvlm_status rc = QVLM_OK;
-    if (p->dir) rc = qvlm_disk_cache_open(m, p->dir, p->disk_budget_bytes ? p->disk_budget_bytes : 4 * p->budget_bytes,
-                                          &c->disk, err);
+    if (p->dir || p->host_budget_bytes)
+        rc = qvlm_disk_cache_open(m, p->dir, p->disk_budget_bytes ? p->disk_budget_bytes : 4 * QVLM_MAX(p->budget_bytes, p->host_budget_bytes),
+                                  p->host_budget_bytes, &c->disk, err);
     pthread_mutex_init(&c->qmu, NULL);
     pthread_cond_init(&c->qcv, NULL);
     pthread_cond_init(&c->qdone, NULL);
@@ -879,6 +882,7 @@ void qvlm_cache_stats_get(qvlm_cache *c, qvlm_cache_stats *out) {
     if (c->disk) {
         out->disk_bytes = qvlm_disk_cache_bytes(c->disk);
         out->disk_skipped += qvlm_disk_skipped(c->disk);
+        qvlm_disk_cache_host_stats(c->disk, &out->host_bytes, &out->host_hits);
     }
 }
 
@@ -888,5 +892,9 @@ qvlm_status qvlm_cache_flush(qvlm_cache *c, qvlm_error *err) {
     pthread_mutex_lock(&c->qmu);
     while (c->head || c->in_flight) pthread_cond_wait(&c->qdone, &c->qmu);
     pthread_mutex_unlock(&c->qmu);
+    pthread_mutex_lock(&c->mu);
+    evict(c, 1 << 20); /* what waited for the writer may go down a tier now */
+    pthread_mutex_unlock(&c->mu);
+    qvlm_disk_cache_sync(c->disk);
     return QVLM_OK;
 }

@@ -39,9 +39,11 @@ typedef struct qvlm_cache qvlm_cache;
 typedef struct qvlm_checkpoint qvlm_checkpoint;
 
 typedef struct qvlm_cache_params {
-    size_t budget_bytes;      /* memory for snapshots + KV blocks + vision features */
-    const char *dir;          /* disk tier directory, or NULL for memory only */
-    size_t disk_budget_bytes; /* 0 = 4x budget_bytes */
+    size_t budget_bytes;      /* memory for snapshots + KV blocks + vision features (the
+                               * backend's: device memory on a GPU) */
+    const char *dir;          /* disk tier directory, or NULL */
+    size_t disk_budget_bytes; /* 0 = 4x the larger of budget_bytes and host_budget_bytes */
+    size_t host_budget_bytes; /* host-RAM tier between the two (disk_cache.h), 0 = none */
 } qvlm_cache_params;
 
 typedef struct qvlm_cache_stats {
@@ -49,11 +51,12 @@ typedef struct qvlm_cache_stats {
     uint64_t reused_tokens;           /* positions not recomputed thanks to a hit */
     uint64_t snapshots, evictions;    /* checkpoints made, entries evicted */
     uint64_t vision_hits, vision_misses;
-    uint64_t disk_hits, disk_writes, disk_skipped; /* disk tier: loads, stores, bad files ignored */
+    uint64_t disk_hits, disk_writes, disk_skipped; /* lower tiers: loads, stores, bad files ignored */
+    uint64_t host_hits;               /* of disk_hits, checkpoints found in the host-RAM tier */
     size_t bytes, budget_bytes;       /* memory in use / allowed */
     size_t snapshot_bytes, kv_bytes, vision_bytes;
     int64_t n_checkpoints, n_vision;
-    size_t disk_bytes;
+    size_t disk_bytes, host_bytes;
 } qvlm_cache_stats;
 
 /* Create a cache for model m (borrowed; it must outlive the cache). With p->dir, checkpoints

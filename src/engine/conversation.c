@@ -374,7 +374,7 @@ int64_t qvlm_session_image_spans(const qvlm_session *s, const qvlm_image_span_in
 
 qvlm_status qvlm_model_cache_create(qvlm_model *m, const qvlm_cache_config *cfg, qvlm_cache **out, qvlm_error *err) {
     qvlm_cache_params p = {cfg ? cfg->budget_bytes : (size_t)4 << 30, cfg ? cfg->dir : NULL,
-                           cfg ? cfg->disk_budget_bytes : 0};
+                           cfg ? cfg->disk_budget_bytes : 0, cfg ? cfg->host_budget_bytes : 0};
     return qvlm_cache_create(m, &p, out, err);
 }
 
@@ -383,5 +383,6 @@ void qvlm_cache_counters_get(qvlm_cache *c, qvlm_cache_counters *out) {
     qvlm_cache_stats_get(c, &st);
     *out = (qvlm_cache_counters){st.lookups, st.hits, st.reused_tokens, st.snapshots, st.evictions, st.vision_hits,
                                  st.vision_misses, st.disk_hits, st.disk_writes, st.disk_skipped, st.bytes,
-                                 st.budget_bytes, st.disk_bytes, st.n_checkpoints, st.n_vision};
+                                 st.budget_bytes, st.disk_bytes, st.n_checkpoints, st.n_vision, st.host_hits,
+                                 st.host_bytes};
 }

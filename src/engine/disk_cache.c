@@ -30,8 +30,23 @@ typedef struct ckfile {
     char name[48];
 } ckfile;
 
+/* A file of the host-RAM tier: header + payload as it would be on disk. */
+typedef struct memfile {
+    char name[48];
+    uint8_t *data;
+    size_t n;
+    uint64_t last_use;
+} memfile;
+
 struct qvlm_disk_cache {
-    char *dir;
+    char *dir;                /* NULL: the host tier only */
+    /* Host-RAM tier (mem_budget > 0): files are written here first and read from here first;
+     * past the budget the least recently used move to the directory (or are dropped without
+     * one). Checkpoint ids name files wherever they are. */
+    memfile *mem;
+    int64_t n_mem, cap_mem;
+    size_t mem_budget, mem_bytes;
+    uint64_t mem_clock, mem_hits;
     uint64_t fp[2];
     /* The model's geometry: a file must agree with it exactly before anything is copied. */
     uint64_t block_tokens, block_bytes, recurrent_bytes, vocab, hidden;
@@ -60,7 +75,7 @@ static void file_name(char *out, size_t n, const char *prefix, uint64_t lo, uint
 }
 
 static void warn_skip(qvlm_disk_cache *d, const char *name, const char *why) {
-    fprintf(stderr, "qvlm: cache: skipping %s/%s: %s\n", d->dir, name, why);
+    fprintf(stderr, "qvlm: cache: skipping %s/%s: %s\n", d->dir ? d->dir : "(host memory)", name, why);
     d->skipped++;
 }
 
@@ -99,10 +114,13 @@ qvlm_status qvlm_disk_check_file(const uint8_t *data, size_t n, uint32_t kind, c
 
 static char *path_of(qvlm_disk_cache *d, const char *name) { return qvlm_path_join(d->dir, name); }
 
-/* Write header + payload atomically; accounts the bytes. Existing files are left alone (their
- * name is their content). */
-static qvlm_status write_file(qvlm_disk_cache *d, const char *name, uint32_t kind, uint8_t *buf, size_t payload,
-                              qvlm_error *err) {
+static bool kind_is_ck(const char *name) { return strncmp(name, "ck-", 3) == 0; }
+
+/* ---- the two tiers: host memory, then the directory --------------------------------------------------- */
+
+/* Write header + payload (buf) to the directory atomically; accounts the bytes. Existing files
+ * are left alone (their name is their content). */
+static qvlm_status disk_write(qvlm_disk_cache *d, const char *name, const uint8_t *buf, size_t payload, qvlm_error *err) {
     char *p = path_of(d, name);
     if (!p) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
     qvlm_status rc = QVLM_OK;
@@ -112,7 +130,6 @@ static qvlm_status write_file(qvlm_disk_cache *d, const char *name, uint32_t kin
     struct stat st;
     bool keep = stat(p, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size == HDR + payload;
     if (!keep) {
-        make_header(buf, kind, d->fp, buf + HDR, payload);
         rc = qvlm_file_write_atomic(p, buf, HDR + payload, err);
         if (!rc) {
             pthread_mutex_lock(&d->mu);
@@ -124,8 +141,106 @@ static qvlm_status write_file(qvlm_disk_cache *d, const char *name, uint32_t kin
     return rc;
 }
 
+static int64_t mem_find(const qvlm_disk_cache *d, const char *name) {
+    for (int64_t i = 0; i < d->n_mem; i++)
+        if (strcmp(d->mem[i].name, name) == 0) return i;
+    return -1;
+}
+
+/* Take entry i out of the host tier (under the lock); the caller owns its data. */
+static memfile mem_take(qvlm_disk_cache *d, int64_t i) {
+    memfile f = d->mem[i];
+    d->mem[i] = d->mem[--d->n_mem];
+    d->mem_bytes -= f.n;
+    return f;
+}
+
+/* Forget checkpoint file `name` in the index (under the lock). */
+static void forget_ck(qvlm_disk_cache *d, const char *name) {
+    for (int64_t k = 0; k < d->n_cks; k++)
+        if (strcmp(d->cks[k].name, name) == 0) {
+            d->cks[k] = d->cks[--d->n_cks];
+            return;
+        }
+}
+
+/* Move the least recently used host files to the directory until the tier fits its budget
+ * (without a directory they are dropped, and so are the checkpoints they hold). The disk
+ * writes run outside the lock, so readers of the host tier never wait for the disk. */
+static void mem_spill(qvlm_disk_cache *d) {
+    for (;;) {
+        pthread_mutex_lock(&d->mu);
+        if (d->mem_bytes <= d->mem_budget || d->n_mem == 0) {
+            pthread_mutex_unlock(&d->mu);
+            return;
+        }
+        int64_t lru = 0;
+        for (int64_t i = 1; i < d->n_mem; i++)
+            if (d->mem[i].last_use < d->mem[lru].last_use) lru = i;
+        memfile f = mem_take(d, lru);
+        if (!d->dir && strncmp(f.name, "ck-", 3) == 0) forget_ck(d, f.name);
+        pthread_mutex_unlock(&d->mu);
+        if (d->dir) {
+            qvlm_error err;
+            if (disk_write(d, f.name, f.data, f.n - HDR, &err) != QVLM_OK)
+                fprintf(stderr, "qvlm: cache: moving %s to disk failed: %s\n", f.name, err.msg);
+        }
+        free(f.data);
+    }
+}
+
+/* Header + payload into the host tier (a copy; the name is the content, so a file already
+ * there is kept), then spill past the budget. */
+static qvlm_status mem_write(qvlm_disk_cache *d, const char *name, const uint8_t *buf, size_t payload, qvlm_error *err) {
+    pthread_mutex_lock(&d->mu);
+    int64_t i = mem_find(d, name);
+    if (i >= 0) d->mem[i].last_use = ++d->mem_clock;
+    if (i < 0 && d->n_mem == d->cap_mem) {
+        int64_t cap = d->cap_mem ? 2 * d->cap_mem : 64;
+        memfile *n = realloc(d->mem, (size_t)cap * sizeof(*n));
+        if (n) d->mem = n, d->cap_mem = cap;
+    }
+    uint8_t *copy = i < 0 && d->n_mem < d->cap_mem ? malloc(HDR + payload) : NULL;
+    if (copy) {
+        memcpy(copy, buf, HDR + payload);
+        memfile *f = &d->mem[d->n_mem++];
+        snprintf(f->name, sizeof(f->name), "%s", name);
+        f->data = copy, f->n = HDR + payload, f->last_use = ++d->mem_clock;
+        d->mem_bytes += f->n;
+    }
+    pthread_mutex_unlock(&d->mu);
+    if (i < 0 && !copy) return qvlm_errorf(err, QVLM_E_NOMEM, "cache: out of host memory for %s", name);
+    mem_spill(d);
+    return QVLM_OK;
+}
+
+/* Header + payload (in buf, header space first) into the first tier. */
+static qvlm_status write_file(qvlm_disk_cache *d, const char *name, uint32_t kind, uint8_t *buf, size_t payload,
+                              qvlm_error *err) {
+    make_header(buf, kind, d->fp, buf + HDR, payload);
+    return d->mem_budget ? mem_write(d, name, buf, payload, err) : disk_write(d, name, buf, payload, err);
+}
+
+/* A copy of the file from the host tier, if it is there. */
+static bool mem_read(qvlm_disk_cache *d, const char *name, char **buf, size_t *n) {
+    pthread_mutex_lock(&d->mu);
+    int64_t i = mem_find(d, name);
+    *buf = i >= 0 ? malloc(d->mem[i].n) : NULL;
+    if (*buf) {
+        memcpy(*buf, d->mem[i].data, d->mem[i].n);
+        *n = d->mem[i].n;
+        d->mem[i].last_use = ++d->mem_clock;
+        d->mem_hits += kind_is_ck(name);
+    }
+    pthread_mutex_unlock(&d->mu);
+    return *buf != NULL;
+}
+
 static qvlm_status read_file(qvlm_disk_cache *d, const char *name, uint32_t kind, char **buf, size_t *n,
                              qvlm_error *err) {
+    /* The host tier holds what this process wrote: no checksum to verify. */
+    if (mem_read(d, name, buf, n)) return QVLM_OK;
+    if (!d->dir) return qvlm_errorf(err, QVLM_E_NOT_FOUND, "%s: no longer cached", name);
     char *p = path_of(d, name);
     if (!p) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
     qvlm_status rc = qvlm_file_read(p, MAX_FILE, buf, n, err);
@@ -240,7 +355,7 @@ static int cmp_mtime(const void *a, const void *b) {
 
 /* Delete least recently used files until the directory fits its budget. */
 static void gc(qvlm_disk_cache *d) {
-    if (d->bytes <= d->budget) return;
+    if (!d->dir || d->bytes <= d->budget) return;
     DIR *dir = opendir(d->dir);
     gcfile *f = NULL;
     size_t n = 0, cap = 0;
@@ -273,15 +388,14 @@ static void gc(qvlm_disk_cache *d) {
         char *p = path_of(d, f[i].name);
         if (p && unlink(p) == 0) total -= f[i].size;
         free(p);
-        for (int64_t k = 0; k < d->n_cks; k++)
-            if (strcmp(d->cks[k].name, f[i].name) == 0) d->cks[k] = d->cks[--d->n_cks];
+        if (mem_find(d, f[i].name) < 0) forget_ck(d, f[i].name); /* still in host memory: kept */
     }
     d->bytes = total;
     free(f);
 }
 
-qvlm_status qvlm_disk_cache_open(const qvlm_model *m, const char *dir, size_t budget_bytes, qvlm_disk_cache **out,
-                                 qvlm_error *err) {
+qvlm_status qvlm_disk_cache_open(const qvlm_model *m, const char *dir, size_t budget_bytes, size_t host_budget_bytes,
+                                 qvlm_disk_cache **out, qvlm_error *err) {
     *out = NULL;
     const uint32_t one = 1;
     if (*(const uint8_t *)&one != 1) return qvlm_errorf(err, QVLM_E_UNSUPPORTED, "the disk cache needs a little-endian host");
@@ -289,12 +403,13 @@ qvlm_status qvlm_disk_cache_open(const qvlm_model *m, const char *dir, size_t bu
     if (!d) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
     pthread_mutex_init(&d->mu, NULL);
     d->budget = budget_bytes;
+    d->mem_budget = host_budget_bytes;
     qvlm_status rc = fingerprint(m, d->fp, err);
     char sub[40];
     hex128(sub, d->fp[0], d->fp[1]);
-    if (!rc && mkdir(dir, 0755) != 0 && errno != EEXIST)
+    if (!rc && dir && mkdir(dir, 0755) != 0 && errno != EEXIST)
         rc = qvlm_errorf(err, QVLM_E_IO, "%s: cannot create: %s", dir, strerror(errno));
-    if (!rc) {
+    if (!rc && dir) {
         d->dir = qvlm_path_join(dir, sub);
         if (!d->dir) rc = qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
         else if (mkdir(d->dir, 0755) != 0 && errno != EEXIST)
@@ -310,14 +425,39 @@ qvlm_status qvlm_disk_cache_open(const qvlm_model *m, const char *dir, size_t bu
     d->recurrent_bytes = qvlm_text_recurrent_bytes(&m->cfg);
     d->vocab = (uint64_t)m->cfg.text.vocab_size;
     d->hidden = (uint64_t)m->cfg.text.hidden_size;
-    scan(d);
+    if (d->dir) scan(d);
     gc(d);
     *out = d;
     return QVLM_OK;
 }
 
+void qvlm_disk_cache_sync(qvlm_disk_cache *d) {
+    if (!d->dir) return;
+    for (int64_t i = 0;; i++) { /* one file at a time, copied out under the lock */
+        pthread_mutex_lock(&d->mu);
+        if (i >= d->n_mem) {
+            pthread_mutex_unlock(&d->mu);
+            break;
+        }
+        memfile f = d->mem[i];
+        uint8_t *copy = malloc(f.n);
+        if (copy) memcpy(copy, f.data, f.n);
+        pthread_mutex_unlock(&d->mu);
+        qvlm_error err;
+        if (copy && disk_write(d, f.name, copy, f.n - HDR, &err) != QVLM_OK)
+            fprintf(stderr, "qvlm: cache: writing %s to disk failed: %s\n", f.name, err.msg);
+        free(copy);
+    }
+    pthread_mutex_lock(&d->mu);
+    gc(d);
+    pthread_mutex_unlock(&d->mu);
+}
+
 void qvlm_disk_cache_close(qvlm_disk_cache *d) {
     if (!d) return;
+    qvlm_disk_cache_sync(d); /* what only the host tier held survives the process */
+    for (int64_t i = 0; i < d->n_mem; i++) free(d->mem[i].data);
+    free(d->mem);
     pthread_mutex_destroy(&d->mu);
     free(d->cks);
     free(d->dir);
@@ -332,6 +472,13 @@ size_t qvlm_disk_cache_bytes(qvlm_disk_cache *d) {
 }
 
 uint64_t qvlm_disk_skipped(qvlm_disk_cache *d) { return d->skipped; }
+
+void qvlm_disk_cache_host_stats(qvlm_disk_cache *d, size_t *bytes, uint64_t *ck_hits) {
+    pthread_mutex_lock(&d->mu);
+    *bytes = d->mem_bytes;
+    *ck_hits = d->mem_hits;
+    pthread_mutex_unlock(&d->mu);
+}
 
 /* ---- checkpoints ------------------------------------------------------------------------------------ */
 
@@ -400,6 +547,7 @@ static const ckfile *find_ck(qvlm_disk_cache *d, uint64_t id) {
 }
 
 void qvlm_disk_list_checkpoints(qvlm_disk_cache *d, qvlm_disk_ck_fn fn, void *user) {
+    if (!d->dir) return;
     pthread_mutex_lock(&d->mu);
     int64_t n = d->n_cks;
     ckfile *copy = malloc((size_t)(n ? n : 1) * sizeof(*copy));
@@ -433,7 +581,9 @@ void qvlm_disk_drop_checkpoint(qvlm_disk_cache *d, uint64_t id) {
     pthread_mutex_lock(&d->mu);
     for (int64_t i = 0; i < d->n_cks; i++)
         if (d->cks[i].id == id) {
-            char *p = path_of(d, d->cks[i].name);
+            int64_t m = mem_find(d, d->cks[i].name);
+            if (m >= 0) free(mem_take(d, m).data);
+            char *p = d->dir ? path_of(d, d->cks[i].name) : NULL;
             if (p) unlink(p);
             free(p);
             d->cks[i] = d->cks[--d->n_cks];
@@ -545,7 +695,11 @@ qvlm_status qvlm_disk_put_vision(qvlm_disk_cache *d, qvlm_hash128 h, const float
 bool qvlm_disk_has_vision(qvlm_disk_cache *d, qvlm_hash128 h) {
     char name[64];
     file_name(name, sizeof(name), "im-", h.lo, h.hi, ".qvv");
-    char *p = path_of(d, name);
+    pthread_mutex_lock(&d->mu);
+    bool in_mem = mem_find(d, name) >= 0;
+    pthread_mutex_unlock(&d->mu);
+    if (in_mem) return true;
+    char *p = d->dir ? path_of(d, name) : NULL;
     bool r = p && qvlm_path_exists(p);
     free(p);
     return r;

@@ -1,5 +1,13 @@
-/* disk_cache.h - the cache's disk tier: checkpoints, KV blocks and vision features as
- * content-addressed files, so that a new process gets the same hits.
+/* disk_cache.h - the cache's lower tiers: checkpoints, KV blocks and vision features as
+ * content-addressed files, kept in host RAM and/or in a directory (so that a new process gets
+ * the same hits).
+ *
+ * Host-RAM tier (a host budget > 0): files are written to host memory first and read from it
+ * first; past the host budget the least recently used move to the directory, or are dropped
+ * when there is none. For a device backend this is the tier between device memory and disk:
+ * the cache's writer thread fills it in the background (device -> host copies on its own
+ * stream), spills to disk in the background, and a checkpoint found here is uploaded without
+ * touching the disk. Closing (and qvlm_disk_cache_sync) writes the host files to the directory.
  *
  * Layout: DIR/<model fingerprint, 32 hex>/ holds
  *   ck-<key hash>.qvc   a checkpoint: its key prefix, state and references to KV block files
@@ -49,11 +57,17 @@
 
 typedef struct qvlm_disk_cache qvlm_disk_cache;
 
-/* Open (creating) DIR/<fingerprint>/ for model m. */
-qvlm_status qvlm_disk_cache_open(const qvlm_model *m, const char *dir, size_t budget_bytes, qvlm_disk_cache **out,
-                                 qvlm_error *err);
+/* Open (creating) DIR/<fingerprint>/ for model m; dir NULL: the host tier only (then
+ * host_budget_bytes > 0). budget_bytes bounds the directory, host_budget_bytes the host tier
+ * (0: none, files go straight to the directory). */
+qvlm_status qvlm_disk_cache_open(const qvlm_model *m, const char *dir, size_t budget_bytes, size_t host_budget_bytes,
+                                 qvlm_disk_cache **out, qvlm_error *err);
 void qvlm_disk_cache_close(qvlm_disk_cache *d);
-size_t qvlm_disk_cache_bytes(qvlm_disk_cache *d);
+/* Write every host-tier file to the directory too (no-op without one). */
+void qvlm_disk_cache_sync(qvlm_disk_cache *d);
+size_t qvlm_disk_cache_bytes(qvlm_disk_cache *d); /* the directory's */
+/* Bytes in the host tier, and checkpoints loaded from it. */
+void qvlm_disk_cache_host_stats(qvlm_disk_cache *d, size_t *bytes, uint64_t *ck_hits);
 
 /* A checkpoint as bytes in host memory (for writing) or to be filled (reading). */
 typedef struct qvlm_disk_ck {

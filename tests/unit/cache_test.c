@@ -83,7 +83,7 @@ static void test_tiny_budget_still_exact(void) {
     size_t budgets[3] = {1, 600 << 10, (size_t)64 << 20};
     for (int b = 0; b < 3; b++) {
         qvlm_cache *c;
-        qvlm_cache_config cc = {budgets[b], NULL, 0};
+        qvlm_cache_config cc = {budgets[b], NULL, 0, 0};
         ASSERT_OK(qvlm_model_cache_create(model, &cc, &c, &err), &err);
         float **o = alloc_out();
         qvlm_prompt_stats st[N_TURNS];
@@ -142,7 +142,7 @@ static void test_corrupt_files_ignored(void) {
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     if (system(cmd) != 0) return;
     qvlm_cache *c;
-    qvlm_cache_config cc = {(size_t)64 << 20, dir, 0};
+    qvlm_cache_config cc = {(size_t)64 << 20, dir, 0, 0};
     float **o = alloc_out();
     ASSERT_OK(qvlm_model_cache_create(model, &cc, &c, &err), &err);
     ASSERT_OK(converse(c, 0, turns, 3, o, NULL, &err), &err);
@@ -181,12 +181,88 @@ static void test_corrupt_files_ignored(void) {
     if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
 }
 
+/* The host-RAM tier under a "device" budget of 1 byte: every checkpoint and feature leaves
+ * the backend's memory as soon as it is written down, so a second conversation over the same
+ * turns is served entirely from host RAM (no vision, every prompt reused), exactly. Then with a
+ * host budget too small for it all: with a directory the overflow lands there and is still
+ * found; without one it is dropped and the outputs stay exact. Closing moves the host files to
+ * the directory, where a new cache finds them. */
+static qvlm_status host_tier_run(const qvlm_cache_config *cc, qvlm_cache **keep, qvlm_prompt_stats st[N_TURNS],
+                                 qvlm_cache_counters *k, double *worst, qvlm_error *err) {
+    qvlm_cache *c = keep ? *keep : NULL;
+    qvlm_status rc = c ? QVLM_OK : qvlm_model_cache_create(model, cc, &c, err);
+    float **o = alloc_out();
+    if (!rc) rc = converse(c, 0, turns, N_TURNS, o, st, err);
+    if (!rc) rc = qvlm_cache_flush(c, err); /* the writer has copied everything down */
+    if (!rc) qvlm_cache_counters_get(c, k);
+    *worst = 0;
+    for (int t = 0; !rc && t < N_TURNS; t++) *worst = fmax(*worst, max_diff(o[t], uncached[t]));
+    free_out(o);
+    if (keep && !rc) {
+        *keep = c;
+    } else {
+        qvlm_cache_destroy(c);
+        if (keep) *keep = NULL;
+    }
+    return rc;
+}
+
+static void test_host_tier(void) {
+    qvlm_error err;
+    char dir[128], cmd[192];
+    snprintf(dir, sizeof(dir), "/tmp/qvlm_cache_host_%d", (int)getpid());
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    ASSERT_TRUE(system(cmd) == 0);
+    qvlm_prompt_stats st[N_TURNS];
+    qvlm_cache_counters k;
+    double worst;
+    /* 1. host RAM only, room for everything */
+    qvlm_cache_config cc = {1, NULL, 0, (size_t)64 << 20};
+    qvlm_cache *c = NULL;
+    ASSERT_OK(host_tier_run(&cc, &c, st, &k, &worst, &err), &err);
+    ASSERT_TRUE(worst <= 1e-4 && k.host_bytes > 0);
+    ASSERT_OK(host_tier_run(&cc, &c, st, &k, &worst, &err), &err);
+    printf("  host tier: %zu B in host RAM, %llu checkpoint loads from it, turn4 reused %lld of %lld\n", k.host_bytes,
+           (unsigned long long)k.host_hits, (long long)st[3].reused_tokens, (long long)turns[3].n);
+    ASSERT_TRUE(worst <= 1e-4);
+    ASSERT_TRUE(k.host_hits >= N_TURNS);
+    for (int t = 0; t < N_TURNS; t++) {
+        ASSERT_EQ_INT(st[t].reused_tokens, turns[t].n);
+        ASSERT_EQ_INT(st[t].images_encoded, 0);
+    }
+    qvlm_cache_destroy(c);
+    /* 2. a host tier of 64 KiB over a directory: the rest spills to disk and is found there */
+    cc = (qvlm_cache_config){1, dir, (size_t)64 << 20, (size_t)64 << 10};
+    c = NULL;
+    ASSERT_OK(host_tier_run(&cc, &c, st, &k, &worst, &err), &err);
+    printf("  host tier of 64 KiB over a directory: %zu B in host RAM, %zu B on disk, max |diff| %.3g\n", k.host_bytes,
+           k.disk_bytes, worst);
+    ASSERT_TRUE(worst <= 1e-4 && k.host_bytes <= ((size_t)64 << 10) && k.disk_bytes > 0);
+    ASSERT_OK(host_tier_run(&cc, &c, st, &k, &worst, &err), &err);
+    ASSERT_TRUE(worst <= 1e-4);
+    ASSERT_EQ_INT(st[3].reused_tokens, turns[3].n);
+    ASSERT_EQ_INT(st[3].images_encoded, 0);
+    qvlm_cache_destroy(c); /* host files go to the directory */
+    /* 3. a new process (cache) on that directory, everything from disk */
+    ASSERT_OK(host_tier_run(&cc, NULL, st, &k, &worst, &err), &err);
+    ASSERT_TRUE(worst <= 1e-4);
+    ASSERT_EQ_INT(st[0].reused_tokens, turns[0].n);
+    /* 4. host RAM only, 64 KiB: what does not fit is dropped, outputs stay exact */
+    cc = (qvlm_cache_config){1, NULL, 0, (size_t)64 << 10};
+    c = NULL;
+    ASSERT_OK(host_tier_run(&cc, &c, st, &k, &worst, &err), &err);
+    ASSERT_OK(host_tier_run(&cc, &c, st, &k, &worst, &err), &err);
+    ASSERT_TRUE(worst <= 1e-4 && k.host_bytes <= ((size_t)64 << 10));
+    qvlm_cache_destroy(c);
+    ASSERT_TRUE(system(cmd) == 0);
+}
+
 /* img0 (64x64) and img2 (53x77 resized to 64x64) have the same grid and so the same pad
  * tokens: the second conversation must re-encode its image and diverge at the span. */
 static void test_same_size_images_never_share(void) {
     qvlm_error err;
     qvlm_cache *c;
-    qvlm_cache_config cc = {(size_t)64 << 20, NULL, 0};
+    qvlm_cache_config cc = {(size_t)64 << 20, NULL, 0, 0};
     ASSERT_OK(qvlm_model_cache_create(model, &cc, &c, &err), &err);
     turn a = turns[0], b = turns[0];
     b.img[0] = (qvlm_image_input){.path = IMG[2]};
@@ -233,7 +309,7 @@ static void *run_worker(void *p) {
 static void test_threads_interleaved(void) {
     qvlm_error err;
     qvlm_cache *c;
-    qvlm_cache_config cc = {(size_t)8 << 20, NULL, 0}; /* small enough to evict while they run */
+    qvlm_cache_config cc = {(size_t)8 << 20, NULL, 0, 0}; /* small enough to evict while they run */
     ASSERT_OK(qvlm_model_cache_create(model, &cc, &c, &err), &err);
     worker w[8];
     pthread_t th[8];
@@ -276,6 +352,7 @@ int main(void) {
     RUN(test_corrupt_files_ignored);
     RUN(test_same_size_images_never_share);
     RUN(test_threads_interleaved);
+    RUN(test_host_tier);
     for (int t = 0; t < N_TURNS; t++) free(uncached[t]);
     qvlm_st_close(&ref);
     qvlm_model_destroy(model);

@@ -70,7 +70,7 @@ static void run_chat(qvlm_cache *cache, float **last, qvlm_prompt_stats *st) {
 static void test_three_turn_image_chat(void) {
     qvlm_error err;
     qvlm_cache *c;
-    qvlm_cache_config cc = {(size_t)256 << 20, NULL, 0};
+    qvlm_cache_config cc = {(size_t)256 << 20, NULL, 0, 0};
     ASSERT_OK(qvlm_model_cache_create(model, &cc, &c, &err), &err);
     float *a[3] = {0}, *b[3] = {0};
     qvlm_prompt_stats sa[3], sb[3];
