@@ -6,10 +6,10 @@
 #   scripts/gpu_check.sh PAYLOAD_DIR OUT_DIR [steps]
 # PAYLOAD_DIR holds bin/qvlm, bin/cuda_ops_test, lib/ (shared libraries the binaries need),
 # fx/<fixture>/ and tools/precision_report.py; OUT_DIR gets one log per step and summary.txt.
-# steps: a comma list of ops,perf,verify,bf16,sanitize,race,b08,scen,front,b9,b35 (default: all but perf
+# steps: a comma list of ops,perf,verify,bf16,sanitize,race,b08,scen,host,front,b9,b35 (default: all but perf
 # and b35; b35 needs ~70 GB of free space for the 35B-A3B weights: QVLM_B35_DIR, default /tmp). Each step has its own
 # time limit and a failing step does not stop the others.
-P=$(cd "$1" && pwd); OUT=$2; STEPS=${3:-ops,verify,bf16,sanitize,race,b08,scen,front,b9}
+P=$(cd "$1" && pwd); OUT=$2; STEPS=${3:-ops,verify,bf16,sanitize,race,b08,scen,host,front,b9}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$P/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH}
 if ! ldconfig -p | grep -q libcublas.so.13 && [ ! -e /usr/local/cuda/lib64/libcublas.so.13 ]; then
@@ -94,6 +94,16 @@ if has scen; then # the cross-turn cache scenarios on the GPU (0.8B shapes)
     rm -rf /tmp/qvlm-cache-gpu
     step scen-restart 300 $Q bench --model $M/08b --backend cuda --scenario restart --cache-dir /tmp/qvlm-cache-gpu
     tr -d ' \n' < "$OUT/scen-restart.log" | head -c 1500 >> "$S"; echo >> "$S"
+fi
+if has host; then # the host-RAM tier: a device budget of ~2 checkpoints, with and without it
+    for i in $(seq 600); do [ -e $M/08b.done ] && break; sleep 1; done
+    for hg in 0 8; do
+        step host-multiturn-$hg 240 $Q bench --model $M/08b --backend cuda --scenario multiturn --cache-gb 0.05 --cache-host-gb $hg
+        grep -E "cached .* ms" "$OUT/host-multiturn-$hg.log" | sed "s/^/host $hg GB: /" >> "$S"
+    done
+    rm -rf /tmp/qvlm-cache-host
+    step host-restart 300 $Q bench --model $M/08b --backend cuda --scenario restart --cache-gb 0.05 --cache-host-gb 8 --cache-dir /tmp/qvlm-cache-host
+    grep -E "cached .* ms" "$OUT/host-restart.log" | sed "s/^/restart host 8 GB: /" >> "$S"
 fi
 if has front; then # the front ends on the GPU: one-shot run with an image, and the server
     img=$(ls $P/fx/tiny-dense/images/* | head -1)

@@ -9,6 +9,8 @@
 /* Run scenario `name` (multiturn, interleaved, edit, reimage, restart, tailedit) on m; *out is
  * {"scenario":..., "turns":[{turn, ttft_cached_ms, ttft_uncached_ms, new_content_ms,
  * reused_tokens, images_encoded, ...}]}. */
-qvlm_status qvlm_bench_scenario(qvlm_model *m, const char *name, const char *cache_dir, json_t **out, qvlm_error *err);
+/* Run scenario `name` with sessions on a cache made from cc (the restart scenario needs its dir). */
+qvlm_status qvlm_bench_scenario(qvlm_model *m, const char *name, const qvlm_cache_config *cc, json_t **out,
+                                qvlm_error *err);
 
 #endif

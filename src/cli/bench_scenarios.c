@@ -40,7 +40,7 @@ typedef struct prompt {
 
 typedef struct bench_ctx {
     qvlm_model *m;
-    const char *cache_dir;
+    qvlm_cache_config cc; /* the scenario's cache */
     uint64_t rng;
     int32_t vision_start, vision_end, pad;
     img imgs[MAX_IMGS];
@@ -265,8 +265,7 @@ typedef struct sess_set {
 
 static qvlm_status open_sessions(bench_ctx *b, sess_set *ss, int n, qvlm_error *err) {
     memset(ss, 0, sizeof(*ss));
-    qvlm_cache_config cc = {(size_t)8 << 30, b->cache_dir, 0, 0};
-    qvlm_status rc = qvlm_model_cache_create(b->m, &cc, &ss->cache, err);
+    qvlm_status rc = qvlm_model_cache_create(b->m, &b->cc, &ss->cache, err);
     qvlm_session_params sp = {.cache = ss->cache};
     for (int i = 0; !rc && i < n; i++) rc = qvlm_session_create(b->m, &sp, &ss->s[i], err);
     return rc;
@@ -409,9 +408,9 @@ static qvlm_status sc_tailedit(bench_ctx *b, qvlm_error *err) {
     return rc;
 }
 
-qvlm_status qvlm_bench_scenario(qvlm_model *m, const char *name, const char *cache_dir, json_t **out,
+qvlm_status qvlm_bench_scenario(qvlm_model *m, const char *name, const qvlm_cache_config *cc, json_t **out,
                                 qvlm_error *err) {
-    bench_ctx b = {.m = m, .cache_dir = cache_dir, .rng = 7, .turns = json_array()};
+    bench_ctx b = {.m = m, .cc = *cc, .rng = 7, .turns = json_array()};
     b.vision_start = m->cfg.vision_start_token_id, b.vision_end = m->cfg.vision_end_token_id;
     b.pad = m->cfg.image_token_id;
     qvlm_status rc;
@@ -419,7 +418,7 @@ qvlm_status qvlm_bench_scenario(qvlm_model *m, const char *name, const char *cac
     else if ((rc = warm_up(&b, err))) {
     } else if (strcmp(name, "multiturn") == 0) rc = sc_multiturn(&b, 4, "", err);
     else if (strcmp(name, "restart") == 0) {
-        if (!cache_dir) return qvlm_errorf(err, QVLM_E_INVALID, "the restart scenario needs --cache-dir");
+        if (!cc->dir) return qvlm_errorf(err, QVLM_E_INVALID, "the restart scenario needs --cache-dir");
         /* First run fills the disk tier; its numbers are not the scenario's. */
         json_t *first = b.turns;
         b.turns = json_array();
@@ -440,6 +439,7 @@ qvlm_status qvlm_bench_scenario(qvlm_model *m, const char *name, const char *cac
         json_decref(b.turns);
         return rc;
     }
-    *out = json_pack("{s:s, s:o}", "scenario", name, "turns", b.turns);
+    *out = json_pack("{s:s, s:f, s:f, s:o}", "scenario", name, "cache_gb", (double)cc->budget_bytes / (1u << 30),
+                     "cache_host_gb", (double)cc->host_budget_bytes / (1u << 30), "turns", b.turns);
     return QVLM_OK;
 }
