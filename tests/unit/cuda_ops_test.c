@@ -516,7 +516,7 @@ static void expert_views(expert_w *x, const qvlm_tensor *gu, const qvlm_tensor *
 }
 
 static void one_moe(env *e, int64_t T, int64_t H, int64_t I, qvlm_dtype dt, bool fused, double tol) {
-    enum { En = 16, K = 4, MAXT = 9 };
+    enum { En = 16, K = 4, MAXT = 40 };
     expert_w xc[En], xg[En];
     if (fused) {
         int64_t ngu[3] = {En, 2 * I, H}, ndn[3] = {En, H, I};
@@ -558,13 +558,15 @@ static void one_moe(env *e, int64_t T, int64_t H, int64_t I, qvlm_dtype dt, bool
     ASSERT_TRUE(r <= tol);
 }
 
+/* T <= 8: the device-routed kernels; more rows: the batched products (moe_batched) where the
+ * experts are uniform and aligned, the default otherwise. */
 static void test_moe_experts(void) {
-    const int64_t Ts[] = {1, 2, 5, 8, 9};
+    const int64_t Ts[] = {1, 2, 5, 8, 9, 40};
     const qvlm_dtype dts[] = {QVLM_DTYPE_BF16, QVLM_DTYPE_F32};
     for (int p = 0; p < 2; p++)
         for (int t = 0; t < 2; t++)
             for (int f = 0; f < 2; f++)
-                for (int i = 0; i < 5; i++) {
+                for (int i = 0; i < 6; i++) {
                     /* fused: H, I whole 16-byte chunks; separate: neither is (102 * 4 and 36 * 2 bytes
                      * are not multiples of 16, nor are 102 * 2 and 38 * 4) */
                     const int64_t H = f ? 96 : 102, I = f ? 40 : (t ? 38 : 36);

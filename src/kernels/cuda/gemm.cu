@@ -55,6 +55,27 @@ extern "C" int qcu_gemm(void *st, const void *ap) {
     QCU_DONE();
 }
 
+extern "C" int qcu_gemm_batched(void *st, const void *ap) {
+    const qcu_gemm_batched_args *a = (const qcu_gemm_batched_args *)ap;
+    cublasHandle_t h = (cublasHandle_t)a->handle;
+    cublasStatus_t s = cublasSetStream(h, (cudaStream_t)st);
+    if (s == CUBLAS_STATUS_SUCCESS && a->workspace)
+        s = cublasSetWorkspace(h, a->workspace, (size_t)a->workspace_bytes);
+    const float one = 1.0f, zero = 0.0f;
+    if (s == CUBLAS_STATUS_SUCCESS) {
+        if (a->bf16)
+            s = cublasGemmBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)a->d, (int)a->n, (int)a->k, &one, a->w,
+                                    CUDA_R_16BF, (int)a->k, a->x, CUDA_R_16BF, (int)a->k, &zero, (void *const *)a->y,
+                                    CUDA_R_32F, (int)a->d, (int)a->batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        else
+            s = cublasSgemmBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)a->d, (int)a->n, (int)a->k, &one,
+                                   (const float *const *)a->w, (int)a->k, (const float *const *)a->x, (int)a->k,
+                                   &zero, a->y, (int)a->d, (int)a->batch);
+    }
+    if (s != CUBLAS_STATUS_SUCCESS) return 10000 + (int)s;
+    QCU_DONE();
+}
+
 #else /* QVLM_CUDA_EMU */
 
 __global__ void k_gemm_emu(float *y, const void *x, const void *w, int64_t ldy, int64_t ldx, int64_t n, int64_t k,
@@ -86,6 +107,19 @@ extern "C" int qcu_gemm(void *st, const void *ap) {
         QVLM_LAUNCH(k_gemm_emu, dim3(qcu_blocks(a->d, 64), (unsigned)n), 64, 0, st, a->y + t0 * a->ldy, (const void *)x,
                     a->w, a->ldy, a->ldx, n, a->k, a->d, a->bf16);
     }
+    QCU_DONE();
+}
+
+extern "C" int qcu_gemm_batched(void *st, const void *ap) {
+    const qcu_gemm_batched_args *a = (const qcu_gemm_batched_args *)ap;
+    /* The pointer arrays are in (emulated) device memory, which the host can read here. */
+    for (int64_t b = 0; b < a->batch; b++)
+        for (int64_t t0 = 0; t0 < a->n; t0 += 65535) {
+            int64_t n = a->n - t0 < 65535 ? a->n - t0 : 65535;
+            const char *x = (const char *)a->x[b] + t0 * a->k * (a->bf16 ? 2 : 4);
+            QVLM_LAUNCH(k_gemm_emu, dim3(qcu_blocks(a->d, 64), (unsigned)n), 64, 0, st, a->y[b] + t0 * a->d,
+                        (const void *)x, a->w[b], a->d, a->k, n, a->k, a->d, a->bf16);
+        }
     QCU_DONE();
 }
 

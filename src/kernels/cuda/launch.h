@@ -314,6 +314,31 @@ typedef struct {
 } qcu_moe_experts_args;
 int qcu_moe_experts(void *stream, const void *args);
 
+/* The routed experts of many rows as batched products (backend_cuda.c, moe_batched): the
+ * rows routed to each active expert sit in `slots` consecutive slots of its batch (padded with
+ * zero rows to the largest count).
+ * gather: y[s][:] = x[src[s]][:] (or zeros where src[s] < 0), as packed bf16 when to_bf16,
+ *         else f32 (exactly), for s < n_slots.
+ * combine: acc[r][:] = sum over j of weight[r*k+j] * y[pos[r*k+j]][:], j in the given order
+ *         (ascending expert id), each term rounded before it is added: the CPU's
+ *         zero-then-scatter_add order. */
+typedef struct {
+    void *y;
+    const float *x;
+    const int32_t *src;
+    int64_t n_slots, H;
+    int32_t to_bf16, pad;
+} qcu_moe_gather_args;
+int qcu_moe_gather(void *stream, const void *args);
+typedef struct {
+    float *acc;
+    const float *y;
+    const int32_t *pos;
+    const float *weight;
+    int64_t T, k, H;
+} qcu_moe_combine_args;
+int qcu_moe_combine(void *stream, const void *args);
+
 /* ---- matrix products (gemv.cu, gemm.cu) -------------------------------------------------------- */
 
 /* Few-row products read each weight once: y_m[t][j] = sum_i x[t][i] W_m[j][i] (+ bias) for up
@@ -350,6 +375,18 @@ typedef struct {
     int32_t bf16, pad;
 } qcu_gemm_args;
 int qcu_gemm(void *stream, const void *args);
+/* batch products y_b[t][j] = sum_i x_b[t][i] W_b[j][i] for t < n, j < d (the same shapes,
+ * device arrays of pointers w[b], x[b], y[b]; x at stride k, y at stride d), as qcu_gemm. */
+typedef struct {
+    void *handle;
+    void *workspace;
+    const void *const *w;
+    const void *const *x;
+    float *const *y;
+    int64_t n, k, d, batch, workspace_bytes;
+    int32_t bf16, pad;
+} qcu_gemm_batched_args;
+int qcu_gemm_batched(void *stream, const void *args);
 /* 0 on success; *msg names the failing call otherwise. */
 int qcu_blas_create(void **handle, const char **msg);
 void qcu_blas_destroy(void *handle);

@@ -170,6 +170,51 @@ __global__ void __launch_bounds__(WARPS * 32) k_moe_down(qcu_moe_experts_args a)
     if (lane == 0) a.acc[r * a.H + i] = acc;
 }
 
+/* ---- many rows: the gather and combine around the batched products ---------------------------- */
+
+__global__ void k_moe_gather(qcu_moe_gather_args a) {
+    QCU_PDL_ENTRY();
+    const int64_t s = blockIdx.y, c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= a.H) return;
+    const int32_t r = a.src[s];
+    const float v = r >= 0 ? a.x[(int64_t)r * a.H + c] : 0.0f;
+    if (a.to_bf16) ((uint16_t *)a.y)[s * a.H + c] = f32_to_bf16(v);
+    else ((float *)a.y)[s * a.H + c] = v;
+}
+
+__global__ void k_moe_combine(qcu_moe_combine_args a) {
+    QCU_PDL_ENTRY();
+    const int64_t r = blockIdx.y, c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= a.H) return;
+    float acc = 0.0f;
+    for (int64_t j = 0; j < a.k; j++)
+        acc += __fmul_rn(a.weight[r * a.k + j], a.y[(int64_t)a.pos[r * a.k + j] * a.H + c]);
+    a.acc[r * a.H + c] = acc;
+}
+
+extern "C" int qcu_moe_gather(void *st, const void *ap) {
+    const qcu_moe_gather_args *a = (const qcu_moe_gather_args *)ap;
+    for (int64_t s0 = 0; s0 < a->n_slots; s0 += 65535) {
+        qcu_moe_gather_args b = *a;
+        const int64_t n = a->n_slots - s0 < 65535 ? a->n_slots - s0 : 65535;
+        b.src = a->src + s0;
+        b.y = (char *)a->y + s0 * a->H * (a->to_bf16 ? 2 : 4);
+        QVLM_LAUNCH(k_moe_gather, dim3(qcu_blocks(a->H, 256), (unsigned)n), 256, 0, st, b);
+    }
+    QCU_DONE();
+}
+
+extern "C" int qcu_moe_combine(void *st, const void *ap) {
+    const qcu_moe_combine_args *a = (const qcu_moe_combine_args *)ap;
+    for (int64_t r0 = 0; r0 < a->T; r0 += 65535) {
+        qcu_moe_combine_args b = *a;
+        const int64_t n = a->T - r0 < 65535 ? a->T - r0 : 65535;
+        b.acc = a->acc + r0 * a->H, b.pos = a->pos + r0 * a->k, b.weight = a->weight + r0 * a->k;
+        QVLM_LAUNCH(k_moe_combine, dim3(qcu_blocks(a->H, 256), (unsigned)n), 256, 0, st, b);
+    }
+    QCU_DONE();
+}
+
 typedef void (*moe_kernel)(qcu_moe_experts_args);
 
 template <int DT>
