@@ -696,6 +696,37 @@ static void run_small(void *p) {
     }
 }
 
+/* The routed experts of one decode row at qwen3.5-35b-a3b's shapes (256 experts of 2048 x 512,
+ * top 8): routing, gate/up and down, what a decode step runs per layer. Weights are zeros. */
+typedef struct moe_ctx {
+    float *acc, *x, *l;
+    qvlm_moe_experts ex;
+} moe_ctx;
+static void run_moe(void *p) {
+    moe_ctx *c = p;
+    int32_t idx[8], rows[8];
+    float w[8], row_w[8];
+    const qvlm_moe_scratch sc = {c->acc, c->acc, c->acc, c->acc, idx, rows, w, row_w}; /* unused for T = 1 */
+    qvlm_op_moe_experts(E16.sg, c->acc, c->x, 1, c->l, &c->ex, &sc);
+}
+static void perf_moe(void) {
+    env *e = &E16;
+    enum { En = 256, K = 8, H = 2048, I = 512 };
+    const size_t gu_bytes = (size_t)En * 2 * I * H * 2, dn_bytes = (size_t)En * H * I * 2;
+    void *gu = qvlm_backend_alloc(e->gpu, gu_bytes), *dn = qvlm_backend_alloc(e->gpu, dn_bytes);
+    static expert_w xs[En];
+    const qvlm_tensor tgu = {QVLM_DTYPE_BF16, 3, {En, 2 * I, H}, gu}, tdn = {QVLM_DTYPE_BF16, 3, {En, H, I}, dn};
+    qvlm_op_zero(e->sg, gu, gu_bytes);
+    qvlm_op_zero(e->sg, dn, dn_bytes);
+    expert_views(xs, &tgu, &tdn, En, I, H);
+    moe_ctx c = {.ex = {En, K, &xs[0].gate, &xs[0].up, &xs[0].down, sizeof(expert_w)}};
+    float *x = rnd(H, 1.0f), *l = rnd(En, 2.0f);
+    c.x = dev(e, x, H * 4), c.l = dev(e, l, En * 4), c.acc = qvlm_backend_alloc(e->gpu, H * 4);
+    perf_time("moe_experts T=1 256x(2048x512) top 8", run_moe, &c, (double)K * 3 * H * I * 2);
+    qvlm_backend_free(e->gpu, c.x), qvlm_backend_free(e->gpu, c.l), qvlm_backend_free(e->gpu, c.acc);
+    qvlm_backend_free(e->gpu, gu), qvlm_backend_free(e->gpu, dn);
+}
+
 static void perf(void) {
     env *e = &E16;
     printf("perf on %s\n", qvlm_backend_name(e->gpu));
@@ -759,6 +790,7 @@ static void perf(void) {
     }
     c.what = 0, c.dim = 4096;
     perf_time("add_rms_norm 1x4096", run_small, &c, 0);
+    perf_moe();
 }
 
 /* ==== driver ======================================================================================================== */

@@ -22,44 +22,57 @@
  * sum of exp in ascending expert order, top-k by strictly greater logits with the lowest id
  * winning ties, weights renormalised by their sum in slot order): only the work is spread over
  * the lanes, so the choices and the bits match the CPU's qvlm_op_moe_route. A thread per row
- * scanning 256 experts 8 times took ~330 us a layer on an H100 (most of a 35B-A3B decode step). */
+ * scanning 256 experts 8 times took ~330 us a layer on an H100 (most of a 35B-A3B decode step).
+ * The row's logits live in registers (expert lane + 32 i in v[i] of lane `lane`): the serial
+ * sum is 32 * NV shuffles unrolled (each lane's exps computed once, in parallel) and a top-k
+ * round is a register scan and a warp arg-max. Re-reading the logits from memory in every
+ * round, with the sum's shuffles in a loop of run-time length, took 17 us a row (H200). */
 #define ROUTE_WARPS 4
-__global__ void k_moe_route(int32_t *idx, float *weight, const float *logits, int64_t n_rows, int64_t E, int64_t k) {
-    QCU_PDL_ENTRY();
-    const int lane = threadIdx.x & 31;
-    const int64_t r = (int64_t)blockIdx.x * ROUTE_WARPS + threadIdx.x / 32;
-    if (r >= n_rows) return; /* the whole warp */
-    const float *l = logits + r * E;
+template <int NV>
+__device__ __forceinline__ void route_row(int32_t *idx, float *weight, const float *l, int64_t r, int64_t E, int64_t k,
+                                          int lane) {
+    float v[NV], ex[NV];
     float mx = -INFINITY;
-    for (int64_t e = lane; e < E; e += 32) mx = l[e] > mx ? l[e] : mx;
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        const int64_t e = lane + 32 * i;
+        v[i] = e < E ? l[e] : -INFINITY;
+        mx = e < E && v[i] > mx ? v[i] : mx;
+    }
     for (int o = 16; o > 0; o >>= 1) {
-        const float v = __shfl_xor_sync(0xffffffffu, mx, o);
-        mx = v > mx ? v : mx;
+        const float t = __shfl_xor_sync(0xffffffffu, mx, o);
+        mx = t > mx ? t : mx;
     }
-    /* Every lane adds the same values in the same order: the same sum everywhere. */
+#pragma unroll
+    for (int i = 0; i < NV; i++) ex[i] = lane + 32 * i < E ? expf(v[i] - mx) : 0.0f;
+    /* Every lane adds the same values in the same order (expert 0, 1, ...): the same sum everywhere. */
     float sum = 0.0f;
-    for (int64_t base = 0; base < E; base += 32) {
-        const float p = base + lane < E ? expf(l[base + lane] - mx) : 0.0f;
-        const int n = E - base < 32 ? (int)(E - base) : 32;
-        for (int q = 0; q < n; q++) sum += __shfl_sync(0xffffffffu, p, q);
-    }
+#pragma unroll
+    for (int i = 0; i < NV; i++)
+#pragma unroll
+        for (int q = 0; q < 32; q++) {
+            const float t = __shfl_sync(0xffffffffu, ex[i], q);
+            if (32 * i + q < E) sum += t;
+        }
+    uint32_t taken = 0; /* bit i: this lane's expert lane + 32 i is chosen */
     int32_t ir[MAX_K];
     float wr[MAX_K];
     for (int64_t j = 0; j < k; j++) {
         int32_t best = -1;
         float bv = 0.0f;
-        for (int64_t e = lane; e < E; e += 32) {
-            int taken = 0;
-            for (int64_t q = 0; q < j; q++) taken |= ir[q] == e;
-            if (!taken && (best < 0 || l[e] > bv)) best = (int32_t)e, bv = l[e];
+#pragma unroll
+        for (int i = 0; i < NV; i++) { /* ascending expert id within the lane */
+            const int32_t e = lane + 32 * i;
+            if (e < E && !(taken >> i & 1) && (best < 0 || v[i] > bv)) best = e, bv = v[i];
         }
         for (int o = 16; o > 0; o >>= 1) {
             const int32_t ob = __shfl_xor_sync(0xffffffffu, best, o);
             const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
             if (ob >= 0 && (best < 0 || ov > bv || (ov == bv && ob < best))) best = ob, bv = ov;
         }
+        if ((best & 31) == lane) taken |= 1u << (best >> 5);
         ir[j] = best;
-        wr[j] = expf(l[best] - mx) / sum;
+        wr[j] = expf(bv - mx) / sum;
     }
     float tot = 0.0f;
     for (int64_t j = 0; j < k; j++) tot += wr[j];
@@ -70,9 +83,21 @@ __global__ void k_moe_route(int32_t *idx, float *weight, const float *logits, in
         }
 }
 
+__global__ void k_moe_route(int32_t *idx, float *weight, const float *logits, int64_t n_rows, int64_t E, int64_t k) {
+    QCU_PDL_ENTRY();
+    const int lane = threadIdx.x & 31;
+    const int64_t r = (int64_t)blockIdx.x * ROUTE_WARPS + threadIdx.x / 32;
+    if (r >= n_rows) return; /* the whole warp */
+    const float *l = logits + r * E;
+    if (E <= 64) route_row<2>(idx, weight, l, r, E, k, lane);
+    else if (E <= 128) route_row<4>(idx, weight, l, r, E, k, lane);
+    else if (E <= 256) route_row<8>(idx, weight, l, r, E, k, lane);
+    else route_row<16>(idx, weight, l, r, E, k, lane); /* E <= 512: checked by the launcher */
+}
+
 extern "C" int qcu_moe_route(void *st, const void *ap) {
     const qcu_moe_route_args *a = (const qcu_moe_route_args *)ap;
-    if (a->k < 1 || a->k > MAX_K || a->k > a->n_experts) return 1;
+    if (a->k < 1 || a->k > MAX_K || a->k > a->n_experts || a->n_experts > 512) return 1;
     if (a->n_rows > 0)
         QVLM_LAUNCH(k_moe_route, qcu_blocks(a->n_rows, ROUTE_WARPS), ROUTE_WARPS * 32, 0, st, a->idx, a->weight, a->logits,
                     a->n_rows, a->n_experts, a->k);
@@ -80,7 +105,7 @@ extern "C" int qcu_moe_route(void *st, const void *ap) {
 }
 
 #define WARPS 8
-#define DOWN_BATCH 4 /* experts whose loads a down-projection warp has in flight together */
+#define DOWN_BATCH 8 /* experts whose loads a down-projection warp has in flight together (4: ~2 us more a layer) */
 
 /* Dot product of weight row w (dtype WDT) with activation row x over n elements, this lane's
  * share: chunks lane, lane+32, ... (16 bytes of weights each) or, unvectorised, elements. */
@@ -110,8 +135,48 @@ __device__ __forceinline__ float lane_dot(const void *w, const float *x, int64_t
     return acc;
 }
 
+/* lane_dot of two weight rows with the same x, their loads in flight together (each sum in
+ * lane_dot's order: the same bits as two lane_dot calls). */
+template <int WDT, bool VEC>
+__device__ __forceinline__ void lane_dot2(const void *w0, const void *w1, const float *x, int64_t n, int round, int lane,
+                                          float *d0, float *d1) {
+    float a0 = 0.0f, a1 = 0.0f;
+    if (VEC) {
+        const int P = wtraits<WDT>::per16;
+        const int64_t nch = n / P;
+#pragma unroll 4
+        for (int64_t c = lane; c < nch; c += 32) {
+            float u0[8], u1[8], xv[8];
+            unpack<WDT>(__ldg((const uint4 *)w0 + c), u0);
+            unpack<WDT>(__ldg((const uint4 *)w1 + c), u1);
+            const float4 *xp = (const float4 *)x + c * (P / 4);
+            const float4 x0 = __ldg(xp);
+            xv[0] = x0.x, xv[1] = x0.y, xv[2] = x0.z, xv[3] = x0.w;
+            if (P == 8) {
+                const float4 x1 = __ldg(xp + 1);
+                xv[4] = x1.x, xv[5] = x1.y, xv[6] = x1.z, xv[7] = x1.w;
+            }
+#pragma unroll
+            for (int e = 0; e < P; e++) {
+                const float xe = xval(xv[e], round);
+                a0 += wval<WDT>(u0[e], round) * xe;
+                a1 += wval<WDT>(u1[e], round) * xe;
+            }
+        }
+    } else {
+        for (int64_t i = lane; i < n; i += 32) {
+            const float xe = xval(x[i], round);
+            a0 += wval<WDT>(wload(w0, WDT, i), round) * xe;
+            a1 += wval<WDT>(wload(w1, WDT, i), round) * xe;
+        }
+    }
+    *d0 = a0, *d1 = a1;
+}
+
 /* h[p][j] = silu(gate_e[j] . x[r]) * (up_e[j] . x[r]) for slot p = r*k + s, e = idx[p]: one
- * warp per (p, j). The expert comes from the routing kernel, so nothing is read before the wait. */
+ * warp per (p, j), the gate and up rows' loads in flight together. The expert comes from the
+ * routing kernel, so nothing is read before the wait. (Staging x in shared memory per block, so
+ * the warps of a block read it once, measured slower on an H200: 41 -> 47 us a layer.) */
 template <int WDT, bool VEC>
 __global__ void __launch_bounds__(WARPS * 32) k_moe_gate_up(qcu_moe_experts_args a) {
     QCU_PDL_ENTRY();
@@ -122,9 +187,9 @@ __global__ void __launch_bounds__(WARPS * 32) k_moe_gate_up(qcu_moe_experts_args
     const int64_t e = a.idx[p];
     const size_t row = (size_t)(j * a.H) * wtraits<WDT>::esize;
     const char *wg = (const char *)a.experts[3 * e] + row, *wu = (const char *)a.experts[3 * e + 1] + row;
-    const float *x = a.x + r * a.H;
-    const float g = warp_sum(lane_dot<WDT, VEC>(wg, x, a.H, a.round_bf16, lane));
-    const float u = warp_sum(lane_dot<WDT, VEC>(wu, x, a.H, a.round_bf16, lane));
+    float g, u;
+    lane_dot2<WDT, VEC>(wg, wu, a.x + r * a.H, a.H, a.round_bf16, lane, &g, &u);
+    g = warp_sum(g), u = warp_sum(u);
     if (lane == 0) a.h[p * a.I + j] = silu_f(g) * u;
 }
 
@@ -145,6 +210,7 @@ __global__ void __launch_bounds__(WARPS * 32) k_moe_down(qcu_moe_experts_args a)
     const int64_t unit = (int64_t)blockIdx.x * WARPS + warp;
     if (unit >= a.T * a.H) return;
     const int64_t r = unit / a.H, i = unit % a.H;
+    const float *h = a.h + r * a.k * a.I;
     const int32_t *ids = a.idx + r * a.k;
     float acc = 0.0f;
     int32_t last = -1;
@@ -159,7 +225,7 @@ __global__ void __launch_bounds__(WARPS * 32) k_moe_down(qcu_moe_experts_args a)
             const int32_t e = ids[slot[b]];
             last = e;
             const char *w = (const char *)a.experts[3 * (int64_t)e + 2] + (size_t)(i * a.I) * wtraits<DDT>::esize;
-            part[b] = lane_dot<DDT, VEC>(w, a.h + (r * a.k + slot[b]) * a.I, a.I, a.round_bf16, lane);
+            part[b] = lane_dot<DDT, VEC>(w, h + slot[b] * a.I, a.I, a.round_bf16, lane);
         }
 #pragma unroll
         for (int b = 0; b < DOWN_BATCH; b++) {
