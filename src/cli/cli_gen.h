@@ -36,7 +36,7 @@ bool cli_gen_opt(int argc, char **argv, int *i, cli_gen_opts *o, bool *bad);
     "  --ctx N               context limit in tokens (default: the model's)\n"                        \
     "  --threads N           CPU threads (default: all cores)\n"                                      \
     "  --backend cpu|cuda    where the model runs (default cpu)\n"                                    \
-    "  --precision f32|bf16  activations into the matrix products (default: f32 on cpu, bf16 on cuda)\n" \
+    "  --precision f32|bf16  activations into the matrix products (default: bf16 on cuda or with --quant, else f32)\n" \
     "  --quant none|q8_0     quantise the text weights at load (cpu only; default none)\n"
 
 /* Load the model (progress bar on a terminal). Prints the error and returns NULL on failure. */

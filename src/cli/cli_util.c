@@ -77,7 +77,11 @@ bool cli_model_opt(int argc, char **argv, int *i, qvlm_model_params *p, bool *pr
 }
 
 void cli_model_precision_default(qvlm_model_params *p, bool precision_set) {
-    if (!precision_set) p->precision = p->device == QVLM_DEVICE_CUDA ? QVLM_PRECISION_BF16 : QVLM_PRECISION_F32;
+    /* With --quant q8_0 the weights are ~100x coarser than bf16 activations: exact f32 products
+     * would only cost speed (the CPU's int8 kernels need BF16 precision, kernels/cpu/cpu.h). */
+    if (!precision_set)
+        p->precision = p->device == QVLM_DEVICE_CUDA || p->quant != QVLM_QUANT_NONE ? QVLM_PRECISION_BF16
+                                                                                   : QVLM_PRECISION_F32;
 }
 
 size_t cli_cache_host_bytes(const qvlm_model_params *p, double host_gb, double cache_gb) {

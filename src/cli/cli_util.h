@@ -17,7 +17,7 @@ double cli_num(const char *opt, const char *v, double lo, double hi, bool *bad);
  * into p. Consumes argv[*i] when it is one of them (sets *bad on a bad value). */
 bool cli_model_opt(int argc, char **argv, int *i, qvlm_model_params *p, bool *precision_set, bool *bad);
 /* Each backend's usual precision unless --precision was given: exact f32 on the CPU, bf16
- * products on a GPU. */
+ * products on a GPU or with quantised weights. */
 void cli_model_precision_default(qvlm_model_params *p, bool precision_set);
 /* Bytes of the cache's host-RAM tier: host_gb when given (>= 0), else 4 x cache_gb on a GPU
  * (whose cache_gb is device memory) and none on the CPU (whose cache is in host RAM already). */
