@@ -34,13 +34,18 @@ extern "C" void qcu_blas_destroy(void *handle) {
 
 extern "C" const char *qcu_blas_name(void) { return "cuBLAS"; }
 
+/* The handle onto the op's stream and workspace. */
+static cublasStatus_t bind(cublasHandle_t h, void *st, void *workspace, int64_t workspace_bytes) {
+    cublasStatus_t s = cublasSetStream(h, (cudaStream_t)st);
+    if (s == CUBLAS_STATUS_SUCCESS && workspace) s = cublasSetWorkspace(h, workspace, (size_t)workspace_bytes);
+    return s;
+}
+
 /* Returns a cublasStatus_t offset by 10000 so the backend can tell it from a cudaError_t. */
 extern "C" int qcu_gemm(void *st, const void *ap) {
     const qcu_gemm_args *a = (const qcu_gemm_args *)ap;
     cublasHandle_t h = (cublasHandle_t)a->handle;
-    cublasStatus_t s = cublasSetStream(h, (cudaStream_t)st);
-    if (s == CUBLAS_STATUS_SUCCESS && a->workspace)
-        s = cublasSetWorkspace(h, a->workspace, (size_t)a->workspace_bytes);
+    cublasStatus_t s = bind(h, st, a->workspace, a->workspace_bytes);
     const float one = 1.0f, zero = 0.0f;
     if (s == CUBLAS_STATUS_SUCCESS) {
         if (a->bf16)
@@ -58,9 +63,7 @@ extern "C" int qcu_gemm(void *st, const void *ap) {
 extern "C" int qcu_gemm_batched(void *st, const void *ap) {
     const qcu_gemm_batched_args *a = (const qcu_gemm_batched_args *)ap;
     cublasHandle_t h = (cublasHandle_t)a->handle;
-    cublasStatus_t s = cublasSetStream(h, (cudaStream_t)st);
-    if (s == CUBLAS_STATUS_SUCCESS && a->workspace)
-        s = cublasSetWorkspace(h, a->workspace, (size_t)a->workspace_bytes);
+    cublasStatus_t s = bind(h, st, a->workspace, a->workspace_bytes);
     const float one = 1.0f, zero = 0.0f;
     if (s == CUBLAS_STATUS_SUCCESS) {
         if (a->bf16)

@@ -107,48 +107,23 @@ extern "C" int qcu_moe_route(void *st, const void *ap) {
 #define WARPS 8
 #define DOWN_BATCH 8 /* experts whose loads a down-projection warp has in flight together (4: ~2 us more a layer) */
 
-/* Dot product of weight row w (dtype WDT) with activation row x over n elements, this lane's
- * share: chunks lane, lane+32, ... (16 bytes of weights each) or, unvectorised, elements. */
-template <int WDT, bool VEC>
-__device__ __forceinline__ float lane_dot(const void *w, const float *x, int64_t n, int round, int lane) {
-    float acc = 0.0f;
-    if (VEC) {
-        const int P = wtraits<WDT>::per16;
-        const int64_t nch = n / P;
-#pragma unroll 4
-        for (int64_t c = lane; c < nch; c += 32) {
-            float wv[8], xv[8];
-            unpack<WDT>(__ldg((const uint4 *)w + c), wv);
-            const float4 *xp = (const float4 *)x + c * (P / 4);
-            const float4 x0 = __ldg(xp);
-            xv[0] = x0.x, xv[1] = x0.y, xv[2] = x0.z, xv[3] = x0.w;
-            if (P == 8) {
-                const float4 x1 = __ldg(xp + 1);
-                xv[4] = x1.x, xv[5] = x1.y, xv[6] = x1.z, xv[7] = x1.w;
-            }
+/* Dot products of NW weight rows w[i] (dtype WDT) with one activation row x over n elements,
+ * this lane's share: chunks lane, lane+32, ... (16 bytes of weights each) or, unvectorised,
+ * elements; the rows' loads are in flight together and each sum keeps its own order. */
+template <int WDT, bool VEC, int NW>
+__device__ __forceinline__ void lane_dots(const void *const *w, const float *x, int64_t n, int round, int lane,
+                                          float *d) {
+    float acc[NW];
 #pragma unroll
-            for (int e = 0; e < P; e++) acc += wval<WDT>(wv[e], round) * xval(xv[e], round);
-        }
-    } else {
-        for (int64_t i = lane; i < n; i += 32) acc += wval<WDT>(wload(w, WDT, i), round) * xval(x[i], round);
-    }
-    return acc;
-}
-
-/* lane_dot of two weight rows with the same x, their loads in flight together (each sum in
- * lane_dot's order: the same bits as two lane_dot calls). */
-template <int WDT, bool VEC>
-__device__ __forceinline__ void lane_dot2(const void *w0, const void *w1, const float *x, int64_t n, int round, int lane,
-                                          float *d0, float *d1) {
-    float a0 = 0.0f, a1 = 0.0f;
+    for (int r = 0; r < NW; r++) acc[r] = 0.0f;
     if (VEC) {
         const int P = wtraits<WDT>::per16;
         const int64_t nch = n / P;
 #pragma unroll 4
         for (int64_t c = lane; c < nch; c += 32) {
-            float u0[8], u1[8], xv[8];
-            unpack<WDT>(__ldg((const uint4 *)w0 + c), u0);
-            unpack<WDT>(__ldg((const uint4 *)w1 + c), u1);
+            float wv[NW][8], xv[8];
+#pragma unroll
+            for (int r = 0; r < NW; r++) unpack<WDT>(__ldg((const uint4 *)w[r] + c), wv[r]);
             const float4 *xp = (const float4 *)x + c * (P / 4);
             const float4 x0 = __ldg(xp);
             xv[0] = x0.x, xv[1] = x0.y, xv[2] = x0.z, xv[3] = x0.w;
@@ -159,18 +134,19 @@ __device__ __forceinline__ void lane_dot2(const void *w0, const void *w1, const 
 #pragma unroll
             for (int e = 0; e < P; e++) {
                 const float xe = xval(xv[e], round);
-                a0 += wval<WDT>(u0[e], round) * xe;
-                a1 += wval<WDT>(u1[e], round) * xe;
+#pragma unroll
+                for (int r = 0; r < NW; r++) acc[r] += wval<WDT>(wv[r][e], round) * xe;
             }
         }
     } else {
         for (int64_t i = lane; i < n; i += 32) {
             const float xe = xval(x[i], round);
-            a0 += wval<WDT>(wload(w0, WDT, i), round) * xe;
-            a1 += wval<WDT>(wload(w1, WDT, i), round) * xe;
+#pragma unroll
+            for (int r = 0; r < NW; r++) acc[r] += wval<WDT>(wload(w[r], WDT, i), round) * xe;
         }
     }
-    *d0 = a0, *d1 = a1;
+#pragma unroll
+    for (int r = 0; r < NW; r++) d[r] = acc[r];
 }
 
 /* h[p][j] = silu(gate_e[j] . x[r]) * (up_e[j] . x[r]) for slot p = r*k + s, e = idx[p]: one
@@ -187,9 +163,10 @@ __global__ void __launch_bounds__(WARPS * 32) k_moe_gate_up(qcu_moe_experts_args
     const int64_t e = a.idx[p];
     const size_t row = (size_t)(j * a.H) * wtraits<WDT>::esize;
     const char *wg = (const char *)a.experts[3 * e] + row, *wu = (const char *)a.experts[3 * e + 1] + row;
-    float g, u;
-    lane_dot2<WDT, VEC>(wg, wu, a.x + r * a.H, a.H, a.round_bf16, lane, &g, &u);
-    g = warp_sum(g), u = warp_sum(u);
+    const void *const w2[2] = {wg, wu};
+    float gu[2];
+    lane_dots<WDT, VEC, 2>(w2, a.x + r * a.H, a.H, a.round_bf16, lane, gu);
+    const float g = warp_sum(gu[0]), u = warp_sum(gu[1]);
     if (lane == 0) a.h[p * a.I + j] = silu_f(g) * u;
 }
 
@@ -224,8 +201,8 @@ __global__ void __launch_bounds__(WARPS * 32) k_moe_down(qcu_moe_experts_args a)
             if (slot[b] < 0) continue;
             const int32_t e = ids[slot[b]];
             last = e;
-            const char *w = (const char *)a.experts[3 * (int64_t)e + 2] + (size_t)(i * a.I) * wtraits<DDT>::esize;
-            part[b] = lane_dot<DDT, VEC>(w, h + slot[b] * a.I, a.I, a.round_bf16, lane);
+            const void *w = (const char *)a.experts[3 * (int64_t)e + 2] + (size_t)(i * a.I) * wtraits<DDT>::esize;
+            lane_dots<DDT, VEC, 1>(&w, h + slot[b] * a.I, a.I, a.round_bf16, lane, &part[b]);
         }
 #pragma unroll
         for (int b = 0; b < DOWN_BATCH; b++) {
