@@ -287,9 +287,12 @@ static qvlm_status fingerprint(const qvlm_model *m, uint64_t fp[2], qvlm_error *
     int opts[3] = {(int)qvlm_backend_kind_of(m->be), (int)qvlm_backend_precision(m->be), m->opts.rope_freq_bf16};
     XXH3_128bits_update(st, opts, sizeof(opts));
     if (m->opts.quant != QVLM_QUANT_NONE) { /* load-time quantised weights are other weights */
-        int q = (int)m->opts.quant;
+        /* and the layout they take says which products run: Q8_0X8 is the I8 kernels' int8
+         * activations (kernels/cpu/cpu.h), whose states builds with the widening kernels did
+         * not compute */
+        int q[2] = {(int)m->opts.quant, (int)qvlm_backend_q8_dtype(m->be)};
         XXH3_128bits_update(st, "quant", 5);
-        XXH3_128bits_update(st, &q, sizeof(q));
+        XXH3_128bits_update(st, q, sizeof(q));
     }
     XXH128_hash_t h = XXH3_128bits_digest(st);
     XXH3_freeState(st);
