@@ -63,8 +63,17 @@ const failed = await runCases([
     await page.locator('[data-testid=pending-thumb]').waitFor();
     await page.fill('[data-testid=prompt]', 'What is in this picture?');
     await watchStreaming(0);
+    // The tiny model answers at ~10k tokens/s, so the whole stream could arrive in one or two
+    // reads and the page's incremental rendering would go unseen (1 run in 3 failed so): a slow
+    // download link (CDP network emulation) spreads the same events over many reads.
+    const cdp = await browser.newCDPSession(page);
+    await cdp.send('Network.enable');
+    await cdp.send('Network.emulateNetworkConditions',
+                   { offline: false, latency: 0, downloadThroughput: 16 * 1024, uploadThroughput: -1 });
     await page.click('[data-testid=send]');
     const t1 = await finishedTurn(0);
+    await cdp.send('Network.emulateNetworkConditions',
+                   { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
     assert.equal(await page.locator('[data-testid=message-user] [data-testid=thumb]').count(), 1);
     assert.ok(t1.reasoning.length > 0, 'the thinking is shown apart');
     assert.ok(new Set(t1.updates).size >= 3, `the answer streamed in (${new Set(t1.updates).size} distinct updates)`);
