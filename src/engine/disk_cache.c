@@ -36,6 +36,7 @@ typedef struct memfile {
     uint8_t *data;
     size_t n;
     uint64_t last_use;
+    bool spilling; /* being moved to the directory: readable, and freed only by the mover */
 } memfile;
 
 struct qvlm_disk_cache {
@@ -165,19 +166,22 @@ static void forget_ck(qvlm_disk_cache *d, const char *name) {
 }
 
 /* Move the least recently used host files to the directory until the tier fits its budget
- * (without a directory they are dropped, and so are the checkpoints they hold). The disk
- * writes run outside the lock, so readers of the host tier never wait for the disk. */
+ * (without a directory they are dropped, and so are the checkpoints they hold). A file stays
+ * readable here until it is on disk, so a request loading it meanwhile never misses it; the
+ * disk write runs outside the lock, so readers never wait for the disk. Only the writer thread
+ * (the one caller of mem_write) spills, one file at a time. */
 static void mem_spill(qvlm_disk_cache *d) {
     for (;;) {
         pthread_mutex_lock(&d->mu);
-        if (d->mem_bytes <= d->mem_budget || d->n_mem == 0) {
+        int64_t lru = -1;
+        for (int64_t i = 0; d->mem_bytes > d->mem_budget && i < d->n_mem; i++)
+            if (!d->mem[i].spilling && (lru < 0 || d->mem[i].last_use < d->mem[lru].last_use)) lru = i;
+        if (lru < 0) {
             pthread_mutex_unlock(&d->mu);
             return;
         }
-        int64_t lru = 0;
-        for (int64_t i = 1; i < d->n_mem; i++)
-            if (d->mem[i].last_use < d->mem[lru].last_use) lru = i;
-        memfile f = mem_take(d, lru);
+        memfile f = d->mem[lru];
+        d->mem[lru].spilling = true;
         if (!d->dir && strncmp(f.name, "ck-", 3) == 0) forget_ck(d, f.name);
         pthread_mutex_unlock(&d->mu);
         if (d->dir) {
@@ -185,7 +189,10 @@ static void mem_spill(qvlm_disk_cache *d) {
             if (disk_write(d, f.name, f.data, f.n - HDR, &err) != QVLM_OK)
                 fprintf(stderr, "qvlm: cache: moving %s to disk failed: %s\n", f.name, err.msg);
         }
-        free(f.data);
+        pthread_mutex_lock(&d->mu);
+        int64_t i = mem_find(d, f.name); /* still there: nobody else removes a spilling file */
+        if (i >= 0) free(mem_take(d, i).data);
+        pthread_mutex_unlock(&d->mu);
     }
 }
 
@@ -205,7 +212,7 @@ static qvlm_status mem_write(qvlm_disk_cache *d, const char *name, const uint8_t
         memcpy(copy, buf, HDR + payload);
         memfile *f = &d->mem[d->n_mem++];
         snprintf(f->name, sizeof(f->name), "%s", name);
-        f->data = copy, f->n = HDR + payload, f->last_use = ++d->mem_clock;
+        f->data = copy, f->n = HDR + payload, f->last_use = ++d->mem_clock, f->spilling = false;
         d->mem_bytes += f->n;
     }
     pthread_mutex_unlock(&d->mu);
@@ -585,7 +592,7 @@ void qvlm_disk_drop_checkpoint(qvlm_disk_cache *d, uint64_t id) {
     for (int64_t i = 0; i < d->n_cks; i++)
         if (d->cks[i].id == id) {
             int64_t m = mem_find(d, d->cks[i].name);
-            if (m >= 0) free(mem_take(d, m).data);
+            if (m >= 0 && !d->mem[m].spilling) free(mem_take(d, m).data); /* else its mover frees it */
             char *p = d->dir ? path_of(d, d->cks[i].name) : NULL;
             if (p) unlink(p);
             free(p);
