@@ -116,6 +116,9 @@ void qvlm_cpu_matmul_multi(const qvlm_cpu *cpu, int n_parts, const qvlm_mm_part 
  * calling thread and return the number of FLOPs it did (2 per multiply-add). Timing it gives
  * the core's peak, the bound for the GEMM numbers of `qvlm bench-matmul`. */
 double qvlm_cpu_peak_probe(qvlm_isa isa, qvlm_precision precision, int64_t iters);
+/* The same for the I8 kernels' multiply-add step (vpdpbusd, or AVX2's vpmaddubsw sequence):
+ * the bound of Q8_0 products at BF16 precision. 0 on the scalar ISA. */
+double qvlm_cpu_peak_probe_i8(qvlm_isa isa, int64_t iters);
 /* Read `bytes` at p (64-byte aligned, a multiple of 256) as 4 sequential streams side by side,
  * the access pattern of the decode kernels, with the widest loads of `isa`; returns a checksum
  * (so the reads cannot be dropped). Timing it gives the read bandwidth the GEMV can reach. */

@@ -257,6 +257,15 @@ uint64_t qvlm_cpu_read_probe(qvlm_isa isa, const void *p, size_t bytes) {
     return a ^ b ^ c ^ d;
 }
 
+double qvlm_cpu_peak_probe_i8(qvlm_isa isa, int64_t iters) {
+#if defined(__x86_64__)
+    if (isa >= QVLM_ISA_AVX512_BF16) return qvlm_mm_i8_peak_avx512(iters);
+    if (isa >= QVLM_ISA_AVX2) return qvlm_mm_i8_peak_avx2(iters);
+#endif
+    (void)isa, (void)iters;
+    return 0; /* the scalar reference has no int8 kernel to probe */
+}
+
 double qvlm_cpu_peak_probe(qvlm_isa isa, qvlm_precision precision, int64_t iters) {
 #if defined(__x86_64__)
     if (isa >= QVLM_ISA_AVX512) return qvlm_mm_peak_avx512(isa >= QVLM_ISA_AVX512_BF16 && precision == QVLM_PREC_BF16, iters);

@@ -263,4 +263,22 @@ void I8_FN(qvlm_mm_i8_compute)(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int
     }
 }
 
+/* ---- peak probe ------------------------------------------------------------------------------------ */
+
+double I8_FN(qvlm_mm_i8_peak)(int64_t iters) {
+    /* The kernels' own step (group_madd: 32 int8 multiply-adds) on 12 independent sums. */
+    volatile int seed = 3;
+    const __m256i w = _mm256_set1_epi8((char)(seed + 128)), xb = _mm256_set1_epi8((char)seed);
+    __m256i a[12];
+    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_epi32(seed + i);
+    for (int64_t it = 0; it < iters; it++)
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) a[i] = group_madd(a[i], w, xb);
+    __m256i s = a[0];
+    for (int i = 1; i < 12; i++) s = _mm256_xor_si256(s, a[i]);
+    volatile int sink = _mm256_extract_epi32(s, 0);
+    (void)sink;
+    return (double)iters * 12 * 32 * 2;
+}
+
 #endif /* __x86_64__ */

@@ -134,6 +134,8 @@ void qvlm_mm_i8_compute_avx512(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int
 void qvlm_mm_i8_pack_x_avx2(const qvlm_mm_ctx *c, int64_t t0, int64_t t1);
 void qvlm_mm_i8_compute_avx2(const qvlm_mm_ctx *c, int64_t t0, int64_t t1, int64_t j0, int64_t j1,
                              void *scratch);
+double qvlm_mm_i8_peak_avx512(int64_t iters);
+double qvlm_mm_i8_peak_avx2(int64_t iters);
 #endif
 
 #endif /* QVLM_KERNELS_CPU_MATMUL_IMPL_H */
