@@ -25,7 +25,7 @@
 
 static int64_t units(int64_t k) { return (k + QVLM_MM_UNIT - 1) / QVLM_MM_UNIT; }
 
-/* Bytes of one weight row in I8 panels (matmul_impl.h). */
+/* Bytes of one weight row in I8 panels (Q8_0X8: as a Q8_0 row). */
 static size_t i8_row_bytes(int64_t k) { return (size_t)units(k) * QVLM_Q8_0_BLOCK_BYTES; }
 
 /* One thread's panel block: the L2 target, or 4 f32 rows when a row alone is larger. Grows with

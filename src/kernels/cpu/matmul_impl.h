@@ -73,8 +73,6 @@ static inline uint8_t *qvlm_mm_x_at(const qvlm_mm_ctx *c, int64_t t) {
  *           interleaved in groups of 4 elements, so one vpdpbusd of a group with the token's
  *           4 elements broadcast adds 4 products to each of 8 rows' sums. Q8_0X8 weights are
  *           read as stored; Q8_0 rows are packed into that layout block by block. */
-#define QVLM_MM_I8_ROWS 8
-
 static inline size_t qvlm_mm_i8_stride(int64_t k) { return ((size_t)k + 8 * (size_t)(k / 32) + 63) & ~(size_t)63; }
 static inline uint8_t *qvlm_mm_i8_x_at(const qvlm_mm_ctx *c, int64_t t) {
     return c->xp + (size_t)(t - c->t_base) * c->i8_stride;
