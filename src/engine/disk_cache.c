@@ -182,7 +182,7 @@ static void mem_spill(qvlm_disk_cache *d) {
         }
         memfile f = d->mem[lru];
         d->mem[lru].spilling = true;
-        if (!d->dir && strncmp(f.name, "ck-", 3) == 0) forget_ck(d, f.name);
+        if (!d->dir && kind_is_ck(f.name)) forget_ck(d, f.name);
         pthread_mutex_unlock(&d->mu);
         if (d->dir) {
             qvlm_error err;

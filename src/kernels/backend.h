@@ -110,17 +110,16 @@ bool qvlm_stream_step_begin(qvlm_stream *s);
 void qvlm_stream_step_end(qvlm_stream *s);
 
 /* ---- load-time weight conversion (host memory, for any backend) -------------------------------
- * Quantise `rows` rows of k elements of src (F32, BF16 or F16) to Q8_0 (kernels/cpu/quant.h's
- * format and rounding) into dst, rows * qvlm_dtype_row_bytes(QVLM_DTYPE_Q8_0, k) bytes, split
+ * Quantise `rows` rows of k elements of src (F32, BF16 or F16) to `to`: QVLM_DTYPE_Q8_0 or its
+ * interleaved layout QVLM_DTYPE_Q8_0X8 (kernels/cpu/quant.h's format and rounding; which one a
+ * backend wants: qvlm_backend_q8_dtype) into dst, qvlm_quantized_bytes(to, rows, k) bytes, split
  * over the threads of `pool` (NULL: the calling thread). QVLM_E_INVALID when k is not a
- * positive multiple of 32 or src_type is not a float type; QVLM_E_CORRUPT naming the row when
- * a value is not finite or overflows the half scale. On failure dst is partly written. */
-qvlm_status qvlm_quantize_rows_q8_0(void *dst, const void *src, qvlm_dtype src_type, int64_t rows, int64_t k,
-                                   struct qvlm_pool *pool, qvlm_error *err);
-/* The same quantisation, written as Q8_0X8 panels: qvlm_q8_0x8_bytes(rows, k) bytes (rows
- * padded to a multiple of 8 with zero rows). */
-qvlm_status qvlm_quantize_rows_q8_0x8(void *dst, const void *src, qvlm_dtype src_type, int64_t rows, int64_t k,
-                                     struct qvlm_pool *pool, qvlm_error *err);
+ * positive multiple of 32, `to` is neither or src_type is not a float type; QVLM_E_CORRUPT
+ * naming the row when a value is not finite or overflows the half scale. On failure dst is
+ * partly written. */
+size_t qvlm_quantized_bytes(qvlm_dtype to, int64_t rows, int64_t k);
+qvlm_status qvlm_quantize_rows(void *dst, qvlm_dtype to, const void *src, qvlm_dtype src_type, int64_t rows, int64_t k,
+                               struct qvlm_pool *pool, qvlm_error *err);
 
 /* Copies between host and backend memory, and within the backend. */
 void qvlm_op_upload(qvlm_stream *s, void *dst, const void *host_src, size_t n_bytes);

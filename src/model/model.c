@@ -315,13 +315,10 @@ static qvlm_status quantize_weight(qvlm_model *m, qvlm_tensor *t, const char *wh
         return QVLM_OK;
     const int64_t rows = t->ne[0], k = t->ne[1];
     const qvlm_dtype qt = qvlm_backend_q8_dtype(m->be); /* the backend's layout of the same numbers */
-    const int64_t stored_rows = qt == QVLM_DTYPE_Q8_0X8 ? (rows + 7) / 8 * 8 : rows; /* dtype.h */
-    const size_t bytes = (size_t)stored_rows * qvlm_dtype_row_bytes(qt, k);
+    const size_t bytes = qvlm_quantized_bytes(qt, rows, k);
     void *p = alloc_weight(bytes);
     if (!p) return qvlm_errorf(err, QVLM_E_NOMEM, "%s: out of memory for %zu bytes of Q8_0 weights", what, bytes);
-    qvlm_pool *pool = qvlm_backend_host_pool(m->be);
-    qvlm_status rc = qt == QVLM_DTYPE_Q8_0X8 ? qvlm_quantize_rows_q8_0x8(p, t->data, t->dtype, rows, k, pool, err)
-                                             : qvlm_quantize_rows_q8_0(p, t->data, t->dtype, rows, k, pool, err);
+    qvlm_status rc = qvlm_quantize_rows(p, qt, t->data, t->dtype, rows, k, qvlm_backend_host_pool(m->be), err);
     if (rc) {
         free(p);
         return qvlm_error_prefix(err, rc, "%s: %s", m->dir, what);

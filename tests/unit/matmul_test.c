@@ -44,8 +44,8 @@ static const char *prec_name(qvlm_precision p) { return p == QVLM_PREC_F32 ? "f3
 /* d x k weights of type wt from f32 values (Q8_0, Q8_0X8: quantised; k % 32 == 0). */
 static void *make_weights(const float *wf, qvlm_dtype wt, int64_t d, int64_t k) {
     if (wt == QVLM_DTYPE_Q8_0X8) {
-        void *w = malloc(qvlm_q8_0x8_bytes(d, k));
-        if (qvlm_quantize_rows_q8_0x8(w, wf, QVLM_DTYPE_F32, d, k, NULL, NULL) != QVLM_OK) {
+        void *w = malloc(qvlm_quantized_bytes(QVLM_DTYPE_Q8_0X8, d, k));
+        if (qvlm_quantize_rows(w, QVLM_DTYPE_Q8_0X8, wf, QVLM_DTYPE_F32, d, k, NULL, NULL) != QVLM_OK) {
             free(w);
             return NULL;
         }

@@ -14,7 +14,6 @@
 #include <stdint.h>
 
 #include "kernels/cpu/matmul_impl.h"
-#include "kernels/cpu/quant.h"
 
 #define ALIGN64(x) (((x) + (size_t)63) & ~(size_t)63)
 
@@ -24,9 +23,6 @@
 #define MIN_MACS_PER_THREAD (64 * 1024)
 
 static int64_t units(int64_t k) { return (k + QVLM_MM_UNIT - 1) / QVLM_MM_UNIT; }
-
-/* Bytes of one weight row in I8 panels (Q8_0X8: as a Q8_0 row). */
-static size_t i8_row_bytes(int64_t k) { return (size_t)units(k) * QVLM_Q8_0_BLOCK_BYTES; }
 
 /* One thread's panel block: the L2 target, or 4 f32 rows when a row alone is larger. Grows with
  * k (so does the work size: a buffer reserved for the largest k serves the smaller ones). */
@@ -50,14 +46,14 @@ size_t qvlm_mm_thread_scratch_bytes(int64_t k) {
     size_t row_bytes = (size_t)units(k) * QVLM_MM_UNIT * sizeof(float);
     size_t panel = panel_block_bytes(k);
     size_t ref = 2 * row_bytes;
-    size_t i8 = (size_t)16 * i8_row_bytes(k); /* the smallest I8 block: 2 panels */
+    size_t i8 = (size_t)16 * qvlm_dtype_row_bytes(QVLM_DTYPE_Q8_0X8, k); /* the smallest I8 block: 2 panels */
     size_t m = panel > ref ? panel : ref;
     return ALIGN64(m > i8 ? m : i8);
 }
 
 /* I8 panel rows per block: a multiple of 16 (two 8-row panels), within the L2 target. */
 static int64_t i8_jb_rows(int64_t k) {
-    int64_t rows = (int64_t)(panel_block_bytes(k) / i8_row_bytes(k)) & ~(int64_t)15;
+    int64_t rows = (int64_t)(panel_block_bytes(k) / qvlm_dtype_row_bytes(QVLM_DTYPE_Q8_0X8, k)) & ~(int64_t)15;
     return rows < 16 ? 16 : rows > 256 ? 256 : rows;
 }
 

@@ -158,8 +158,15 @@ static void qrows_task(void *p, int ith, int nth) {
     free(tmp);
 }
 
-static qvlm_status quantize_rows(void *dst, const void *src, qvlm_dtype src_type, int64_t rows, int64_t k, int x8,
-                                 struct qvlm_pool *pool, qvlm_error *err) {
+size_t qvlm_quantized_bytes(qvlm_dtype to, int64_t rows, int64_t k) {
+    return to == QVLM_DTYPE_Q8_0X8 ? qvlm_q8_0x8_bytes(rows, k) : (size_t)rows * qvlm_dtype_row_bytes(to, k);
+}
+
+qvlm_status qvlm_quantize_rows(void *dst, qvlm_dtype to, const void *src, qvlm_dtype src_type, int64_t rows, int64_t k,
+                               struct qvlm_pool *pool, qvlm_error *err) {
+    if (to != QVLM_DTYPE_Q8_0 && to != QVLM_DTYPE_Q8_0X8)
+        return qvlm_errorf(err, QVLM_E_INVALID, "cannot quantise to %s", qvlm_dtype_name(to));
+    const int x8 = to == QVLM_DTYPE_Q8_0X8;
     if (k <= 0 || k % QVLM_Q8_0_BLOCK != 0)
         return qvlm_errorf(err, QVLM_E_INVALID, "q8_0: row length %lld is not a positive multiple of 32", (long long)k);
     struct qrows_job *j = calloc(1, sizeof(*j));
@@ -172,14 +179,4 @@ static qvlm_status quantize_rows(void *dst, const void *src, qvlm_dtype src_type
         if (j->rc[i]) rc = qvlm_errorf(err, j->rc[i], "row %lld: %s", (long long)j->bad_row[i], j->err[i].msg);
     free(j);
     return rc;
-}
-
-qvlm_status qvlm_quantize_rows_q8_0x8(void *dst, const void *src, qvlm_dtype src_type, int64_t rows, int64_t k,
-                                     struct qvlm_pool *pool, qvlm_error *err) {
-    return quantize_rows(dst, src, src_type, rows, k, 1, pool, err);
-}
-
-qvlm_status qvlm_quantize_rows_q8_0(void *dst, const void *src, qvlm_dtype src_type, int64_t rows, int64_t k,
-                                   struct qvlm_pool *pool, qvlm_error *err) {
-    return quantize_rows(dst, src, src_type, rows, k, 0, pool, err);
 }
