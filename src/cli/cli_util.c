@@ -84,7 +84,21 @@ void cli_model_precision_default(qvlm_model_params *p, bool precision_set) {
                                                                                    : QVLM_PRECISION_F32;
 }
 
-size_t cli_cache_host_bytes(const qvlm_model_params *p, double host_gb, double cache_gb) {
-    double gb = host_gb >= 0 ? host_gb : p->device == QVLM_DEVICE_CUDA ? 4 * cache_gb : 0;
-    return (size_t)(gb * (double)(1u << 30));
+bool cli_cache_opt(int argc, char **argv, int *i, cli_cache_opts *o, bool *bad) {
+    const char *v = NULL;
+    if (cli_opt(argc, argv, i, "--cache-gb", &v, bad)) {
+        if (v) o->gb = cli_num("--cache-gb", v, 0.001, 1 << 20, bad);
+    } else if (cli_opt(argc, argv, i, "--cache-host-gb", &v, bad)) {
+        if (v) o->host_gb = cli_num("--cache-host-gb", v, 0, 1 << 20, bad);
+    } else if (cli_opt(argc, argv, i, "--cache-dir", &v, bad)) {
+        o->dir = v;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+qvlm_cache_config cli_cache_config(const cli_cache_opts *o, const qvlm_model_params *p) {
+    const double host = o->host_gb >= 0 ? o->host_gb : p->device == QVLM_DEVICE_CUDA ? 4 * o->gb : 0;
+    return (qvlm_cache_config){(size_t)(o->gb * (double)(1u << 30)), o->dir, 0, (size_t)(host * (double)(1u << 30))};
 }

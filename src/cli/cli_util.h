@@ -19,8 +19,19 @@ bool cli_model_opt(int argc, char **argv, int *i, qvlm_model_params *p, bool *pr
 /* Each backend's usual precision unless --precision was given: exact f32 on the CPU, bf16
  * products on a GPU or with quantised weights. */
 void cli_model_precision_default(qvlm_model_params *p, bool precision_set);
-/* Bytes of the cache's host-RAM tier: host_gb when given (>= 0), else 4 x cache_gb on a GPU
- * (whose cache_gb is device memory) and none on the CPU (whose cache is in host RAM already). */
-size_t cli_cache_host_bytes(const qvlm_model_params *p, double host_gb, double cache_gb);
+/* The cache options of chat, serve and bench: --cache-gb, --cache-host-gb, --cache-dir. */
+typedef struct cli_cache_opts {
+    double gb;      /* the command's default before parsing */
+    double host_gb; /* < 0: the default, 4 x gb on a GPU (whose gb is device memory), none on the
+                     * CPU (whose cache is in host RAM already) */
+    const char *dir;
+} cli_cache_opts;
+#define CLI_CACHE_HELP                                                                                      \
+    "  --cache-host-gb N     host RAM below the cache's memory for what it evicts (default:\n"               \
+    "                        4 x --cache-gb with --backend cuda, whose cache is in device memory; 0 on cpu)\n"
+/* Consumes argv[*i] when it is one of them (sets *bad on a bad value). */
+bool cli_cache_opt(int argc, char **argv, int *i, cli_cache_opts *o, bool *bad);
+/* The cache configuration for a model loaded with p. */
+qvlm_cache_config cli_cache_config(const cli_cache_opts *o, const qvlm_model_params *p);
 
 #endif

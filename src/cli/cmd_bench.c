@@ -338,9 +338,9 @@ static const char *cpu_model_name(char *buf, size_t n) {
 #define MAX_PROMPTS 8
 
 int qvlm_cmd_bench(int argc, char **argv) {
-    const char *dir = NULL, *val, *scenario = NULL, *cache_dir = NULL, *vision_sizes = "448x448,1024x768";
+    const char *dir = NULL, *val, *scenario = NULL, *vision_sizes = "448x448,1024x768";
     int n_gen = 128, reps = 3, n_prompts = 1, prompts[MAX_PROMPTS] = {512};
-    double cache_gb = 8, cache_host_gb = -1;
+    cli_cache_opts cache = {.gb = 8, .host_gb = -1};
     bool json = false, bad = false, precision_set = false;
     qvlm_model_params mp;
     qvlm_model_params_default(&mp);
@@ -360,10 +360,7 @@ int qvlm_cmd_bench(int argc, char **argv) {
         } else if (cli_opt(argc, argv, &i, "--gen", &val, &bad)) n_gen = (int)cli_int("--gen", val, 0, 1 << 20, &bad);
         else if (cli_opt(argc, argv, &i, "--reps", &val, &bad)) reps = (int)cli_int("--reps", val, 1, 100, &bad);
         else if (cli_opt(argc, argv, &i, "--scenario", &val, &bad)) scenario = val;
-        else if (cli_opt(argc, argv, &i, "--cache-dir", &val, &bad)) cache_dir = val;
-        else if (cli_opt(argc, argv, &i, "--cache-gb", &val, &bad)) cache_gb = val ? cli_num("--cache-gb", val, 0.001, 1 << 20, &bad) : 0;
-        else if (cli_opt(argc, argv, &i, "--cache-host-gb", &val, &bad))
-            cache_host_gb = val ? cli_num("--cache-host-gb", val, 0, 1 << 20, &bad) : 0;
+        else if (cli_cache_opt(argc, argv, &i, &cache, &bad)) continue;
         else if (cli_opt(argc, argv, &i, "--vision", &val, &bad)) vision_sizes = val;
         else if (strcmp(argv[i], "--json") == 0) json = true;
         else {
@@ -391,8 +388,7 @@ int qvlm_cmd_bench(int argc, char **argv) {
     t_load = now_s() - t_load;
     if (scenario) {
         json_t *res = NULL;
-        qvlm_cache_config cc = {(size_t)(cache_gb * (double)(1u << 30)), cache_dir, 0,
-                                cli_cache_host_bytes(&mp, cache_host_gb, cache_gb)};
+        qvlm_cache_config cc = cli_cache_config(&cache, &mp);
         qvlm_status src = qvlm_bench_scenario(m, scenario, &cc, &res, &err);
         if (src) fprintf(stderr, "qvlm bench: %s\n", err.msg);
         else {

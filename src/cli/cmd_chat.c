@@ -256,26 +256,18 @@ static void loop(chat *c) {
 static void usage(FILE *f) {
     fprintf(f, "usage: qvlm chat -m DIR [options]\n"
                "  --cache-gb N          memory for the cross-turn cache (default 2)\n"
-               "  --cache-host-gb N     host RAM below the cache's memory for what it evicts (default:\n"
-               "                        4 x --cache-gb with --backend cuda, whose cache is in device memory; 0 on cpu)\n"
-               "  --cache-dir DIR       keep the cache on disk too\n" CLI_GEN_HELP
+               CLI_CACHE_HELP "  --cache-dir DIR       keep the cache on disk too\n" CLI_GEN_HELP
                "in the chat: /image PATH, /reset, /stats, /save FILE, /load FILE, /think on|off, /quit\n");
 }
 
-static int parse_args(int argc, char **argv, chat *c, double *cache_gb, double *host_gb, const char **cache_dir) {
+static int parse_args(int argc, char **argv, chat *c, cli_cache_opts *cache) {
     bool bad = false;
-    const char *v = NULL;
     for (int i = 1; i < argc && !bad; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
         } else if (cli_gen_opt(argc, argv, &i, &c->o, &bad)) {
-        } else if (cli_opt(argc, argv, &i, "--cache-gb", &v, &bad)) {
-            if (v) *cache_gb = cli_num("--cache-gb", v, 0.001, 1 << 20, &bad);
-        } else if (cli_opt(argc, argv, &i, "--cache-host-gb", &v, &bad)) {
-            if (v) *host_gb = cli_num("--cache-host-gb", v, 0, 1 << 20, &bad);
-        } else if (cli_opt(argc, argv, &i, "--cache-dir", &v, &bad)) {
-            *cache_dir = v;
+        } else if (cli_cache_opt(argc, argv, &i, cache, &bad)) {
         } else {
             fprintf(stderr, "qvlm chat: unexpected argument '%s'\n", argv[i]);
             bad = true;
@@ -286,11 +278,10 @@ static int parse_args(int argc, char **argv, chat *c, double *cache_gb, double *
     return bad ? 2 : -1;
 }
 
-static int start(chat *c, double cache_gb, double host_gb, const char *cache_dir) {
+static int start(chat *c, const cli_cache_opts *cache) {
     qvlm_error err;
     if (!(c->m = cli_load_model(&c->o, true))) return 1;
-    qvlm_cache_config cc = {(size_t)(cache_gb * (double)(1u << 30)), cache_dir, 0,
-                            cli_cache_host_bytes(&c->o.model, host_gb, cache_gb)};
+    qvlm_cache_config cc = cli_cache_config(cache, &c->o.model);
     qvlm_status rc = qvlm_model_cache_create(c->m, &cc, &c->cache, &err);
     qvlm_session_params sp = {.cache = c->cache, .n_ctx = c->o.n_ctx > 0 ? c->o.n_ctx : qvlm_model_n_ctx_train(c->m)};
     if (!rc) rc = qvlm_session_create(c->m, &sp, &c->s, &err);
@@ -308,12 +299,11 @@ static int start(chat *c, double cache_gb, double host_gb, const char *cache_dir
 int qvlm_cmd_chat(int argc, char **argv) {
     chat c = {0};
     cli_gen_opts_default(&c.o);
-    double cache_gb = 2, host_gb = -1;
-    const char *cache_dir = NULL;
-    int code = parse_args(argc, argv, &c, &cache_gb, &host_gb, &cache_dir);
+    cli_cache_opts cache = {.gb = 2, .host_gb = -1};
+    int code = parse_args(argc, argv, &c, &cache);
     if (code >= 0) return code;
     c.interactive = isatty(STDIN_FILENO);
-    code = start(&c, cache_gb, host_gb, cache_dir);
+    code = start(&c, &cache);
     if (code == 0) {
         struct sigaction sa = {.sa_handler = on_sigint, .sa_flags = SA_RESTART};
         sigemptyset(&sa.sa_mask);
@@ -324,7 +314,7 @@ int qvlm_cmd_chat(int argc, char **argv) {
         atomic_store(&c.stop_watcher, true);
         if (watching) pthread_join(c.watcher, NULL);
         qvlm_error err;
-        if (cache_dir && qvlm_cache_flush(c.cache, &err)) fprintf(stderr, "qvlm chat: %s\n", err.msg);
+        if (cache.dir && qvlm_cache_flush(c.cache, &err)) fprintf(stderr, "qvlm chat: %s\n", err.msg);
     }
     clear_pending(&c);
     json_decref(c.conv);

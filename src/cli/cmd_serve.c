@@ -19,8 +19,7 @@
 typedef struct serve_opts {
     srv_config cfg;
     cli_gen_opts gen; /* model, threads, sampling defaults */
-    double cache_gb, cache_host_gb; /* host: < 0 for the default */
-    const char *cache_dir;
+    cli_cache_opts cache;
 } serve_opts;
 
 static void usage(FILE *f) {
@@ -39,8 +38,7 @@ static void usage(FILE *f) {
             "  --max-image-pixels N  larger images are refused before decoding (default 8192^2)\n"
             "  --ctx N               prompt + answer tokens per request (default: the model's)\n"
             "  --cache-gb N          memory for the cross-turn cache (default 4)\n"
-            "  --cache-host-gb N     host RAM below the cache's memory for what it evicts (default:\n"
-            "                        4 x --cache-gb with --backend cuda, whose cache is in device memory; 0 on cpu)\n"
+            CLI_CACHE_HELP
             "  --cache-dir DIR       keep the cache on disk too (flushed at shutdown)\n"
             "  --threads N           CPU threads (default: all cores)\n"
             "  --backend cpu|cuda    where the model runs (default cpu)\n"
@@ -80,9 +78,7 @@ static bool serve_opt(int argc, char **argv, int *i, serve_opts *o, bool *bad) {
     else if (cli_opt(argc, argv, i, "--max-images", &v, bad)) c->max_images = v ? (int)cli_int("--max-images", v, 0, 256, bad) : 0;
     else if (cli_opt(argc, argv, i, "--max-image-pixels", &v, bad))
         c->max_image_pixels = v ? cli_int("--max-image-pixels", v, 1, INT64_C(1) << 40, bad) : 0;
-    else if (cli_opt(argc, argv, i, "--cache-gb", &v, bad)) o->cache_gb = v ? cli_num("--cache-gb", v, 0.001, 1 << 20, bad) : 0;
-    else if (cli_opt(argc, argv, i, "--cache-host-gb", &v, bad)) o->cache_host_gb = v ? cli_num("--cache-host-gb", v, 0, 1 << 20, bad) : 0;
-    else if (cli_opt(argc, argv, i, "--cache-dir", &v, bad)) o->cache_dir = v;
+    else if (cli_cache_opt(argc, argv, i, &o->cache, bad)) return true;
     else if (cli_opt(argc, argv, i, "--drain-timeout", &v, bad))
         c->drain_timeout_s = v ? cli_num("--drain-timeout", v, 0, 1e6, bad) : 0;
     else if (strcmp(argv[*i], "--verbose") == 0) c->verbose = true;
@@ -112,8 +108,7 @@ static void defaults(serve_opts *o) {
     memset(o, 0, sizeof(*o));
     cli_gen_opts_default(&o->gen);
     o->gen.max_tokens = 0;
-    o->cache_gb = 4;
-    o->cache_host_gb = -1;
+    o->cache = (cli_cache_opts){.gb = 4, .host_gb = -1};
     o->cfg = (srv_config){.host = "127.0.0.1", .port = 8080, .parallel = 1, .queue_max = 16,
                           .max_body_bytes = (size_t)32 << 20, .max_images = 16, .drain_timeout_s = 30};
 }
@@ -133,8 +128,7 @@ static int serve(serve_opts *o, const sigset_t *sigs) {
     if (!m) return 1;
     qvlm_error err;
     qvlm_cache *cache = NULL;
-    qvlm_cache_config cc = {(size_t)(o->cache_gb * (double)(1u << 30)), o->cache_dir, 0,
-                            cli_cache_host_bytes(&o->gen.model, o->cache_host_gb, o->cache_gb)};
+    qvlm_cache_config cc = cli_cache_config(&o->cache, &o->gen.model);
     char *dir_copy = strdup(o->gen.model_dir);
     srv_config *c = &o->cfg;
     if (!c->model_name) c->model_name = dir_copy ? basename(dir_copy) : "qvlm";
@@ -153,7 +147,7 @@ static int serve(serve_opts *o, const sigset_t *sigs) {
         fprintf(stderr, "qvlm serve: %s: draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
         srv_server_drain(&s);
         srv_server_free(&s);
-        rc = o->cache_dir ? qvlm_cache_flush(cache, &err) : QVLM_OK;
+        rc = o->cache.dir ? qvlm_cache_flush(cache, &err) : QVLM_OK;
         if (!rc) fprintf(stderr, "qvlm serve: stopped\n"), code = 0;
     }
     if (rc) fprintf(stderr, "qvlm serve: %s\n", err.msg);
