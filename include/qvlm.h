@@ -213,8 +213,9 @@ void qvlm_session_cancel(qvlm_session *s);
  * NULL turns it off. */
 void qvlm_session_set_progress(qvlm_session *s, qvlm_progress_fn fn, void *user);
 
-/* Logits [vocab] after the last token fed, or NULL before any; valid until the next call. */
-const float *qvlm_session_logits(const qvlm_session *s);
+/* Logits [vocab] after the last token fed, or NULL before any (or when reading them back from
+ * the backend fails); valid until the next call. */
+const float *qvlm_session_logits(qvlm_session *s);
 /* Tokens in the session's state. */
 int64_t qvlm_session_n_tokens(const qvlm_session *s);
 

@@ -314,7 +314,7 @@ static qvlm_status greedy_decode(verify *v, const char *name, qvlm_seq_state *st
         mism += tok != ref[k];
         if (k + 1 == N_GREEDY) break;
         int32_t p = (int32_t)(n + k + delta), p3[3] = {p, p, p};
-        qvlm_text_batch b = {&tok, NULL, p3, 1, 1, step, NULL, NULL};
+        qvlm_text_batch b = {&tok, NULL, p3, 1, 1, step, NULL, NULL, NULL};
         rc = qvlm_text_forward(v->text, st, &b, err);
         tok = argmax(step, V);
     }
@@ -356,7 +356,7 @@ static qvlm_status run_quant_prompt(verify *v, const char *name, const int32_t *
     seq s = {0};
     qvlm_status rc = logits && step ? seq_init(v, &s, n + N_GREEDY, err) : qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
     if (!rc) {
-        qvlm_text_batch b = {ids, rows, pos, n, n, logits, NULL, NULL};
+        qvlm_text_batch b = {ids, rows, pos, n, n, logits, NULL, NULL, NULL};
         rc = qvlm_text_forward(v->qtext, &s.st, &b, err);
     }
     int64_t same_base = 0, same_ref = 0;
@@ -366,7 +366,7 @@ static qvlm_status run_quant_prompt(verify *v, const char *name, const int32_t *
         same_ref += tok == ref_greedy[k];
         if (k + 1 == N_GREEDY) break;
         int32_t p = (int32_t)(n + k + delta), p3[3] = {p, p, p};
-        qvlm_text_batch b = {&tok, NULL, p3, 1, 1, step, NULL, NULL};
+        qvlm_text_batch b = {&tok, NULL, p3, 1, 1, step, NULL, NULL, NULL};
         rc = qvlm_text_forward(v->qtext, &s.st, &b, err);
         tok = argmax(step, V);
     }
@@ -453,7 +453,7 @@ static qvlm_status run_prompt(verify *v, const char *name, json_t *info, qvlm_er
     if (!rc) rc = seq_init(v, &s, n + N_GREEDY, err);
     trace_ctx tc = {v, name, true};
     if (!rc) {
-        qvlm_text_batch b = {ids, rows, pos, n, n, logits, on_hidden, &tc};
+        qvlm_text_batch b = {ids, rows, pos, n, n, logits, on_hidden, &tc, NULL};
         rc = qvlm_text_forward(v->text, &s.st, &b, err);
     }
     if (!rc) {

@@ -168,7 +168,7 @@ static qvlm_status turn_resume(qvlm_session *s, turn *t, int64_t *P, qvlm_error 
     if (ck) {
         rc = qvlm_checkpoint_restore(s->cache, ck, &s->seq, s->stream, s->logits, err);
         if (!rc) {
-            s->have_logits = qvlm_checkpoint_pos(ck) == N;
+            session_set_host_logits(s, qvlm_checkpoint_pos(ck) == N);
             s->n_keys = 0;
             rc = session_push_keys(s, t->keys, qvlm_checkpoint_pos(ck), err);
         }
@@ -178,7 +178,7 @@ static qvlm_status turn_resume(qvlm_session *s, turn *t, int64_t *P, qvlm_error 
         *P = from_own;
     } else {
         qvlm_sequence_clear(&s->seq, s->stream);
-        s->have_logits = false;
+        session_set_host_logits(s, false);
         s->n_keys = 0;
         *P = 0;
     }
@@ -269,7 +269,7 @@ static qvlm_status turn_prefill(qvlm_session *s, turn *t, int64_t P, const int64
                 for (int64_t i = 0; i < len; i++) after = QVLM_MAX(after, (int64_t)seg_pos[a * len + i] + 1);
         }
         rc = session_push_keys(s, t->keys + at, len, err);
-        if (!rc) rc = session_prefill(s, t->pr.ids + at, t->rows + at, seg_pos, len, after, err);
+        if (!rc) rc = session_prefill(s, t->pr.ids + at, t->rows + at, seg_pos, len, after, false, err);
         if (rc) break;
         at = end;
         if (s->cache && !qvlm_cache_contains(s->cache, s->salt, t->keys, at)) {

@@ -6,6 +6,8 @@
  * outside the first 1024 tokens is negligible for any practical top-p. */
 #include "engine/sampler.h"
 
+#include "kernels/backend.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,12 +65,6 @@ void qvlm_sampler_free(qvlm_sampler *s) {
     memset(s, 0, sizeof(*s));
 }
 
-static int32_t argmax(const float *x, int64_t n) {
-    int64_t b = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return (int32_t)b;
-}
 
 /* Min-heap on cand_p (by logit value here), keeping the k largest. */
 static void sift_down(float *v, int32_t *id, int64_t n, int64_t i) {
@@ -86,7 +82,7 @@ static void sift_down(float *v, int32_t *id, int64_t n, int64_t i) {
 }
 
 int32_t qvlm_sampler_sample(qvlm_sampler *s, const float *logits, int64_t vocab) {
-    if (s->p.temperature <= 0.0f) return argmax(logits, vocab);
+    if (qvlm_sampler_is_greedy(s)) return (int32_t)qvlm_argmax_scan(logits, vocab);
     const float inv_t = 1.0f / s->p.temperature;
     int64_t k = s->cap < vocab ? s->cap : vocab, n = 0;
     float *v = s->cand_p;

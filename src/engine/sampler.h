@@ -26,6 +26,9 @@ void qvlm_sampler_free(qvlm_sampler *s);
 /* The next token for logits[0..vocab). Filters are applied in transformers' order:
  * temperature, top-k, top-p, min-p. */
 int32_t qvlm_sampler_sample(qvlm_sampler *s, const float *logits, int64_t vocab);
+/* Greedy: the token is qvlm_argmax_scan of the logits (kernels/backend.h), which a backend can
+ * compute where the logits are (qvlm_op_argmax). */
+static inline int qvlm_sampler_is_greedy(const qvlm_sampler *s) { return s->p.temperature <= 0.0f; }
 /* Validate user-supplied values; the message names the field. */
 qvlm_status qvlm_sampling_check(const qvlm_sampling *p, qvlm_error *err);
 

@@ -112,7 +112,7 @@ void session_forget(qvlm_session *s) {
 
 void qvlm_session_reset(qvlm_session *s) {
     qvlm_sequence_clear(&s->seq, s->stream);
-    s->have_logits = false;
+    session_set_host_logits(s, false);
     session_forget(s);
 }
 
@@ -129,7 +129,27 @@ qvlm_status session_push_keys(qvlm_session *s, const qvlm_key *k, int64_t n, qvl
     return QVLM_OK;
 }
 
-const float *qvlm_session_logits(const qvlm_session *s) { return s->have_logits ? s->logits : NULL; }
+void session_set_host_logits(qvlm_session *s, bool have) {
+    s->have_logits = have;
+    s->logits_in_ctx = s->have_greedy = false;
+}
+
+qvlm_status session_host_logits(qvlm_session *s, const float **out, qvlm_error *err) {
+    *out = NULL;
+    if (!s->have_logits) return qvlm_errorf(err, QVLM_E_INVALID, "no logits: nothing was fed to the session yet");
+    if (s->logits_in_ctx) {
+        qvlm_status rc = qvlm_text_logits(s->text, s->logits, 1, err);
+        if (rc) return rc;
+        s->logits_in_ctx = false;
+    }
+    *out = s->logits;
+    return QVLM_OK;
+}
+
+const float *qvlm_session_logits(qvlm_session *s) {
+    const float *l;
+    return session_host_logits(s, &l, NULL) ? NULL : l;
+}
 int64_t qvlm_session_n_tokens(const qvlm_session *s) { return s->seq.n_past; }
 
 /* Prefill n tokens (ids, optional replacement rows, positions [3][n]) in batches of at most
@@ -143,7 +163,7 @@ void qvlm_session_set_progress(qvlm_session *s, qvlm_progress_fn fn, void *user)
 }
 
 qvlm_status session_prefill(qvlm_session *s, const int32_t *ids, const float *const *rows, const int32_t *pos,
-                           int64_t n, int64_t next_pos_after, qvlm_error *err) {
+                           int64_t n, int64_t next_pos_after, bool greedy, qvlm_error *err) {
     qvlm_status rc = qvlm_sequence_reserve(&s->seq, s->stream, n, err);
     for (int64_t done = 0; !rc && done < n;) {
         if (atomic_exchange(&s->cancel, 0)) {
@@ -154,11 +174,15 @@ qvlm_status session_prefill(qvlm_session *s, const int32_t *ids, const float *co
         for (int a = 0; a < 3; a++) memcpy(s->pos + a * T, pos + a * n + done, (size_t)T * sizeof(int32_t));
         qvlm_seq_state st = qvlm_sequence_state(&s->seq);
         bool last = done + T == n;
-        qvlm_text_batch b = {ids + done, rows ? rows + done : NULL, s->pos, T, last ? 1 : 0, s->logits, NULL, NULL};
+        const bool to_host = last && !greedy;
+        qvlm_text_batch b = {ids + done, rows ? rows + done : NULL, s->pos, T, last ? 1 : 0,
+                             to_host ? s->logits : NULL, NULL, NULL, last && greedy ? &s->greedy : NULL};
+        session_set_host_logits(s, false);
         rc = qvlm_text_forward(s->text, &st, &b, err);
         if (rc) break;
         s->seq.n_past = st.n_past;
         s->have_logits = last;
+        s->logits_in_ctx = s->have_greedy = last && greedy;
         done += T;
         s->progress_done += T;
         if (s->progress && s->progress_total > 0) s->progress(s->progress_user, "prefill", s->progress_done, s->progress_total);
@@ -178,7 +202,7 @@ qvlm_status session_check_ids(const qvlm_session *s, const int32_t *ids, int64_t
 
 /* Plain tokens: every id is an ordinary embedding at the next text position, image-pad ids
  * included (generation may emit one; transformers feeds it back the same way). */
-qvlm_status qvlm_session_feed_tokens(qvlm_session *s, const int32_t *ids, size_t n, qvlm_error *err) {
+static qvlm_status session_feed(qvlm_session *s, const int32_t *ids, size_t n, bool greedy, qvlm_error *err) {
     qvlm_status rc = session_check_ids(s, ids, (int64_t)n, err);
     if (rc || n == 0) return rc;
     int32_t *pos = malloc(3 * n * sizeof(int32_t));
@@ -188,12 +212,16 @@ qvlm_status qvlm_session_feed_tokens(qvlm_session *s, const int32_t *ids, size_t
     for (size_t i = 0; keys && i < n; i++) keys[i] = qvlm_key_text(ids[i]);
     rc = keys ? session_push_keys(s, keys, (int64_t)n, err) : qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
     if (!rc) {
-        rc = session_prefill(s, ids, NULL, pos, (int64_t)n, s->seq.next_pos + (int64_t)n, err);
+        rc = session_prefill(s, ids, NULL, pos, (int64_t)n, s->seq.next_pos + (int64_t)n, greedy, err);
         if (rc) s->n_keys -= (int64_t)n;
     }
     free(keys);
     free(pos);
     return rc;
+}
+
+qvlm_status qvlm_session_feed_tokens(qvlm_session *s, const int32_t *ids, size_t n, qvlm_error *err) {
+    return session_feed(s, ids, n, false, err);
 }
 
 qvlm_status session_decode_image(qvlm_session *s, const qvlm_image_input *in, size_t i, session_image *out,
@@ -299,7 +327,7 @@ qvlm_status qvlm_session_feed(qvlm_session *s, const int32_t *ids, size_t n, con
         rc = session_push_keys(s, keys, pr.n, err);
     }
     if (!rc) {
-        rc = session_prefill(s, pr.ids, n_images ? rows : NULL, pos, pr.n, next_pos, err);
+        rc = session_prefill(s, pr.ids, n_images ? rows : NULL, pos, pr.n, next_pos, false, err);
         if (rc) s->n_keys -= pr.n;
     }
     for (size_t i = 0; imgs && i < n_images; i++) session_image_free(&imgs[i]);
@@ -326,14 +354,23 @@ qvlm_status qvlm_session_generate(qvlm_session *s, const qvlm_sampling *p, int m
     qvlm_sampling greedy = QVLM_SAMPLING_GREEDY;
     qvlm_sampler smp;
     qvlm_status rc = qvlm_sampler_init(&smp, p ? p : &greedy, err);
+    /* Greedy decoding reads back only each step's argmax (computed where the logits are), so
+     * the host never sees the vocabulary's logits; sampling needs them all. */
+    const bool argmax_only = qvlm_sampler_is_greedy(&smp);
     for (int k = 0; !rc && k < max_tokens; k++) {
         if (s->n_ctx > 0 && s->seq.n_past >= s->n_ctx) break; /* the context is full */
         if (atomic_exchange(&s->cancel, 0)) {
             rc = qvlm_errorf(err, QVLM_E_CANCELLED, "cancelled");
             break;
         }
-        int32_t tok = qvlm_sampler_sample(&smp, s->logits, s->model->cfg.text.vocab_size);
-        rc = qvlm_session_feed_tokens(s, &tok, 1, err);
+        int32_t tok = s->greedy;
+        if (!(argmax_only && s->have_greedy)) {
+            const float *logits;
+            rc = session_host_logits(s, &logits, err);
+            if (rc) break;
+            tok = qvlm_sampler_sample(&smp, logits, s->model->cfg.text.vocab_size);
+        }
+        rc = session_feed(s, &tok, 1, argmax_only, err);
         int stop = on_token ? on_token(user, tok) : 0;
         if (stop || is_eos(s->model, tok)) break;
     }

@@ -21,8 +21,12 @@ struct qvlm_session {
     int64_t max_batch;
     int64_t n_ctx;  /* prompt + generation limit in tokens; 0 = none */
     qvlm_image_limits image_limits;
-    float *logits; /* host [vocab] after the last token fed */
+    float *logits; /* host [vocab] after the last token fed (see logits_in_ctx) */
     bool have_logits;
+    /* A greedy decode step leaves its logits in the text context and brings back only their
+     * argmax (`greedy`): s->logits is then stale until session_host_logits fetches it. */
+    bool logits_in_ctx, have_greedy;
+    int32_t greedy;
     int32_t *pos;  /* host [3][max_batch] */
 
     /* The cache and what the session knows about its own state. */
@@ -61,8 +65,14 @@ void session_image_free(session_image *im);
 qvlm_status session_encode_image(qvlm_session *s, session_image *im, float *out, qvlm_error *err);
 /* Prefill n tokens (ids, optional replacement rows, positions [3][n]) in batches; on success
  * next_pos becomes next_pos_after and the logits are those of the last token. */
+/* *out = the logits after the last token fed, in s->logits (fetched from the text context if a
+ * greedy step left them there); an error when there are none or the fetch fails. */
+qvlm_status session_host_logits(qvlm_session *s, const float **out, qvlm_error *err);
+/* The logits after the last token are in s->logits (have: restored from a checkpoint) or absent. */
+void session_set_host_logits(qvlm_session *s, bool have);
+/* greedy: bring back only the argmax of the last position's logits (s->greedy), not the logits. */
 qvlm_status session_prefill(qvlm_session *s, const int32_t *ids, const float *const *rows, const int32_t *pos,
-                            int64_t n, int64_t next_pos_after, qvlm_error *err);
+                            int64_t n, int64_t next_pos_after, bool greedy, qvlm_error *err);
 qvlm_status session_check_ids(const qvlm_session *s, const int32_t *ids, int64_t n, qvlm_error *err);
 /* Append keys for positions being added to the state. */
 qvlm_status session_push_keys(qvlm_session *s, const qvlm_key *k, int64_t n, qvlm_error *err);

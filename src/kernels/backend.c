@@ -244,5 +244,33 @@ void qvlm_op_moe_experts(qvlm_stream *s, float *acc, const float *x, int64_t T, 
     else qvlm_moe_experts_default(s, acc, x, T, logits, ex, scr);
 }
 
+int64_t qvlm_argmax_scan(const float *x, int64_t n) {
+    int64_t b = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+/* Default: the scan over the row downloaded in pieces (on the CPU backend a download is a copy). */
+void qvlm_op_argmax(qvlm_stream *s, int32_t *ids, const float *x, int64_t n_rows, int64_t n) {
+    if (s->be->ops->argmax) {
+        s->be->ops->argmax(s, ids, x, n_rows, n);
+        return;
+    }
+    float buf[2048];
+    for (int64_t r = 0; r < n_rows; r++) {
+        float best = 0.0f;
+        int64_t b = 0;
+        for (int64_t i0 = 0; i0 < n; i0 += 2048) {
+            const int64_t m = n - i0 < 2048 ? n - i0 : 2048;
+            qvlm_op_download(s, buf, x + r * n + i0, (size_t)m * sizeof(float));
+            if (i0 == 0) best = buf[0];
+            for (int64_t i = 0; i < m; i++) /* x[b] is `best`: the same comparisons as the scan */
+                if (buf[i] > best) best = buf[i], b = i0 + i;
+        }
+        ids[r] = (int32_t)b;
+    }
+}
+
 int64_t qvlm_backend_forward_floor_tokens(const qvlm_backend *be) { return be->forward_floor_tokens; }
 qvlm_dtype qvlm_backend_q8_dtype(const qvlm_backend *be) { return be->q8_panels ? QVLM_DTYPE_Q8_0X8 : QVLM_DTYPE_Q8_0; }

@@ -262,6 +262,15 @@ void qvlm_op_attention(qvlm_stream *s, float *out, const float *q, int64_t ldq, 
 void qvlm_op_attention_segments(qvlm_stream *s, float *out, const float *qkv, const int64_t *seg, int64_t n_seg,
                                 int64_t n_heads, int64_t head_dim, float scale);
 
+/* Greedy choice: ids[r] (host [n_rows], filled when the call returns) = the index of the largest
+ * value of row r of x (backend memory [n_rows][n]), exactly what qvlm_argmax_scan returns for
+ * the row: the first index of the maximum of the non-NaN values, or 0 when x[r][0] is NaN. The
+ * default downloads the rows and scans them; a device backend reads back only the ids, which
+ * is what lets a greedy decode step skip downloading the vocabulary's logits. */
+void qvlm_op_argmax(qvlm_stream *s, int32_t *ids, const float *x, int64_t n_rows, int64_t n);
+/* The host scan that defines it: b = 0, then b = i wherever x[i] > x[b]. */
+int64_t qvlm_argmax_scan(const float *x, int64_t n);
+
 /* Mixture of experts (qwen35-arch §3.6). */
 /* probs = softmax over E of logits (f32, backend memory [n_rows][E]), then the top k per row,
  * renormalised. idx/weight are host arrays [n_rows][k], filled when the call returns (a device

@@ -83,6 +83,7 @@ typedef struct qvlm_backend_ops {
                              const qvlm_gdn_dims *d, int64_t T, bool chunked);
     void (*moe_experts)(qvlm_stream *s, float *acc, const float *x, int64_t T, const float *logits,
                         const qvlm_moe_experts *ex, const qvlm_moe_scratch *scr);
+    void (*argmax)(qvlm_stream *s, int32_t *ids, const float *x, int64_t n_rows, int64_t n); /* optional */
 } qvlm_backend_ops;
 
 /* The default of qvlm_op_moe_experts (backend.c), for a backend that runs only some shapes itself. */

@@ -25,6 +25,7 @@ struct qvlm_text_ctx {
     float *gates;   /* [T][2*Hv] GDN a | b projections */
     float *logits;  /* [n][vocab], grows on demand (verify asks for every position) */
     int64_t logits_rows;
+    int64_t last_logits; /* rows of `logits` the last forward wrote */
     /* host arrays of the default MoE path (qvlm_moe_scratch) */
     int32_t *route_idx; /* [T][k] */
     float *route_w;     /* [T][k] */
@@ -227,6 +228,7 @@ qvlm_status qvlm_text_forward(qvlm_text_ctx *c, qvlm_seq_state *st, const qvlm_t
         if (b->ids[i] < 0 || b->ids[i] >= t->vocab_size)
             return qvlm_errorf(err, QVLM_E_INVALID, "token id %d at index %lld is outside the vocabulary (0..%lld)",
                                b->ids[i], (long long)i, (long long)(t->vocab_size - 1));
+    c->last_logits = 0; /* overwritten from here on */
     qvlm_status rc = b->n_logits ? ensure_logits(c, b->n_logits, err) : QVLM_OK;
     if (rc) return rc;
 
@@ -278,6 +280,17 @@ qvlm_status qvlm_text_forward(qvlm_text_ctx *c, qvlm_seq_state *st, const qvlm_t
         qvlm_op_matmul(c->s, c->logits, V, c->xn, H, &m->lm_head, NULL, n);
     }
     if (step) qvlm_stream_step_end(c->s);
-    if (n) qvlm_op_download(c->s, b->logits, c->logits, (size_t)(n * V) * sizeof(float));
+    if (n && b->argmax) qvlm_op_argmax(c->s, b->argmax, c->logits, n, V);
+    if (n && b->logits) qvlm_op_download(c->s, b->logits, c->logits, (size_t)(n * V) * sizeof(float));
+    rc = qvlm_stream_status(c->s, err);
+    if (!rc) c->last_logits = n;
+    return rc;
+}
+
+qvlm_status qvlm_text_logits(qvlm_text_ctx *c, float *host, int64_t n, qvlm_error *err) {
+    if (n < 1 || n > c->last_logits)
+        return qvlm_errorf(err, QVLM_E_INVALID, "%lld logits rows asked, the last forward made %lld", (long long)n,
+                           (long long)c->last_logits);
+    qvlm_op_download(c->s, host, c->logits, (size_t)(n * c->m->cfg.text.vocab_size) * sizeof(float));
     return qvlm_stream_status(c->s, err);
 }

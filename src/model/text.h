@@ -48,12 +48,19 @@ typedef struct qvlm_text_batch {
     const int32_t *pos;          /* [3][T] M-RoPE positions (host) */
     int64_t T;                   /* 1 .. max_tokens */
     int64_t n_logits;            /* logits for the last n_logits tokens (0: none) */
-    float *logits;               /* host [n_logits][vocab] */
+    float *logits;               /* host [n_logits][vocab], or NULL: left in the context for
+                                    qvlm_text_logits */
     qvlm_trace_fn trace;         /* optional */
     void *trace_user;
+    int32_t *argmax;             /* host [n_logits] or NULL: each logits row's qvlm_op_argmax
+                                    (greedy decoding without downloading the logits) */
 } qvlm_text_batch;
 
 /* Run the batch on top of `st`, advancing st->n_past by T. Ids must be < vocab (checked). */
 qvlm_status qvlm_text_forward(qvlm_text_ctx *c, qvlm_seq_state *st, const qvlm_text_batch *b, qvlm_error *err);
+
+/* The last forward's n logits rows (its n_logits, not more) into host [n][vocab]: for a batch
+ * that left them in the context. Valid until the next forward on c. */
+qvlm_status qvlm_text_logits(qvlm_text_ctx *c, float *host, int64_t n, qvlm_error *err);
 
 #endif /* QVLM_MODEL_TEXT_H */

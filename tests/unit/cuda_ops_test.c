@@ -480,6 +480,36 @@ static void test_attention_segments(void) {
 
 /* ==== MoE routing ================================================================================================ */
 
+/* Greedy choice on the device against the host scan: a vocabulary-sized row (many slices) with
+ * the maximum repeated across slices, rows with NaNs (at 0: the scan stays at 0; elsewhere:
+ * never chosen), all -inf, ties at the start, and rows shorter than one slice. */
+static void test_argmax(void) {
+    env *e = &E32;
+    const int64_t V = 248320, R = 6;
+    float *x = rnd((size_t)(R * V), 5.0f);
+    x[1000] = 7.0f, x[200000] = 7.0f, x[V - 1] = 7.0f;                                  /* row 0: first of three */
+    x[V + 0] = NAN, x[V + 9] = 9.0f;                                                     /* row 1: NaN at 0 */
+    x[2 * V + 5] = NAN, x[2 * V + 77777] = 6.0f;                                         /* row 2: NaN elsewhere */
+    for (int64_t i = 0; i < V; i++) x[3 * V + i] = -INFINITY;                            /* row 3: all -inf */
+    x[4 * V + 0] = 8.0f, x[4 * V + 1] = 8.0f;                                            /* row 4: tie at the start */
+    x[5 * V + V - 2] = 10.0f, x[5 * V + 3] = NAN;                                        /* row 5: last slice */
+    float *dx = dev(e, x, (size_t)(R * V) * 4);
+    int32_t ig[6];
+    qvlm_op_argmax(e->sg, ig, dx, R, V);
+    GPU_OK(e);
+    for (int64_t r = 0; r < R; r++) ASSERT_EQ_INT(ig[r], (int)qvlm_argmax_scan(x + r * V, V));
+    ASSERT_EQ_INT(ig[0], 1000);
+    ASSERT_EQ_INT(ig[1], 0);
+    ASSERT_EQ_INT(ig[3], 0);
+    for (int64_t n = 1; n <= 37; n += 6) { /* short rows, many of them */
+        int32_t ids[40];
+        float *dy = dev(e, x + 2 * V, (size_t)(40 * n) * 4);
+        qvlm_op_argmax(e->sg, ids, dy, 40, n);
+        GPU_OK(e);
+        for (int64_t r = 0; r < 40; r++) ASSERT_EQ_INT(ids[r], (int)qvlm_argmax_scan(x + 2 * V + r * n, n));
+    }
+}
+
 static void test_moe_route(void) {
     env *e = &E32;
     const int64_t R = 7, En = 10, k = 3;
@@ -824,6 +854,7 @@ int main(void) {
     RUN(test_gated_delta);
     RUN(test_attention);
     RUN(test_attention_segments);
+    RUN(test_argmax);
     RUN(test_moe_route);
     RUN(test_moe_experts);
     RUN(test_recorded_steps);

@@ -97,7 +97,7 @@ static void check_fixture(const char *name) {
     qvlm_seq_state st = {rec, &blk, 1, 64, 0};
     int32_t ids[4] = {1, 2, 3, 4}, pos[12] = {0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3};
     float *logits = malloc((size_t)m1->cfg.text.vocab_size * sizeof(float));
-    qvlm_text_batch b = {ids, NULL, pos, 4, 1, logits, NULL, NULL};
+    qvlm_text_batch b = {ids, NULL, pos, 4, 1, logits, NULL, NULL, NULL};
     qvlm_status rc = qvlm_text_forward(tc, &st, &b, &err);
     bool finite = true;
     for (int64_t i = 0; i < m1->cfg.text.vocab_size; i++) finite &= isfinite(logits[i]) != 0;

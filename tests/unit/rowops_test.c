@@ -214,8 +214,39 @@ static void test_conv_bitwise(void) {
     qvlm_backend_destroy(ref), qvlm_backend_destroy(opt[0]), qvlm_backend_destroy(opt[1]);
 }
 
+/* qvlm_op_argmax's default (the row read in pieces) against the scan that defines it, on rows
+ * longer than a piece: the maximum repeated across pieces, NaN at 0 (the scan stays at 0) and
+ * later (never chosen), all -inf, a tie at the start. */
+static void test_argmax(void) {
+    enum { R = 5, N = 5000 };
+    float *x = malloc((size_t)R * N * sizeof(float));
+    fill(x, R * N, 7);
+    x[3000] = 9.0f, x[4999] = 9.0f, x[2047] = 9.0f;    /* row 0: 2047, the last of the first piece */
+    x[N] = NAN, x[N + 4000] = 50.0f;                   /* row 1: 0 */
+    x[2 * N + 1] = NAN, x[2 * N + 2048] = 50.0f;       /* row 2: 2048 */
+    for (int i = 0; i < N; i++) x[3 * N + i] = -INFINITY; /* row 3: 0 */
+    x[4 * N] = 60.0f, x[4 * N + 1] = 60.0f;            /* row 4: 0 */
+    const int32_t want[R] = {2047, 0, 2048, 0, 0};
+    qvlm_backend *be = backend(NULL, 2);
+    qvlm_stream *s = NULL;
+    qvlm_error err;
+    ASSERT_TRUE(be && qvlm_stream_create(be, &s, &err) == QVLM_OK);
+    int32_t ids[R];
+    qvlm_op_argmax(s, ids, x, R, N);
+    for (int r = 0; r < R; r++) {
+        ASSERT_EQ_INT(ids[r], want[r]);
+        ASSERT_EQ_INT(ids[r], (int)qvlm_argmax_scan(x + (size_t)r * N, N));
+    }
+    qvlm_op_argmax(s, ids, x + N, 1, 1); /* a row of one NaN */
+    ASSERT_EQ_INT(ids[0], 0);
+    qvlm_stream_destroy(s);
+    qvlm_backend_destroy(be);
+    free(x);
+}
+
 int main(void) {
     RUN(test_vexp_accuracy);
+    RUN(test_argmax);
     RUN(test_ops_bitwise);
     RUN(test_conv_bitwise);
     return qtest_done();

@@ -1280,6 +1280,39 @@ static void cu_moe_route(qvlm_stream *st, int32_t *idx, float *weight, const flo
     cu_download(st, weight, buf + al, nb);
 }
 
+/* ---- greedy choice --------------------------------------------------------------------------------------------- */
+
+/* The kernel leaves each row's per-slice bests in scratch; they come back (a few hundred bytes a
+ * row, not the row) and are merged here in slice order, strictly greater winning: the scan's
+ * first-maximum rule across slices. */
+static void cu_argmax(qvlm_stream *st, int32_t *ids, const float *x, int64_t n_rows, int64_t n) {
+    cuda_stream *s = cs_of(st);
+    const int64_t nb = qcu_argmax_blocks(n), fit = (int64_t)(DL_BYTES / ((size_t)nb * sizeof(qcu_argmax_best)));
+    const int64_t per_chunk = fit < 65535 ? fit : 65535; /* rows a launch (grid y) and a download take */
+    for (int64_t r0 = 0; r0 < n_rows && !s->status; r0 += per_chunk) {
+        const int64_t rows = n_rows - r0 < per_chunk ? n_rows - r0 : per_chunk;
+        const size_t bytes = (size_t)(rows * nb) * sizeof(qcu_argmax_best);
+        qcu_argmax_best *dev = scratch(s, bytes);
+        if (!dev) return;
+        ARGS(qcu_argmax_args, a);
+        a.x = x + r0 * n, a.best = dev, a.n_rows = rows, a.n = n;
+        SUBMIT(s, qcu_argmax, a);
+        flush_recording(s);
+        if (s->status) return;
+        order(s);
+        SCU(s, cudaMemcpyAsync(s->h_dl, dev, bytes, cudaMemcpyDeviceToHost, s->cs));
+        SCU(s, cudaStreamSynchronize(s->cs));
+        if (s->status) return;
+        const qcu_argmax_best *b = (const qcu_argmax_best *)s->h_dl;
+        for (int64_t r = 0; r < rows; r++, b += nb) {
+            int64_t best = -1;
+            for (int64_t j = 0; j < nb && b[0].i != -2; j++)
+                if (b[j].i >= 0 && (best < 0 || b[j].v > b[best].v)) best = j;
+            ids[r0 + r] = best >= 0 ? b[best].i : 0;
+        }
+    }
+}
+
 static const qvlm_tensor *expert_t(const qvlm_tensor *t0, size_t stride, int64_t e) {
     return (const qvlm_tensor *)((const char *)t0 + (size_t)e * stride);
 }
@@ -1586,6 +1619,7 @@ static const qvlm_backend_ops CUDA_OPS = {
     .add_rms_norm = cu_add_rms_norm,
     .gated_delta_norm = cu_gated_delta_norm,
     .moe_experts = cu_moe_experts,
+    .argmax = cu_argmax,
 };
 
 static bool env_flag(const char *name, bool dflt) {

@@ -286,6 +286,24 @@ void qcu_attention_plan(int64_t T, int64_t Hq, int64_t Hkv, int64_t D, int64_t m
 /* Largest head_dim the attention kernels take. */
 #define QCU_ATTN_MAX_HEAD_DIM 256
 
+/* ---- argmax (argmax.cu) ----------------------------------------------------------------------- */
+
+/* For each of n_rows rows of n floats (row stride n), qcu_argmax_blocks(n) slices of
+ * per_block elements (set by the launcher): best[r][b] = the slice's largest non-NaN value and
+ * its first index; index -1 when the slice is all NaN, -2 in slice 0 when x[r][0] is NaN.
+ * Merging the slices in order with "strictly greater wins" gives qvlm_argmax_scan. */
+typedef struct {
+    float v;
+    int32_t i;
+} qcu_argmax_best;
+typedef struct {
+    const float *x;
+    qcu_argmax_best *best; /* device [n_rows][qcu_argmax_blocks(n)] */
+    int64_t n_rows, n, per_block;
+} qcu_argmax_args;
+int qcu_argmax(void *stream, const void *args);
+int64_t qcu_argmax_blocks(int64_t n);
+
 /* ---- mixture of experts (moe.cu) ------------------------------------------------------------- */
 
 typedef struct {
