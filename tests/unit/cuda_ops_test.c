@@ -647,7 +647,7 @@ static void test_recorded_steps(void) {
     }
 }
 
-/* ==== QVLM_CUDA_PERF=1: time the decode kernels at real sizes (not a test) ============================================== */
+/* ==== QVLM_CUDA_PERF=1 (=only: without the tests): time the decode kernels at real sizes (not a test) ========================================== */
 
 #include <time.h>
 #ifdef QVLM_CUDA
@@ -844,6 +844,8 @@ int main(void) {
     if (!make_env(&E32, QVLM_COMPUTE_F32)) return 77;
     make_env(&E16, QVLM_COMPUTE_BF16);
     printf("cuda_ops_test on %s\n", qvlm_backend_name(E32.gpu));
+    const char *perf_env = getenv("QVLM_CUDA_PERF");
+    if (perf_env && strcmp(perf_env, "only") == 0) goto timings; /* for a profiler: the timed kernels alone */
     RUN(test_rows);
     RUN(test_elementwise);
     RUN(test_matmul);
@@ -858,8 +860,9 @@ int main(void) {
     RUN(test_moe_route);
     RUN(test_moe_experts);
     RUN(test_recorded_steps);
+timings:;
     int rc = qtest_done();
-    if (getenv("QVLM_CUDA_PERF")) perf();
+    if (perf_env) perf();
     env *es[2] = {&E32, &E16};
     for (int i = 0; i < 2; i++) {
         qvlm_stream_destroy(es[i]->sc);
