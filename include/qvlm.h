@@ -73,6 +73,11 @@ typedef struct qvlm_model_params {
     qvlm_progress_fn progress;     /* optional: stage "load", weight bytes bound / total */
     void *progress_user;
     qvlm_weight_quant quant;       /* load-time quantisation; QVLM_QUANT_NONE by default */
+    bool mmap_weights;             /* CPU: read the text tower's matrices from the mapped checkpoint
+                                      instead of copying them at load into memory backed by huge
+                                      pages (the copy loads slower and takes its own memory; decode,
+                                      which streams those matrices, runs ~10% faster from it). Without
+                                      it the copy is made when the weights fit in available memory. */
 } qvlm_model_params;
 
 /* Defaults: CPU, all cores, f32. */

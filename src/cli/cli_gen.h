@@ -37,7 +37,8 @@ bool cli_gen_opt(int argc, char **argv, int *i, cli_gen_opts *o, bool *bad);
     "  --threads N           CPU threads (default: all cores)\n"                                      \
     "  --backend cpu|cuda    where the model runs (default cpu)\n"                                    \
     "  --precision f32|bf16  activations into the matrix products (default: bf16 on cuda or with --quant, else f32)\n" \
-    "  --quant none|q8_0     quantise the text weights at load (cpu only; default none)\n"
+    "  --quant none|q8_0     quantise the text weights at load (cpu only; default none)\n"                \
+    "  --mmap                cpu: read the weights from the mapped files (faster load, slower decode)\n"
 
 /* Load the model (progress bar on a terminal). Prints the error and returns NULL on failure. */
 qvlm_model *cli_load_model(const cli_gen_opts *o, bool progress);

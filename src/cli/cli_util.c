@@ -70,6 +70,8 @@ bool cli_model_opt(int argc, char **argv, int *i, qvlm_model_params *p, bool *pr
         if (v && strcmp(v, "none") == 0) p->quant = QVLM_QUANT_NONE;
         else if (v && strcmp(v, "q8_0") == 0) p->quant = QVLM_QUANT_Q8_0;
         else if (v) bad_choice("--quant", v, "none, q8_0", bad);
+    } else if (strcmp(argv[*i], "--mmap") == 0) {
+        p->mmap_weights = true;
     } else {
         return false;
     }

@@ -369,7 +369,7 @@ int qvlm_cmd_bench(int argc, char **argv) {
         }
     }
     if (bad || !dir) {
-        fprintf(stderr, "usage: qvlm bench --model DIR [--backend cpu|cuda] [--threads N] [--precision f32|bf16] [--quant none|q8_0]\n"
+        fprintf(stderr, "usage: qvlm bench --model DIR [--backend cpu|cuda] [--threads N] [--precision f32|bf16] [--quant none|q8_0] [--mmap]\n"
                         "                  [--prompt 512[,4096...]] [--gen 128] [--reps 3] [--vision 448x448,1024x768|none] [--json]\n"
                         "       qvlm bench --model DIR [--backend cpu|cuda] --scenario multiturn|interleaved|edit|reimage|restart|tailedit "
                         "[--cache-dir DIR]\n"
@@ -478,6 +478,7 @@ int qvlm_cmd_bench(int argc, char **argv) {
         for (int k = 0; k < n_prompts; k++)
             json_array_append_new(pa, json_pack("{s:i, s:f}", "tokens", prompts[k], "prefill_tok_s", prompts[k] / best_pp[k]));
         json_object_set_new(o, "prefill", pa);
+        json_object_set_new(o, "weights_copied", json_boolean(!gpu && m->quant_bytes > 0)); /* else mapped (--mmap) */
         if (!gpu) {
             json_object_set_new(o, "peak_gflops", json_real(peak / 1e9));
             if (i8) json_object_set_new(o, "peak_int8_gflops", json_real(pp_peak / 1e9));
@@ -507,8 +508,12 @@ int qvlm_cmd_bench(int argc, char **argv) {
         json_decref(o);
     } else {
         printf("%s: %s, %d threads, %s, weights %s, load average %.2f, loaded in %.1f s\n", gpu ? "host" : "cpu", cpu, nth,
-               qvlm_backend_name(m->be), mp.quant == QVLM_QUANT_Q8_0 ? "q8_0 (quantised at load)" : "as stored", load1,
-               t_load);
+               qvlm_backend_name(m->be),
+               mp.quant == QVLM_QUANT_Q8_0 ? "q8_0 (quantised at load)"
+               : gpu                       ? "as stored"
+               : m->quant_bytes            ? "as stored, copied into huge pages"
+                                           : "as stored, read from the mapped files",
+               load1, t_load);
         if (gpu) {
             printf("machine: device copy %.1f GB/s (read+write)\n", copy_gbs);
         } else {

@@ -88,6 +88,23 @@ void qvlm_mmap_close(qvlm_mmap *m) {
     m->n_bytes = 0;
 }
 
+void qvlm_mmap_forget(const void *p, size_t n_bytes) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a = ((uintptr_t)p + page - 1) & ~(page - 1);
+    const uintptr_t b = ((uintptr_t)p + n_bytes) & ~(page - 1);
+    if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+int64_t qvlm_mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return -1;
+    char line[256];
+    long long kb = -1;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
+    fclose(f);
+    return kb >= 0 ? (int64_t)kb * 1024 : -1;
+}
+
 static qvlm_status write_all(int fd, const void *data, size_t n, const char *path, qvlm_error *err) {
     const char *p = data;
     while (n > 0) {

@@ -26,6 +26,13 @@ typedef struct qvlm_mmap {
 /* Map `path` read-only. An empty file maps to data == NULL, n_bytes == 0. */
 qvlm_status qvlm_mmap_open(qvlm_mmap *m, const char *path, qvlm_error *err);
 void qvlm_mmap_close(qvlm_mmap *m); /* no-op on a zeroed struct */
+/* The whole pages of [p, p + n_bytes) inside a read-only mapping are not needed for now: drop
+ * them from the process (the page cache keeps them while memory allows; a later read re-reads
+ * the file). Used once a mapped weight has been copied elsewhere. */
+void qvlm_mmap_forget(const void *p, size_t n_bytes);
+/* Bytes of memory available for new allocations without swapping (Linux: MemAvailable of
+ * /proc/meminfo, which counts reclaimable page cache), or -1 when unknown. */
+int64_t qvlm_mem_available(void);
 
 /* Write `data` to `path` atomically: write to "path.tmp.<pid>.<n>", fsync, rename, fsync
  * the directory. A crash leaves either the old file or the new one, never a torn one. */

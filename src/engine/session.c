@@ -30,7 +30,7 @@ qvlm_status qvlm_model_load(const char *dir, const qvlm_model_params *p, qvlm_mo
     qvlm_status rc = qvlm_backend_create(&bp, &be, err);
     if (rc) return rc;
     qvlm_model_opts opts = {.progress = p->progress, .progress_user = p->progress_user,
-                            .quant = p->quant};
+                            .quant = p->quant, .mmap_weights = p->mmap_weights};
     rc = qvlm_model_load_dir(dir, be, &opts, out, err);
     if (rc) {
         qvlm_backend_destroy(be);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/fileio.h"
+#include "core/threads.h"
 #include "model/chat_template.h"
 #include "model/tokenizer.h"
 
@@ -307,18 +308,41 @@ static void *alloc_weight(size_t bytes) {
     return posix_memalign(&p, 64, bytes ? bytes : 64) == 0 ? p : NULL;
 }
 
-/* Replace weight t (2-D, rows a multiple of 32 long, a float dtype) by a Q8_0 copy owned by
- * the model; other weights are left as they are. */
-static qvlm_status quantize_weight(qvlm_model *m, qvlm_tensor *t, const char *what, qvlm_error *err) {
+struct copy_job {
+    uint8_t *dst;
+    const uint8_t *src;
+    size_t n;
+};
+
+static void copy_task(void *p, int ith, int nth) {
+    const struct copy_job *j = p;
+    long a, b;
+    qvlm_split_rows((long)((j->n + 4095) / 4096), ith, nth, &a, &b);
+    const size_t lo = (size_t)a * 4096, hi = (size_t)b * 4096 < j->n ? (size_t)b * 4096 : j->n;
+    if (hi > lo) memcpy(j->dst + lo, j->src + lo, hi - lo);
+}
+
+/* Replace weight t (2-D, rows a multiple of 32 long, a float dtype) by a copy owned by the model:
+ * Q8_0 (quantised), or the same bytes in huge-page memory (copy); other weights are left as they
+ * are. */
+static qvlm_status convert_weight(qvlm_model *m, qvlm_tensor *t, const char *what, bool copy, qvlm_error *err) {
     if (!t->data || t->n_dims != 2 || t->ne[1] % 32 != 0 ||
         (t->dtype != QVLM_DTYPE_BF16 && t->dtype != QVLM_DTYPE_F16 && t->dtype != QVLM_DTYPE_F32))
         return QVLM_OK;
     const int64_t rows = t->ne[0], k = t->ne[1];
-    const qvlm_dtype qt = qvlm_backend_q8_dtype(m->be); /* the backend's layout of the same numbers */
-    const size_t bytes = qvlm_quantized_bytes(qt, rows, k);
+    /* Q8: the backend's layout of the same numbers */
+    const qvlm_dtype qt = copy ? t->dtype : qvlm_backend_q8_dtype(m->be);
+    const size_t bytes = copy ? (size_t)rows * qvlm_dtype_row_bytes(t->dtype, k) : qvlm_quantized_bytes(qt, rows, k);
     void *p = alloc_weight(bytes);
-    if (!p) return qvlm_errorf(err, QVLM_E_NOMEM, "%s: out of memory for %zu bytes of Q8_0 weights", what, bytes);
-    qvlm_status rc = qvlm_quantize_rows(p, qt, t->data, t->dtype, rows, k, qvlm_backend_host_pool(m->be), err);
+    if (!p) return qvlm_errorf(err, QVLM_E_NOMEM, "%s: out of memory for a %zu-byte copy", what, bytes);
+    qvlm_status rc = QVLM_OK;
+    if (copy) {
+        struct copy_job j = {p, t->data, bytes};
+        qvlm_pool_run(qvlm_backend_host_pool(m->be), copy_task, &j);
+        qvlm_mmap_forget(t->data, bytes); /* the mapped pages are not read again */
+    } else {
+        rc = qvlm_quantize_rows(p, qt, t->data, t->dtype, rows, k, qvlm_backend_host_pool(m->be), err);
+    }
     if (rc) {
         free(p);
         return qvlm_error_prefix(err, rc, "%s: %s", m->dir, what);
@@ -331,31 +355,32 @@ static qvlm_status quantize_weight(qvlm_model *m, qvlm_tensor *t, const char *wh
     return qvlm_backend_weight(m->be, p, qt, 2, ne, t, err);
 }
 
-static qvlm_status quantize_mlp(qvlm_model *m, qvlm_mlp_weights *w, const char *what, qvlm_error *err) {
+static qvlm_status convert_mlp(qvlm_model *m, qvlm_mlp_weights *w, const char *what, bool copy, qvlm_error *err) {
     char name[96];
     snprintf(name, sizeof(name), "%s gate_proj", what);
-    qvlm_status rc = quantize_weight(m, &w->gate_proj, name, err);
+    qvlm_status rc = convert_weight(m, &w->gate_proj, name, copy, err);
     snprintf(name, sizeof(name), "%s up_proj", what);
-    if (!rc) rc = quantize_weight(m, &w->up_proj, name, err);
+    if (!rc) rc = convert_weight(m, &w->up_proj, name, copy, err);
     snprintf(name, sizeof(name), "%s down_proj", what);
-    if (!rc) rc = quantize_weight(m, &w->down_proj, name, err);
+    if (!rc) rc = convert_weight(m, &w->down_proj, name, copy, err);
     return rc;
 }
 
-static qvlm_status quantize_text(qvlm_model *m, qvlm_error *err) {
+/* Every matrix of the text tower quantised (copy false) or copied into huge-page memory. */
+static qvlm_status convert_text(qvlm_model *m, bool copy, qvlm_error *err) {
     if (qvlm_backend_kind_of(m->be) != QVLM_BACKEND_CPU)
         return qvlm_errorf(err, QVLM_E_UNSUPPORTED, "load-time q8_0 quantisation is implemented for the CPU backend only");
     const qvlm_text_config *t = &m->cfg.text;
-    qvlm_status rc = quantize_weight(m, &m->embed_tokens, "embed_tokens", err);
-    if (!rc && m->tied) m->lm_head = m->embed_tokens; /* one quantised matrix serves both */
-    else if (!rc) rc = quantize_weight(m, &m->lm_head, "lm_head", err);
+    qvlm_status rc = convert_weight(m, &m->embed_tokens, "embed_tokens", copy, err);
+    if (!rc && m->tied) m->lm_head = m->embed_tokens; /* one converted matrix serves both */
+    else if (!rc) rc = convert_weight(m, &m->lm_head, "lm_head", copy, err);
     for (int64_t i = 0; i < t->num_hidden_layers && !rc; i++) {
         qvlm_layer *l = &m->layers[i];
         char what[64];
 #define Q(field, label)                                                                                 \
     do {                                                                                                \
         snprintf(what, sizeof(what), "layer %lld %s", (long long)i, label);                             \
-        if (!rc) rc = quantize_weight(m, &(field), what, err);                                          \
+        if (!rc) rc = convert_weight(m, &(field), what, copy, err);                                     \
     } while (0)
         if (l->is_full) {
             Q(l->attn.q_proj, "q_proj");
@@ -373,14 +398,14 @@ static qvlm_status quantize_text(qvlm_model *m, qvlm_error *err) {
             Q(l->moe.router, "router");
             Q(l->moe.shared_gate, "shared_expert_gate");
             snprintf(what, sizeof(what), "layer %lld shared_expert", (long long)i);
-            if (!rc) rc = quantize_mlp(m, &l->moe.shared, what, err);
+            if (!rc) rc = convert_mlp(m, &l->moe.shared, what, copy, err);
             for (int64_t e = 0; e < t->num_experts && !rc; e++) {
                 snprintf(what, sizeof(what), "layer %lld expert %lld", (long long)i, (long long)e);
-                rc = quantize_mlp(m, &l->moe.expert[e], what, err);
+                rc = convert_mlp(m, &l->moe.expert[e], what, copy, err);
             }
         } else {
             snprintf(what, sizeof(what), "layer %lld mlp", (long long)i);
-            if (!rc) rc = quantize_mlp(m, &l->mlp, what, err);
+            if (!rc) rc = convert_mlp(m, &l->mlp, what, copy, err);
         }
 #undef Q
     }
@@ -427,6 +452,17 @@ static qvlm_status load_text_files(qvlm_model *m, qvlm_error *err) {
     return rc;
 }
 
+/* The CPU's decode streams every matrix of the text tower once per token. From the mapped
+ * checkpoint that stream crosses a 4 KiB page every 4 KiB, where the hardware prefetchers stop
+ * and the TLB misses; from 2 MiB pages it runs ~10% faster (docs/perf.md). So the matrices are
+ * copied into huge-page memory at load unless asked not to or there is no room for the copy
+ * next to what else the process needs (the checkpoint's own pages are reclaimable cache). */
+static bool want_copy(const qvlm_model *m) {
+    if (m->opts.mmap_weights || qvlm_backend_kind_of(m->be) != QVLM_BACKEND_CPU) return false;
+    const int64_t avail = qvlm_mem_available();
+    return avail < 0 || (int64_t)m->weight_bytes + ((int64_t)1 << 30) <= avail;
+}
+
 qvlm_status qvlm_model_load_dir(const char *dir, qvlm_backend *be, const qvlm_model_opts *opts, qvlm_model **out,
                                 qvlm_error *err) {
     *out = NULL;
@@ -444,9 +480,10 @@ qvlm_status qvlm_model_load_dir(const char *dir, qvlm_backend *be, const qvlm_mo
     if (!rc && m->cfg.vision.present) rc = bind_vision(&b, err);
     if (!rc && m->cfg.vision.present) rc = load_preprocess(m, err);
     if (!rc) rc = load_text_files(m, err);
-    if (!rc && m->opts.quant == QVLM_QUANT_Q8_0) rc = quantize_text(m, err);
+    if (!rc && m->opts.quant == QVLM_QUANT_Q8_0) rc = convert_text(m, false, err);
     else if (!rc && m->opts.quant != QVLM_QUANT_NONE)
         rc = qvlm_errorf(err, QVLM_E_INVALID, "unknown weight quantisation %d", (int)m->opts.quant);
+    else if (!rc && want_copy(m)) rc = convert_text(m, true, err);
     if (rc) {
         qvlm_model_free(m);
         return rc;

@@ -85,6 +85,9 @@ typedef struct qvlm_model_opts {
                                 rows are a multiple of 32 long (the embedding / lm_head, projections,
                                 MLPs, experts, router) is replaced at load by a Q8_0 copy the model
                                 owns; the vision tower and 1-D weights stay as stored */
+    bool mmap_weights;       /* CPU, no quantisation: keep those matrices in the mapped checkpoint
+                                rather than copying them into huge-page memory the model owns
+                                (made only when they fit in available memory) */
     qvlm_progress_fn progress; /* optional: "load", tensor bytes bound / total */
     void *progress_user;
 } qvlm_model_opts;
@@ -109,7 +112,7 @@ typedef struct qvlm_model {
     size_t n_owned, cap_owned;
     int64_t n_params;         /* text + vision parameters bound */
     size_t weight_bytes;      /* their bytes as stored */
-    size_t quant_bytes;       /* bytes of the load-time quantised copies (0 without --quant) */
+    size_t quant_bytes;       /* bytes of the load-time quantised or huge-page copies */
 } qvlm_model;
 
 /* Load the checkpoint in `dir` onto backend `be` (borrowed; it must outlive the model).

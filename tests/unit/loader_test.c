@@ -4,9 +4,11 @@
 #include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/dtype.h"
 #include "core/fileio.h"
 #include "core/safetensors.h"
 #include "kernels/backend.h"
@@ -102,13 +104,41 @@ static void test_loads_both_fixtures(void) {
     ASSERT_EQ_INT(m->layers[0].gdn.in_proj_qkv.dtype, QVLM_DTYPE_BF16);
     ASSERT_EQ_INT(m->cfg.n_eos, 1);
     qvlm_model_free(m);
-    ASSERT_OK(qvlm_model_load_dir(QVLM_FIXTURES "/tiny-moe/model", be, NULL, &m, &err), &err);
+    const qvlm_model_opts mapped = {.mmap_weights = true}; /* the views into the files, as bound */
+    ASSERT_OK(qvlm_model_load_dir(QVLM_FIXTURES "/tiny-moe/model", be, &mapped, &m, &err), &err);
     ASSERT_TRUE(!m->tied);
     ASSERT_EQ_INT(m->cfg.text.num_experts, 8);
     /* fused experts: expert 1's up rows follow its gate rows inside gate_up_proj */
     const uint8_t *g1 = m->layers[0].moe.expert[1].gate_proj.data, *u1 = m->layers[0].moe.expert[1].up_proj.data;
     ASSERT_EQ_INT(u1 - g1, 32 * 96 * 2);
     qvlm_model_free(m);
+}
+
+/* By default (CPU) the text tower's matrices are copied at load into memory the model owns
+ * (huge pages for large ones): the same bytes as the mapped checkpoint, elsewhere; with
+ * mmap_weights nothing is copied. */
+static void test_weights_copied(void) {
+    qvlm_error err;
+    qvlm_model *c, *mp;
+    const qvlm_model_opts mapped = {.mmap_weights = true};
+    ASSERT_OK(qvlm_model_load_dir(QVLM_FIXTURES "/tiny-moe/model", be, NULL, &c, &err), &err);
+    ASSERT_OK(qvlm_model_load_dir(QVLM_FIXTURES "/tiny-moe/model", be, &mapped, &mp, &err), &err);
+    ASSERT_TRUE(c->quant_bytes > 0 && mp->quant_bytes == 0);
+    const qvlm_tensor *pairs[][2] = {{&c->lm_head, &mp->lm_head},
+                                     {&c->embed_tokens, &mp->embed_tokens},
+                                     {&c->layers[0].gdn.in_proj_qkv, &mp->layers[0].gdn.in_proj_qkv},
+                                     {&c->layers[3].attn.o_proj, &mp->layers[3].attn.o_proj},
+                                     {&c->layers[1].moe.expert[5].down_proj, &mp->layers[1].moe.expert[5].down_proj},
+                                     {&c->layers[2].moe.shared.up_proj, &mp->layers[2].moe.shared.up_proj}};
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        const qvlm_tensor *a = pairs[i][0], *b = pairs[i][1];
+        ASSERT_TRUE(a->data != b->data);
+        ASSERT_EQ_INT(a->dtype, b->dtype);
+        ASSERT_TRUE(a->ne[0] == b->ne[0] && a->ne[1] == b->ne[1]);
+        ASSERT_TRUE(memcmp(a->data, b->data, (size_t)a->ne[0] * qvlm_dtype_row_bytes(a->dtype, a->ne[1])) == 0);
+    }
+    qvlm_model_free(c);
+    qvlm_model_free(mp);
 }
 
 static void test_missing_config(void) {
@@ -286,6 +316,7 @@ int main(void) {
     qvlm_backend_params bp = {QVLM_BACKEND_CPU, 1, QVLM_COMPUTE_F32};
     if (qvlm_backend_create(&bp, &be, &err)) return 1;
     RUN(test_loads_both_fixtures);
+    RUN(test_weights_copied);
     RUN(test_missing_config);
     RUN(test_unknown_model_type);
     RUN(test_bad_config_field);
