@@ -66,6 +66,10 @@ qvlm_status qvlm_sequence_reserve(qvlm_sequence *q, qvlm_stream *s, int64_t n, q
             while (q->n_blocks > first_new) qvlm_kv_block_unref(q->pool, q->blocks[--q->n_blocks]);
             return qvlm_errorf(err, QVLM_E_NOMEM, "KV blocks for %lld tokens: out of memory", (long long)(q->n_past + n));
         }
+        /* Zeroed, so that the rows past n_past are defined bytes: a copy-on-write (above) or
+         * a checkpoint copies whole blocks, and a copy of never-written memory is what
+         * compute-sanitizer's initcheck reports (a block's worth once per block_tokens). */
+        qvlm_op_zero(s, b->data, q->pool->block_bytes);
         q->blocks[q->n_blocks] = b;
         q->block_data[q->n_blocks++] = b->data;
     }
