@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -170,4 +171,23 @@ void qvlm_pool_run_n(qvlm_pool *p, qvlm_task_fn fn, void *ctx, int max_threads) 
 
 void qvlm_pool_run(qvlm_pool *p, qvlm_task_fn fn, void *ctx) {
     qvlm_pool_run_n(p, fn, ctx, p ? p->n_threads : 1);
+}
+
+struct copy_job {
+    unsigned char *dst;
+    const unsigned char *src;
+    size_t n;
+};
+
+static void copy_task(void *p, int ith, int nth) {
+    const struct copy_job *j = p;
+    long a, b;
+    qvlm_split_rows((long)((j->n + 4095) / 4096), ith, nth, &a, &b);
+    const size_t lo = (size_t)a * 4096, hi = (size_t)b * 4096 < j->n ? (size_t)b * 4096 : j->n;
+    if (hi > lo) memcpy(j->dst + lo, j->src + lo, hi - lo);
+}
+
+void qvlm_pool_memcpy(qvlm_pool *pool, void *dst, const void *src, size_t n) {
+    struct copy_job j = {dst, src, n};
+    qvlm_pool_run(pool, copy_task, &j);
 }

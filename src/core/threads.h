@@ -19,6 +19,8 @@
 #ifndef QVLM_CORE_THREADS_H
 #define QVLM_CORE_THREADS_H
 
+#include <stddef.h>
+
 #include "core/status.h"
 
 typedef struct qvlm_pool qvlm_pool;
@@ -34,6 +36,10 @@ int qvlm_pool_size(const qvlm_pool *pool);
 void qvlm_pool_run(qvlm_pool *pool, qvlm_task_fn fn, void *ctx);
 /* Same with at most max_threads threads (small jobs are not worth waking everybody). */
 void qvlm_pool_run_n(qvlm_pool *pool, qvlm_task_fn fn, void *ctx, int max_threads);
+
+/* memcpy(dst, src, n) split over the pool's threads in 4 KiB pieces (a memory-bound copy
+ * goes faster on more cores; pool == NULL copies inline). */
+void qvlm_pool_memcpy(qvlm_pool *pool, void *dst, const void *src, size_t n);
 
 /* Rows [*r0, *r1) of n_rows for thread ith of nth, in contiguous slices. */
 static inline void qvlm_split_rows(long n_rows, int ith, int nth, long *r0, long *r1) {

@@ -308,20 +308,6 @@ static void *alloc_weight(size_t bytes) {
     return posix_memalign(&p, 64, bytes ? bytes : 64) == 0 ? p : NULL;
 }
 
-struct copy_job {
-    uint8_t *dst;
-    const uint8_t *src;
-    size_t n;
-};
-
-static void copy_task(void *p, int ith, int nth) {
-    const struct copy_job *j = p;
-    long a, b;
-    qvlm_split_rows((long)((j->n + 4095) / 4096), ith, nth, &a, &b);
-    const size_t lo = (size_t)a * 4096, hi = (size_t)b * 4096 < j->n ? (size_t)b * 4096 : j->n;
-    if (hi > lo) memcpy(j->dst + lo, j->src + lo, hi - lo);
-}
-
 /* Replace weight t (2-D, rows a multiple of 32 long, a float dtype) by a copy owned by the model:
  * Q8_0 (quantised), or the same bytes in huge-page memory (copy); other weights are left as they
  * are. */
@@ -337,8 +323,7 @@ static qvlm_status convert_weight(qvlm_model *m, qvlm_tensor *t, const char *wha
     if (!p) return qvlm_errorf(err, QVLM_E_NOMEM, "%s: out of memory for a %zu-byte copy", what, bytes);
     qvlm_status rc = QVLM_OK;
     if (copy) {
-        struct copy_job j = {p, t->data, bytes};
-        qvlm_pool_run(qvlm_backend_host_pool(m->be), copy_task, &j);
+        qvlm_pool_memcpy(qvlm_backend_host_pool(m->be), p, t->data, bytes);
         qvlm_mmap_forget(t->data, bytes); /* the mapped pages are not read again */
     } else {
         rc = qvlm_quantize_rows(p, qt, t->data, t->dtype, rows, k, qvlm_backend_host_pool(m->be), err);
