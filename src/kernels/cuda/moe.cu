@@ -109,10 +109,11 @@ extern "C" int qcu_moe_route(void *st, const void *ap) {
 
 /* Dot products of NW weight rows w[i] (dtype WDT) with one activation row x over n elements,
  * this lane's share: chunks lane, lane+32, ... (16 bytes of weights each) or, unvectorised,
- * elements; the rows' loads are in flight together and each sum keeps its own order. */
+ * elements; the rows' loads are in flight together and each sum keeps its own order. round:
+ * round weights and x to bf16 values (xround 0: x holds such values already). */
 template <int WDT, bool VEC, int NW>
-__device__ __forceinline__ void lane_dots(const void *const *w, const float *x, int64_t n, int round, int lane,
-                                          float *d) {
+__device__ __forceinline__ void lane_dots(const void *const *w, const float *x, int64_t n, int round, int xround,
+                                          int lane, float *d) {
     float acc[NW];
 #pragma unroll
     for (int r = 0; r < NW; r++) acc[r] = 0.0f;
@@ -133,14 +134,14 @@ __device__ __forceinline__ void lane_dots(const void *const *w, const float *x, 
             }
 #pragma unroll
             for (int e = 0; e < P; e++) {
-                const float xe = xval(xv[e], round);
+                const float xe = xval(xv[e], xround);
 #pragma unroll
                 for (int r = 0; r < NW; r++) acc[r] += wval<WDT>(wv[r][e], round) * xe;
             }
         }
     } else {
         for (int64_t i = lane; i < n; i += 32) {
-            const float xe = xval(x[i], round);
+            const float xe = xval(x[i], xround);
 #pragma unroll
             for (int r = 0; r < NW; r++) acc[r] += wval<WDT>(wload(w[r], WDT, i), round) * xe;
         }
@@ -149,8 +150,10 @@ __device__ __forceinline__ void lane_dots(const void *const *w, const float *x, 
     for (int r = 0; r < NW; r++) d[r] = acc[r];
 }
 
-/* h[p][j] = silu(gate_e[j] . x[r]) * (up_e[j] . x[r]) for slot p = r*k + s, e = idx[p]: one
- * warp per (p, j), the gate and up rows' loads in flight together. The expert comes from the
+/* h[p][j] = silu(gate_e[j] . x[r]) * (up_e[j] . x[r]) for slot p = r*k + s, e = idx[p], stored
+ * rounded to a bf16 value in BF16 precision (what the down product would round it to anyway,
+ * once instead of in each of its H warps): one warp per (p, j), the gate and up rows' loads in
+ * flight together. The expert comes from the
  * routing kernel, so nothing is read before the wait. (Staging x in shared memory per block, so
  * the warps of a block read it once, measured slower on an H200: 41 -> 47 us a layer.) */
 template <int WDT, bool VEC>
@@ -165,21 +168,18 @@ __global__ void __launch_bounds__(WARPS * 32) k_moe_gate_up(qcu_moe_experts_args
     const char *wg = (const char *)a.experts[3 * e] + row, *wu = (const char *)a.experts[3 * e + 1] + row;
     const void *const w2[2] = {wg, wu};
     float gu[2];
-    lane_dots<WDT, VEC, 2>(w2, a.x + r * a.H, a.H, a.round_bf16, lane, gu);
+    lane_dots<WDT, VEC, 2>(w2, a.x + r * a.H, a.H, a.round_bf16, a.round_bf16, lane, gu);
     const float g = warp_sum(gu[0]), u = warp_sum(gu[1]);
-    if (lane == 0) a.h[p * a.I + j] = silu_f(g) * u;
-}
-
-/* The slot of row r (0..k-1) holding the smallest expert id above `after` (-1: the smallest). */
-__device__ __forceinline__ int64_t next_slot(const int32_t *ids, int64_t k, int32_t after) {
-    int64_t best = -1;
-    for (int64_t s = 0; s < k; s++)
-        if (ids[s] > after && (best < 0 || ids[s] < ids[best])) best = s;
-    return best;
+    if (lane == 0) a.h[p * a.I + j] = xval(silu_f(g) * u, a.round_bf16);
 }
 
 /* acc[r][i] = sum over the k slots of row r, in ascending expert id, of
- * weight * (down_e[i] . h[slot]): one warp per (r, i), DOWN_BATCH experts' loads at a time. */
+ * weight * (down_e[i] . h[slot]): one warp per (r, i), DOWN_BATCH experts' loads at a time.
+ * The order comes from registers: lane s holds slot s's expert id, its rank among the row's
+ * ids (distinct: the router never picks an expert twice) is its place, and lane b learns the
+ * slot of rank b. (Scanning the ids in memory for the next larger one, k times per warp, was
+ * the largest share of this kernel's instructions.) h holds bf16 values already in BF16
+ * precision (k_moe_gate_up), so only the weights are rounded here. */
 template <int DDT, bool VEC>
 __global__ void __launch_bounds__(WARPS * 32) k_moe_down(qcu_moe_experts_args a) {
     QCU_PDL_ENTRY();
@@ -187,26 +187,32 @@ __global__ void __launch_bounds__(WARPS * 32) k_moe_down(qcu_moe_experts_args a)
     const int64_t unit = (int64_t)blockIdx.x * WARPS + warp;
     if (unit >= a.T * a.H) return;
     const int64_t r = unit / a.H, i = unit % a.H;
+    const int k = (int)a.k; /* <= MAX_K = 32: one lane per slot */
     const float *h = a.h + r * a.k * a.I;
-    const int32_t *ids = a.idx + r * a.k;
+    const int32_t id = lane < k ? a.idx[r * a.k + lane] : INT32_MAX;
+    int rank = 0, by_rank = -1;
+    for (int s = 0; s < k; s++) { /* equal ids (never routed) would take their slot order */
+        const int32_t o = __shfl_sync(0xffffffffu, id, s);
+        rank += o < id || (o == id && s < lane);
+    }
+    for (int s = 0; s < k; s++)
+        if (__shfl_sync(0xffffffffu, rank, s) == lane) by_rank = s;
     float acc = 0.0f;
-    int32_t last = -1;
-    for (int64_t s0 = 0; s0 < a.k; s0 += DOWN_BATCH) {
-        int64_t slot[DOWN_BATCH];
+    for (int b0 = 0; b0 < k; b0 += DOWN_BATCH) {
+        int slot[DOWN_BATCH];
         float part[DOWN_BATCH];
 #pragma unroll
         for (int b = 0; b < DOWN_BATCH; b++) {
-            slot[b] = s0 + b < a.k ? next_slot(ids, a.k, last) : -1;
+            slot[b] = __shfl_sync(0xffffffffu, by_rank, (b0 + b) & 31);
+            const int32_t e = __shfl_sync(0xffffffffu, id, slot[b] & 31);
             part[b] = 0.0f;
-            if (slot[b] < 0) continue;
-            const int32_t e = ids[slot[b]];
-            last = e;
+            if (b0 + b >= k) continue; /* the same for the whole warp */
             const void *w = (const char *)a.experts[3 * (int64_t)e + 2] + (size_t)(i * a.I) * wtraits<DDT>::esize;
-            lane_dots<DDT, VEC, 1>(&w, h + slot[b] * a.I, a.I, a.round_bf16, lane, &part[b]);
+            lane_dots<DDT, VEC, 1>(&w, h + (int64_t)slot[b] * a.I, a.I, a.round_bf16, 0, lane, &part[b]);
         }
 #pragma unroll
         for (int b = 0; b < DOWN_BATCH; b++) {
-            if (slot[b] < 0) continue;
+            if (b0 + b >= k) continue;
             acc += __fmul_rn(a.weight[r * a.k + slot[b]], warp_sum(part[b]));
         }
     }
