@@ -71,6 +71,7 @@ typedef struct verify {
     int threads;
     qvlm_compute_precision precision;
     qvlm_backend_kind backend;
+    bool mmap_weights;
     json_t *meta;
     qvlm_st_file ref;
     qvlm_backend *be;
@@ -619,7 +620,7 @@ static qvlm_status run_conversation(verify *v, qvlm_error *err) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: qvlm verify --reference FIXTURE_DIR [--model MODEL_DIR] [--dump FILE] [--json]\n"
-               "                   [--threads N] [--precision f32|bf16] [--rope-freq bf16|f32] [--backend cpu|cuda]\n"
+               "                   [--threads N] [--precision f32|bf16] [--rope-freq bf16|f32] [--backend cpu|cuda] [--mmap]\n"
                "                   [--quant q8_0] [--conversation [--cache both|on|off] [--cache-dir DIR]]\n"
                "Runs every prompt of FIXTURE_DIR/reference.json and compares logits (max |diff| <= 1e-3)\n"
                "and 12 greedy tokens (identical) with FIXTURE_DIR/reference.safetensors.\n"
@@ -637,9 +638,15 @@ static void usage(FILE *f) {
 }
 
 static int parse_args(verify *v, int argc, char **argv) {
-    bool bad = false;
+    bool bad = false, precision_set = false;
     const char *val;
+    /* --threads, --backend, --precision and --mmap as everywhere (cli_model_opt); the default
+     * precision stays f32 on every backend, the one the reference tolerances are for, and
+     * --quant has verify's own meaning (an extra quantised copy), so it is read first. */
+    qvlm_model_params mp;
+    qvlm_model_params_default(&mp);
     for (int i = 1; i < argc && !bad; i++) {
+        val = NULL; /* cli_opt leaves it alone when the value is missing */
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
@@ -647,35 +654,23 @@ static int parse_args(verify *v, int argc, char **argv) {
         else if (cli_opt(argc, argv, &i, "--model", &val, &bad) || cli_opt(argc, argv, &i, "-m", &val, &bad))
             v->model_dir = val;
         else if (cli_opt(argc, argv, &i, "--dump", &val, &bad)) v->dump_path = val;
-        else if (cli_opt(argc, argv, &i, "--threads", &val, &bad)) v->threads = (int)cli_int("--threads", val, 0, 1024, &bad);
-        else if (cli_opt(argc, argv, &i, "--precision", &val, &bad)) {
-            if (strcmp(val, "f32") == 0) v->precision = QVLM_COMPUTE_F32;
-            else if (strcmp(val, "bf16") == 0) v->precision = QVLM_COMPUTE_BF16;
-            else {
-                fprintf(stderr, "qvlm verify: --precision must be f32 or bf16\n");
+        else if (cli_opt(argc, argv, &i, "--quant", &val, &bad)) {
+            if (val && strcmp(val, "q8_0") == 0) v->quant = QVLM_QUANT_Q8_0;
+            else if (val && strcmp(val, "none") == 0) v->quant = QVLM_QUANT_NONE;
+            else if (val) {
+                fprintf(stderr, "qvlm verify: --quant must be q8_0 or none\n");
                 bad = true;
             }
-        } else if (cli_opt(argc, argv, &i, "--backend", &val, &bad)) {
-            if (strcmp(val, "cpu") == 0) v->backend = QVLM_BACKEND_CPU;
-            else if (strcmp(val, "cuda") == 0) v->backend = QVLM_BACKEND_CUDA;
-            else {
-                fprintf(stderr, "qvlm verify: --backend must be cpu or cuda\n");
-                bad = true;
-            }
+        } else if (cli_model_opt(argc, argv, &i, &mp, &precision_set, &bad)) { /* into mp */
         } else if (cli_opt(argc, argv, &i, "--rope-freq", &val, &bad)) {
+            if (!val) continue; /* missing: cli_opt said so */
             if (strcmp(val, "bf16") == 0 || strcmp(val, "f32") == 0) v->rope_freq_bf16 = strcmp(val, "bf16") == 0;
             else {
                 fprintf(stderr, "qvlm verify: --rope-freq must be bf16 or f32\n");
                 bad = true;
             }
-        } else if (cli_opt(argc, argv, &i, "--quant", &val, &bad)) {
-            if (strcmp(val, "q8_0") == 0) v->quant = QVLM_QUANT_Q8_0;
-            else if (strcmp(val, "none") == 0) v->quant = QVLM_QUANT_NONE;
-            else {
-                fprintf(stderr, "qvlm verify: --quant must be q8_0 or none\n");
-                bad = true;
-            }
         } else if (cli_opt(argc, argv, &i, "--cache", &val, &bad)) {
+            if (!val) continue;
             if (strcmp(val, "on") && strcmp(val, "off") && strcmp(val, "both")) {
                 fprintf(stderr, "qvlm verify: --cache must be on, off or both\n");
                 bad = true;
@@ -690,6 +685,10 @@ static int parse_args(verify *v, int argc, char **argv) {
             bad = true;
         }
     }
+    v->threads = mp.n_threads;
+    v->backend = mp.device == QVLM_DEVICE_CUDA ? QVLM_BACKEND_CUDA : QVLM_BACKEND_CPU;
+    v->precision = mp.precision == QVLM_PRECISION_BF16 ? QVLM_COMPUTE_BF16 : QVLM_COMPUTE_F32;
+    v->mmap_weights = mp.mmap_weights;
     if (!bad && v->quant != QVLM_QUANT_NONE && v->conversation) {
         fprintf(stderr, "qvlm verify: --quant runs the prompts, not --conversation\n");
         bad = true;
@@ -715,7 +714,7 @@ static qvlm_status setup(verify *v, qvlm_error *err) {
         v->have_ref64 = rc == QVLM_OK;
     }
     free(st64);
-    qvlm_model_opts mo = {.rope_freq_bf16 = v->rope_freq_bf16};
+    qvlm_model_opts mo = {.rope_freq_bf16 = v->rope_freq_bf16, .mmap_weights = v->mmap_weights};
     qvlm_backend_params bp = {v->backend, v->threads, v->precision};
     if (!rc) rc = qvlm_backend_create(&bp, &v->be, err);
     if (!rc) rc = qvlm_model_load_dir(model_dir, v->be, &mo, &v->model, err);
