@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "cli/cli_util.h"
 #include "qvlm.h"
 
 typedef struct cli_gen_opts {
@@ -17,7 +18,7 @@ typedef struct cli_gen_opts {
     int max_tokens;
     bool think;           /* --no-think turns it off */
     int64_t n_ctx;        /* 0: the model's trained context */
-    qvlm_model_params model; /* --threads, --backend, --precision, --quant */
+    qvlm_model_params model; /* --threads, --backend, --precision, --quant, --mmap */
     bool precision_set;
 } cli_gen_opts;
 
@@ -33,12 +34,7 @@ bool cli_gen_opt(int argc, char **argv, int *i, cli_gen_opts *o, bool *bad);
     "  --top-k K, --top-p P, --min-p P   filters (default 20, 0.95, 0)\n"                             \
     "  --seed N              sampling seed (default: random)\n"                                       \
     "  --max-tokens N        most tokens to generate per answer (default 4096)\n"                     \
-    "  --ctx N               context limit in tokens (default: the model's)\n"                        \
-    "  --threads N           CPU threads (default: all cores)\n"                                      \
-    "  --backend cpu|cuda    where the model runs (default cpu)\n"                                    \
-    "  --precision f32|bf16  activations into the matrix products (default: bf16 on cuda or with --quant, else f32)\n" \
-    "  --quant none|q8_0     quantise the text weights at load (cpu only; default none)\n"                \
-    "  --mmap                cpu: read the weights from the mapped files (faster load, slower decode)\n"
+    "  --ctx N               context limit in tokens (default: the model's)\n" CLI_MODEL_HELP
 
 /* Load the model (progress bar on a terminal). Prints the error and returns NULL on failure. */
 qvlm_model *cli_load_model(const cli_gen_opts *o, bool progress);

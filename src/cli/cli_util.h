@@ -16,6 +16,12 @@ double cli_num(const char *opt, const char *v, double lo, double hi, bool *bad);
 /* The options of every command that loads a model: --threads, --backend, --precision, --quant,
  * into p. Consumes argv[*i] when it is one of them (sets *bad on a bad value). */
 bool cli_model_opt(int argc, char **argv, int *i, qvlm_model_params *p, bool *precision_set, bool *bad);
+#define CLI_MODEL_HELP                                                                                      \
+    "  --threads N           CPU threads (default: all cores)\n"                                              \
+    "  --backend cpu|cuda    where the model runs (default cpu)\n"                                            \
+    "  --precision f32|bf16  activations into the matrix products (default: bf16 on cuda or with --quant, else f32)\n" \
+    "  --quant none|q8_0     quantise the text weights at load (cpu only; default none)\n"                        \
+    "  --mmap                cpu: read the weights from the mapped files (faster load, slower decode)\n"
 /* Each backend's usual precision unless --precision was given: exact f32 on the CPU, bf16
  * products on a GPU or with quantised weights. */
 void cli_model_precision_default(qvlm_model_params *p, bool precision_set);

@@ -470,7 +470,7 @@ int qvlm_cmd_bench(int argc, char **argv) {
         for (int k = 0; k < n_prompts; k++)
             json_array_append_new(pa, json_pack("{s:i, s:f}", "tokens", prompts[k], "prefill_tok_s", prompts[k] / best_pp[k]));
         json_object_set_new(o, "prefill", pa);
-        json_object_set_new(o, "weights_copied", json_boolean(!gpu && m->quant_bytes > 0)); /* else mapped (--mmap) */
+        json_object_set_new(o, "weights_copied", json_boolean(!gpu && m->copy_bytes > 0)); /* else mapped (--mmap) */
         if (!gpu) {
             json_object_set_new(o, "peak_gflops", json_real(peak / 1e9));
             if (i8) json_object_set_new(o, "peak_int8_gflops", json_real(pp_peak / 1e9));
@@ -503,7 +503,7 @@ int qvlm_cmd_bench(int argc, char **argv) {
                qvlm_backend_name(m->be),
                mp.quant == QVLM_QUANT_Q8_0 ? "q8_0 (quantised at load)"
                : gpu                       ? "as stored"
-               : m->quant_bytes            ? "as stored, copied into huge pages"
+               : m->copy_bytes            ? "as stored, copied into huge pages"
                                            : "as stored, read from the mapped files",
                load1, t_load);
         if (gpu) {

@@ -40,11 +40,7 @@ static void usage(FILE *f) {
             "  --cache-gb N          memory for the cross-turn cache (default 4)\n"
             CLI_CACHE_HELP
             "  --cache-dir DIR       keep the cache on disk too (flushed at shutdown)\n"
-            "  --threads N           CPU threads (default: all cores)\n"
-            "  --backend cpu|cuda    where the model runs (default cpu)\n"
-            "  --precision f32|bf16  activations into the matrix products (default: bf16 on cuda or with --quant, else f32)\n"
-            "  --quant none|q8_0     quantise the text weights at load (cpu only; default none)\n"
-            "  --mmap                cpu: read the weights from the mapped files (faster load, slower decode)\n"
+            CLI_MODEL_HELP
             "  --temperature, --top-k, --top-p, --min-p   defaults for requests (0.6, 20, 0.95, 0)\n"
             "  --max-tokens N        default answer limit (default: until the context is full)\n"
             "  --drain-timeout S     on SIGTERM, cancel requests still running after S seconds (default 30)\n"

@@ -336,7 +336,7 @@ static qvlm_status convert_weight(qvlm_model *m, qvlm_tensor *t, const char *wha
     if (rc) return rc;
     int64_t ne[2] = {rows, k};
     qvlm_backend_weight_free(m->be, t);
-    m->quant_bytes += bytes;
+    m->copy_bytes += bytes;
     return qvlm_backend_weight(m->be, p, qt, 2, ne, t, err);
 }
 

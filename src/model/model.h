@@ -112,7 +112,7 @@ typedef struct qvlm_model {
     size_t n_owned, cap_owned;
     int64_t n_params;         /* text + vision parameters bound */
     size_t weight_bytes;      /* their bytes as stored */
-    size_t quant_bytes;       /* bytes of the load-time quantised or huge-page copies */
+    size_t copy_bytes;        /* bytes of the load-time copies of weights (quantised or as stored) */
 } qvlm_model;
 
 /* Load the checkpoint in `dir` onto backend `be` (borrowed; it must outlive the model).

@@ -123,7 +123,7 @@ static void test_weights_copied(void) {
     const qvlm_model_opts mapped = {.mmap_weights = true};
     ASSERT_OK(qvlm_model_load_dir(QVLM_FIXTURES "/tiny-moe/model", be, NULL, &c, &err), &err);
     ASSERT_OK(qvlm_model_load_dir(QVLM_FIXTURES "/tiny-moe/model", be, &mapped, &mp, &err), &err);
-    ASSERT_TRUE(c->quant_bytes > 0 && mp->quant_bytes == 0);
+    ASSERT_TRUE(c->copy_bytes > 0 && mp->copy_bytes == 0);
     const qvlm_tensor *pairs[][2] = {{&c->lm_head, &mp->lm_head},
                                      {&c->embed_tokens, &mp->embed_tokens},
                                      {&c->layers[0].gdn.in_proj_qkv, &mp->layers[0].gdn.in_proj_qkv},

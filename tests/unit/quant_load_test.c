@@ -85,7 +85,7 @@ static void check_fixture(const char *name) {
     for (int64_t j = 0; m0->cfg.vision.present && j < m0->cfg.vision.depth; j++)
         bad |= m1->vision.blocks[j].qkv_w.dtype == QVLM_DTYPE_Q8_0;
     printf("  %s: %d weights quantised (%.0f KiB), %d kept; worst |x - deq| = %.3f x d/2\n", name, c.quantised,
-           (double)m1->quant_bytes / 1024, c.kept, c.worst);
+           (double)m1->copy_bytes / 1024, c.kept, c.worst);
     /* the quantised model runs: a few tokens, finite logits */
     qvlm_stream *s;
     qvlm_text_ctx *tc = NULL;

@@ -1287,8 +1287,8 @@ static void cu_moe_route(qvlm_stream *st, int32_t *idx, float *weight, const flo
  * first-maximum rule across slices. */
 static void cu_argmax(qvlm_stream *st, int32_t *ids, const float *x, int64_t n_rows, int64_t n) {
     cuda_stream *s = cs_of(st);
-    const int64_t nb = qcu_argmax_blocks(n), fit = (int64_t)(DL_BYTES / ((size_t)nb * sizeof(qcu_argmax_best)));
-    const int64_t per_chunk = fit < 65535 ? fit : 65535; /* rows a launch (grid y) and a download take */
+    qcu_argmax_best best[2048]; /* rows come back in groups that fit */
+    const int64_t nb = qcu_argmax_blocks(n), per_chunk = (int64_t)(sizeof(best) / sizeof(best[0])) / nb;
     for (int64_t r0 = 0; r0 < n_rows && !s->status; r0 += per_chunk) {
         const int64_t rows = n_rows - r0 < per_chunk ? n_rows - r0 : per_chunk;
         const size_t bytes = (size_t)(rows * nb) * sizeof(qcu_argmax_best);
@@ -1297,18 +1297,14 @@ static void cu_argmax(qvlm_stream *st, int32_t *ids, const float *x, int64_t n_r
         ARGS(qcu_argmax_args, a);
         a.x = x + r0 * n, a.best = dev, a.n_rows = rows, a.n = n;
         SUBMIT(s, qcu_argmax, a);
-        flush_recording(s);
+        cu_download(st, best, dev, bytes);
         if (s->status) return;
-        order(s);
-        SCU(s, cudaMemcpyAsync(s->h_dl, dev, bytes, cudaMemcpyDeviceToHost, s->cs));
-        SCU(s, cudaStreamSynchronize(s->cs));
-        if (s->status) return;
-        const qcu_argmax_best *b = (const qcu_argmax_best *)s->h_dl;
+        const qcu_argmax_best *b = best;
         for (int64_t r = 0; r < rows; r++, b += nb) {
-            int64_t best = -1;
+            int64_t k = -1;
             for (int64_t j = 0; j < nb && b[0].i != -2; j++)
-                if (b[j].i >= 0 && (best < 0 || b[j].v > b[best].v)) best = j;
-            ids[r0 + r] = best >= 0 ? b[best].i : 0;
+                if (b[j].i >= 0 && (k < 0 || b[j].v > b[k].v)) k = j;
+            ids[r0 + r] = k >= 0 ? b[k].i : 0;
         }
     }
 }
