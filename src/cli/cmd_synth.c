@@ -177,7 +177,8 @@ static int write_json(const char *dir, const char *name, json_t *j) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: qvlm synth --preset NAME --out DIR [--seed N] [--shard-gb G]\npresets:");
+    fprintf(f, "usage: qvlm synth --preset NAME --out DIR [--seed N] [--shard-gb G] [--layers N]\n"
+               "  --layers N  the preset's shapes with N decoder layers (per-layer measurements)\npresets:");
     for (size_t i = 0; i < sizeof(PRESETS) / sizeof(PRESETS[0]); i++) fprintf(f, " %s", PRESETS[i].name);
     fprintf(f, "\n");
 }
@@ -186,6 +187,7 @@ int qvlm_cmd_synth(int argc, char **argv) {
     const char *name = NULL, *out = NULL, *val;
     uint64_t seed = 1;
     double shard_gb = 4.0;
+    int64_t layers = 0;
     bool bad = false;
     for (int i = 1; i < argc && !bad; i++) {
         if (strcmp(argv[i], "--help") == 0) return usage(stdout), 0;
@@ -193,6 +195,7 @@ int qvlm_cmd_synth(int argc, char **argv) {
         else if (cli_opt(argc, argv, &i, "--out", &val, &bad)) out = val;
         else if (cli_opt(argc, argv, &i, "--seed", &val, &bad)) seed = (uint64_t)cli_int("--seed", val, 0, INT64_MAX, &bad);
         else if (cli_opt(argc, argv, &i, "--shard-gb", &val, &bad)) shard_gb = cli_num("--shard-gb", val, 0.001, 1e6, &bad);
+        else if (cli_opt(argc, argv, &i, "--layers", &val, &bad)) layers = cli_int("--layers", val, 1, 1024, &bad);
         else {
             fprintf(stderr, "qvlm synth: unknown option '%s'\n", argv[i]);
             bad = true;
@@ -210,6 +213,9 @@ int qvlm_cmd_synth(int argc, char **argv) {
         fprintf(stderr, "qvlm synth: cannot create %s: %s\n", out, strerror(errno));
         return 1;
     }
+    preset shaped = *p;
+    if (layers) shaped.layers = layers;
+    p = &shaped;
     json_t *cj = config_json(p);
     char *ctext = json_dumps(cj, 0);
     qvlm_config cfg;

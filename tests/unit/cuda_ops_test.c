@@ -581,10 +581,23 @@ static void one_moe(env *e, int64_t T, int64_t H, int64_t I, qvlm_dtype dt, bool
     qvlm_op_moe_experts(e->sc, acc, x, T, l, &ec, &sc);
     qvlm_op_moe_experts(e->sg, dacc, dx, T, dl, &eg, &sg);
     GPU_OK(e);
-    double r = rel_err(get(e, dacc, (size_t)(T * H)), acc, (size_t)(T * H), 1e-3);
-    if (!(r <= tol))
-        fprintf(stderr, "  moe_experts T=%lld H=%lld I=%lld dt=%d fused=%d: rel err %.3g > %.3g\n", (long long)T,
-                (long long)H, (long long)I, (int)dt, fused, r, tol);
+    const float *got = get(e, dacc, (size_t)(T * H));
+    double r = rel_err(got, acc, (size_t)(T * H), 1e-3);
+    if (!(r <= tol)) {
+        size_t worst = 0;
+        double mref = 0;
+        for (size_t i = 0; i < (size_t)(T * H); i++) {
+            if (fabs(got[i] - acc[i]) > fabs(got[worst] - acc[worst])) worst = i;
+            if (fabs(acc[i]) > mref) mref = fabs(acc[i]);
+        }
+        const size_t wr = worst / (size_t)H, wc = worst % (size_t)H;
+        fprintf(stderr, "  moe_experts T=%lld H=%lld I=%lld dt=%d fused=%d %s: rel err %.3g > %.3g\n", (long long)T,
+                (long long)H, (long long)I, (int)dt, fused, e == &E16 ? "bf16" : "f32", r, tol);
+        fprintf(stderr, "    worst: row %zu col %zu, %.7g vs %.7g (max |ref| %.4g); the row's experts:", wr, wc,
+                got[worst], acc[worst], mref);
+        for (int64_t j = 0; j < K; j++) fprintf(stderr, " %d (w %.4g)", idx[wr * K + j], w[wr * K + j]);
+        fprintf(stderr, "\n");
+    }
     ASSERT_TRUE(r <= tol);
 }
 

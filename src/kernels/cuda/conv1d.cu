@@ -7,15 +7,18 @@
 
 __global__ void k_conv1d_silu(float *y, const float *x, float *state, const void *w, int wdt, int64_t ldx, int64_t T,
                               int64_t C, int64_t K) {
-    QCU_PDL_ENTRY();
+    /* The weights and the state are read before waiting for the previous kernel: only this op
+     * writes the state (copies aside, which are not kernels), and the kernel just before it in
+     * a stream is never this op on the same state (the layer's input projection is between). */
     const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
     float wk[MAX_K], win[MAX_K];
 #pragma unroll
     for (int k = 0; k < MAX_K; k++) {
-        wk[k] = k < K ? wload(w, wdt, c * K + k) : 0.0f;
-        win[k] = k < K - 1 ? state[k * C + c] : 0.0f;
+        wk[k] = c < C && k < K ? wload(w, wdt, c * K + k) : 0.0f;
+        win[k] = c < C && k < K - 1 ? state[k * C + c] : 0.0f;
     }
+    QCU_PDL_ENTRY();
+    if (c >= C) return;
     for (int64_t t = 0; t < T; t++) {
         const float xv = x[t * ldx + c];
         float acc = 0.0f;

@@ -31,7 +31,6 @@ __global__ void __launch_bounds__(1024, 1)
               const void *dt_bias, int ddt, float *S, const float *z, const void *nw, int nwdt, float *y_norm,
               float norm_eps, int64_t ldqkv, int64_t ldab, int64_t Hk, int64_t Hv, int64_t dk, int64_t dv, int64_t T,
               int CB, float *part, unsigned *count) {
-    QCU_PDL_ENTRY();
     QVLM_DYN_SMEM(float, sm);
     float *q = sm, *k = q + dk, *red = k + dk, *misc = red + RG * CB, *bred = misc + 4;
     const int64_t h = blockIdx.x, kh = h / (Hv / Hk);
@@ -40,11 +39,15 @@ __global__ void __launch_bounds__(1024, 1)
     const bool cvalid = c < dv;
     float *Sh = S + h * dk * dv;
     float s[MAXR];
+    /* The state is read before waiting for the previous kernel: only this op writes it (copies
+     * aside, which are not kernels), and the kernel just before it is never this op on the same
+     * state (the layer's conv1d is between). */
 #pragma unroll
     for (int j = 0; j < MAXR; j++) {
         const int64_t i = ry + RG * j;
         s[j] = (i < dk && cvalid) ? Sh[i * dv + c] : 0.0f;
     }
+    QCU_PDL_ENTRY();
     const float qdiv = sqrtf((float)dk);
     for (int64_t t = 0; t < T; t++) {
         const float *row = qkv + t * ldqkv;
