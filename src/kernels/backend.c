@@ -195,6 +195,20 @@ void qvlm_op_matmul_swiglu(qvlm_stream *s, float *y, int64_t ldy, float *tmp, co
     qvlm_op_silu_mul(s, y, ldy, y, ldy, tmp, ldy, n, I);
 }
 
+void qvlm_op_attn_heads(qvlm_stream *s, const qvlm_attn_heads *h, const int32_t *pos, int64_t T,
+                        const qvlm_rope_params *rp, const qvlm_kv_view *kv, int64_t pos0) {
+    if (s->be->ops->attn_heads) {
+        s->be->ops->attn_heads(s, h, pos, T, rp, kv, pos0);
+        return;
+    }
+    const int64_t D = h->D, Hq = h->Hq, Hkv = h->Hkv;
+    qvlm_op_rms_norm(s, h->q, D, h->qg, 2 * D, h->q_norm, 1.0f, h->eps, T * Hq, D);
+    qvlm_op_rms_norm(s, h->k, D, h->k, D, h->k_norm, 1.0f, h->eps, T * Hkv, D);
+    qvlm_op_rope_multimodal(s, h->q, Hq * D, Hq, D, pos, T, rp);
+    qvlm_op_rope_multimodal(s, h->k, Hkv * D, Hkv, D, pos, T, rp);
+    qvlm_op_kv_store(s, kv, h->k, Hkv * D, h->v, Hkv * D, pos0, T, Hkv, D);
+}
+
 void qvlm_op_gated_delta_norm(qvlm_stream *s, float *y, float *core, const float *z, const qvlm_tensor *norm_w,
                               float eps, const float *qkv, int64_t ldqkv, const float *a, const float *b,
                               int64_t ldab, const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,

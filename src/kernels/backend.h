@@ -248,6 +248,25 @@ typedef struct qvlm_kv_view {
 void qvlm_op_kv_store(qvlm_stream *s, const qvlm_kv_view *kv, const float *k, int64_t ldk, const float *v,
                       int64_t ldv, int64_t pos0, int64_t T, int64_t n_kv_heads, int64_t head_dim);
 
+/* Gated attention's query and key heads, ready for the product (qwen35-arch §3.4), as one op:
+ *   qvlm_op_rms_norm(q, D, qg, 2 * D, q_norm, 1, eps, T * Hq, D)   the query half of each qg head
+ *   qvlm_op_rms_norm(k, D, k, D, k_norm, 1, eps, T * Hkv, D)        in place
+ *   qvlm_op_rope_multimodal(q, Hq * D, Hq, D, pos, T, rp), then the same for k
+ *   qvlm_op_kv_store(kv, k, Hkv * D, v, Hkv * D, pos0, T, Hkv, D)
+ * The default runs exactly these; a backend may do them in one pass (decode: one launch for
+ * five tiny ones). */
+typedef struct qvlm_attn_heads {
+    float *q;         /* [T][Hq * D], written */
+    const float *qg;  /* [T][Hq][2 * D]: each head's query then its gate */
+    float *k;         /* [T][Hkv * D], normalised and rotated in place */
+    const float *v;   /* [T][Hkv * D] */
+    const qvlm_tensor *q_norm, *k_norm;
+    float eps;
+    int64_t Hq, Hkv, D;
+} qvlm_attn_heads;
+void qvlm_op_attn_heads(qvlm_stream *s, const qvlm_attn_heads *h, const int32_t *pos, int64_t T,
+                        const qvlm_rope_params *rp, const qvlm_kv_view *kv, int64_t pos0);
+
 /* Causal GQA attention of T queries at sequence positions pos0.. over the keys 0..pos0+t.
  * q: rows at stride ldq, n_heads heads at stride head_dim. out [T][n_heads][head_dim].
  * Query head h reads KV head h / (n_heads / n_kv_heads). Softmax in f32, online over blocks

@@ -77,6 +77,8 @@ typedef struct qvlm_backend_ops {
     void (*step_end)(qvlm_stream *s);                               /* default: nothing */
     void (*matmul_swiglu)(qvlm_stream *s, float *y, int64_t ldy, float *tmp, const float *x, int64_t ldx,
                           const qvlm_tensor *wg, const qvlm_tensor *wu, int64_t n);
+    void (*attn_heads)(qvlm_stream *s, const qvlm_attn_heads *h, const int32_t *pos, int64_t T,
+                       const qvlm_rope_params *rp, const qvlm_kv_view *kv, int64_t pos0);
     void (*gated_delta_norm)(qvlm_stream *s, float *y, float *core, const float *z, const qvlm_tensor *norm_w,
                              float eps, const float *qkv, int64_t ldqkv, const float *a, const float *b,
                              int64_t ldab, const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,

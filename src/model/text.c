@@ -162,14 +162,12 @@ static void attn_layer(qvlm_text_ctx *c, const qvlm_attn_weights *w, const qvlm_
                                       {k, Hkv * D, &w->k_proj, NULL},
                                       {v, Hkv * D, &w->v_proj, NULL}};
     qvlm_op_matmul_multi(c->s, 3, proj, c->xn, H, T);
-    /* Per head, the first D values of q_proj are the query and the last D the gate. */
-    qvlm_op_rms_norm(c->s, q, D, qg, 2 * D, &w->q_norm, 1.0f, t->rms_norm_eps, T * Hq, D);
-    qvlm_op_rms_norm(c->s, k, D, k, D, &w->k_norm, 1.0f, t->rms_norm_eps, T * Hkv, D);
+    /* Per head, the first D values of q_proj are the query and the last D the gate. q and k
+     * are normalised per head and rotated (M-RoPE), then k and v go into the KV blocks. */
     qvlm_rope_params rp = {t->rotary_dim, t->rope_theta, {t->mrope_section[0], t->mrope_section[1], t->mrope_section[2]},
                            c->m->opts.rope_freq_bf16};
-    qvlm_op_rope_multimodal(c->s, q, Hq * D, Hq, D, pos, T, &rp);
-    qvlm_op_rope_multimodal(c->s, k, Hkv * D, Hkv, D, pos, T, &rp);
-    qvlm_op_kv_store(c->s, kv, k, Hkv * D, v, Hkv * D, pos0, T, Hkv, D);
+    const qvlm_attn_heads heads = {q, qg, k, v, &w->q_norm, &w->k_norm, t->rms_norm_eps, Hq, Hkv, D};
+    qvlm_op_attn_heads(c->s, &heads, pos, T, &rp, kv, pos0);
     qvlm_op_attention(c->s, o, q, Hq * D, kv, pos0, T, Hq, Hkv, D, 1.0f / sqrtf((float)D));
     qvlm_op_sigmoid_mul(c->s, o, D, o, D, qg + D, 2 * D, D, T * Hq, D);
     qvlm_op_matmul(c->s, c->out, H, o, Hq * D, &w->o_proj, NULL, T);

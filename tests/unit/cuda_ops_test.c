@@ -450,6 +450,61 @@ static void one_attention(int64_t bt, int64_t Hq, int64_t Hkv, int64_t D, int64_
     }
 }
 
+/* qvlm_op_attn_heads: the fused launch against the five ops it stands for on the GPU (bit
+ * for bit: q, k and the stored keys and values) and against the CPU. */
+static void one_attn_heads(int64_t T, int64_t Hq, int64_t Hkv, int64_t D, int64_t rot, int64_t pos0, bool graph) {
+    env *e = &E32;
+    const int64_t bt = 16, nb = (pos0 + T + bt - 1) / bt + 1;
+    const size_t layer = (size_t)(Hkv * bt * D) * 4;
+    kvset kv1 = kv_alloc(e, nb, 2 * layer), kv2 = kv_alloc(e, nb, 2 * layer);
+    qvlm_kv_view vc = {kv1.hc, nb, bt, 0, layer}, vg1 = {kv1.hg, nb, bt, 0, layer}, vg2 = {kv2.hg, nb, bt, 0, layer};
+    for (int64_t b = 0; b < nb; b++) qvlm_op_upload(e->sg, kv2.hg[b], kv1.hc[b], 2 * layer); /* the same garbage */
+    wpair qn = vec_weight(e, D, QVLM_DTYPE_BF16, 0.3f, 0.0f), kn = vec_weight(e, D, QVLM_DTYPE_F32, 0.3f, 0.0f);
+    const size_t nq = (size_t)(T * Hq * D), nk = (size_t)(T * Hkv * D);
+    float *qg = rnd(2 * nq, 2.0f), *k = rnd(nk, 2.0f), *v = rnd(nk, 1.0f), *q = rnd(nq, 1.0f);
+    float *dqg = dev(e, qg, 2 * nq * 4), *dv = dev(e, v, nk * 4);
+    float *dk1 = dev(e, k, nk * 4), *dk2 = dev(e, k, nk * 4), *dq1 = dev(e, q, nq * 4), *dq2 = dev(e, q, nq * 4);
+    int32_t pos[3 * 20];
+    for (int64_t t = 0; t < T; t++) /* an image-like stretch: the three axes differ */
+        pos[t] = (int32_t)(pos0 + t), pos[T + t] = (int32_t)(pos0 + t / 2), pos[2 * T + t] = (int32_t)(pos0 + 7 * t % 5);
+    const int64_t h3 = rot / 2 / 3;
+    const qvlm_rope_params rp = {rot, 1e6, {rot / 2 - 2 * h3, h3, h3}, false};
+    qvlm_attn_heads hc = {q, qg, k, v, &qn.c, &kn.c, 1e-6f, Hq, Hkv, D};
+    qvlm_attn_heads g1 = {dq1, dqg, dk1, dv, &qn.g, &kn.g, 1e-6f, Hq, Hkv, D};
+    qvlm_op_attn_heads(e->sc, &hc, pos, T, &rp, &vc, pos0);
+    bool rec = graph && qvlm_stream_step_begin(e->sg);
+    qvlm_op_attn_heads(e->sg, &g1, pos, T, &rp, &vg1, pos0);
+    if (rec) qvlm_stream_step_end(e->sg);
+    /* the ops it stands for */
+    qvlm_op_rms_norm(e->sg, dq2, D, dqg, 2 * D, &qn.g, 1.0f, 1e-6f, T * Hq, D);
+    qvlm_op_rms_norm(e->sg, dk2, D, dk2, D, &kn.g, 1.0f, 1e-6f, T * Hkv, D);
+    qvlm_op_rope_multimodal(e->sg, dq2, Hq * D, Hq, D, pos, T, &rp);
+    qvlm_op_rope_multimodal(e->sg, dk2, Hkv * D, Hkv, D, pos, T, &rp);
+    qvlm_op_kv_store(e->sg, &vg2, dk2, Hkv * D, dv, Hkv * D, pos0, T, Hkv, D);
+    GPU_OK(e);
+    ASSERT_TRUE(memcmp(get(e, dq1, nq), get(e, dq2, nq), nq * 4) == 0);
+    ASSERT_TRUE(memcmp(get(e, dk1, nk), get(e, dk2, nk), nk * 4) == 0);
+    CLOSE(get(e, dq1, nq), q, nq, 1e-5);
+    CLOSE(get(e, dk1, nk), k, nk, 1e-5);
+    for (int64_t b = 0; b < nb; b++) /* every stored key and value, and nothing else touched */
+        ASSERT_TRUE(memcmp(get(e, kv1.hg[b], 2 * layer / 4), get(e, kv2.hg[b], 2 * layer / 4), 2 * layer) == 0);
+}
+
+static void test_attn_heads(void) {
+    const int64_t Ts[] = {1, 3, 20};
+    for (int i = 0; i < 3; i++)
+        for (int g = 0; g < 2; g++) {
+            int before = qtest_cur_failed;
+            one_attn_heads(Ts[i], 8, 2, 256, 64, 13, g);
+            one_attn_heads(Ts[i], 4, 4, 64, 24, 0, g);
+            one_attn_heads(Ts[i], 6, 2, 1024, 64, 40, g); /* beyond the fused kernel: the ops one by one */
+            if (qtest_cur_failed && !before) {
+                fprintf(stderr, "  attn_heads T=%lld graph=%d\n", (long long)Ts[i], g);
+                return;
+            }
+        }
+}
+
 static void test_attention(void) {
     const int64_t cases[][6] = {
         /* bt, Hq, Hkv, D, pos0, T */
@@ -868,6 +923,7 @@ int main(void) {
     RUN(test_rope);
     RUN(test_gated_delta);
     RUN(test_attention);
+    RUN(test_attn_heads);
     RUN(test_attention_segments);
     RUN(test_argmax);
     RUN(test_moe_route);

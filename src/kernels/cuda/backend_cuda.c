@@ -1203,6 +1203,32 @@ static void cu_kv_store(qvlm_stream *st, const qvlm_kv_view *kv, const float *k,
     if (a.pos0) SUBMIT(s, qcu_kv_store, a);
 }
 
+static void cu_attn_heads(qvlm_stream *st, const qvlm_attn_heads *h, const int32_t *pos, int64_t T,
+                          const qvlm_rope_params *rp, const qvlm_kv_view *kv, int64_t pos0) {
+    cuda_stream *s = cs_of(st);
+    const int64_t D = h->D, half = rp->rot_dim / 2;
+    if (D > QCU_ATTN_HEADS_MAX_D || half <= 0 || half > MAX_HALF || rp->rot_dim > D) { /* the ops one by one */
+        cu_rms_norm(st, h->q, D, h->qg, 2 * D, h->q_norm, 1.0f, h->eps, T * h->Hq, D);
+        cu_rms_norm(st, h->k, D, h->k, D, h->k_norm, 1.0f, h->eps, T * h->Hkv, D);
+        cu_rope_multimodal(st, h->q, h->Hq * D, h->Hq, D, pos, T, rp);
+        cu_rope_multimodal(st, h->k, h->Hkv * D, h->Hkv, D, pos, T, rp);
+        cu_kv_store(st, kv, h->k, h->Hkv * D, h->v, h->Hkv * D, pos0, T, h->Hkv, D);
+        return;
+    }
+    float inv[MAX_HALF];
+    for (int64_t i = 0; i < half; i++) inv[i] = inv_freq(rp->theta, i, rp->rot_dim, rp->freq_bf16);
+    ARGS(qcu_attn_heads_args, a);
+    a.q = h->q, a.k = h->k, a.qg = h->qg, a.v = h->v, a.q_norm = h->q_norm->data, a.k_norm = h->k_norm->data;
+    a.q_wdt = dt_of(h->q_norm), a.k_wdt = dt_of(h->k_norm), a.eps = h->eps;
+    a.T = T, a.Hq = h->Hq, a.Hkv = h->Hkv, a.D = D, a.rot_dim = rp->rot_dim;
+    a.section1 = rp->section[1], a.section2 = rp->section[2];
+    a.block_tokens = kv->block_tokens, a.k_off = (int64_t)kv->k_offset, a.v_off = (int64_t)kv->v_offset;
+    a.inv_freq = stage(s, inv, (size_t)half * sizeof(float));
+    a.pos = stage(s, pos, (size_t)(3 * T) * sizeof(int32_t));
+    a.pos0 = stage_kv(s, kv, pos0, &a.blocks);
+    if (a.inv_freq && a.pos && a.pos0) SUBMIT(s, qcu_attn_heads, a);
+}
+
 /* Split the keys over blocks when the query tiles alone do not fill the device. */
 static void choose_splits(const cuda_stream *s, int64_t base_blocks, int64_t max_keys, int64_t *n_splits, int64_t *kps) {
     int64_t want = base_blocks >= s->be->n_sm ? 1 : (2 * s->be->n_sm + base_blocks - 1) / base_blocks;
@@ -1612,6 +1638,7 @@ static const qvlm_backend_ops CUDA_OPS = {
     .step_end = cu_step_end,
     .matmul_multi = cu_matmul_multi,
     .matmul_swiglu = cu_matmul_swiglu,
+    .attn_heads = cu_attn_heads,
     .add_rms_norm = cu_add_rms_norm,
     .gated_delta_norm = cu_gated_delta_norm,
     .moe_experts = cu_moe_experts,

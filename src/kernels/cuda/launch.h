@@ -254,6 +254,25 @@ typedef struct {
 } qcu_kv_store_args;
 int qcu_kv_store(void *stream, const void *args);
 
+/* Attention's query and key heads (attn_heads.cu; backend.h, qvlm_op_attn_heads): q [T][Hq*D]
+ * = rope(RMSNorm(the query half of qg [T][Hq][2D]) * (1 + q_norm)), k [T][Hkv*D] likewise in
+ * place with k_norm, then k and v stored at positions pos0[0].. as qcu_kv_store does. pos
+ * [3][T] and inv_freq [rot_dim/2] as qcu_rope_text's. D <= QCU_ATTN_HEADS_MAX_D. */
+#define QCU_ATTN_HEADS_MAX_D 1023 /* longer rows: the norm kernel reduces them otherwise */
+typedef struct {
+    float *q, *k;
+    const float *qg, *v;
+    const void *q_norm, *k_norm;
+    const int32_t *pos;   /* device [3][T] */
+    const float *inv_freq;
+    void *const *blocks;  /* device [n_blocks] */
+    const int64_t *pos0;  /* device [1] */
+    int64_t T, Hq, Hkv, D, rot_dim, block_tokens, k_off, v_off;
+    float eps;
+    int32_t q_wdt, k_wdt, section1, section2, pad;
+} qcu_attn_heads_args;
+int qcu_attn_heads(void *stream, const void *args);
+
 /* Causal GQA over paged KV. Keys are split into n_splits ranges of keys_per_split (a multiple
  * of 32) when n_splits > 1; partial is then device scratch of
  * qcu_attention_partial_bytes(T * n_heads, n_splits, head_dim). */
