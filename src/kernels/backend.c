@@ -209,6 +209,17 @@ void qvlm_op_attn_heads(qvlm_stream *s, const qvlm_attn_heads *h, const int32_t 
     qvlm_op_kv_store(s, kv, h->k, Hkv * D, h->v, Hkv * D, pos0, T, Hkv, D);
 }
 
+void qvlm_op_attention_gated(qvlm_stream *s, float *out, const float *q, int64_t ldq, const qvlm_kv_view *kv,
+                             int64_t pos0, int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                             float scale, const float *gate, int64_t ldg) {
+    if (s->be->ops->attention_gated) {
+        s->be->ops->attention_gated(s, out, q, ldq, kv, pos0, T, n_heads, n_kv_heads, head_dim, scale, gate, ldg);
+        return;
+    }
+    qvlm_op_attention(s, out, q, ldq, kv, pos0, T, n_heads, n_kv_heads, head_dim, scale);
+    qvlm_op_sigmoid_mul(s, out, head_dim, out, head_dim, gate, ldg, head_dim, T * n_heads, head_dim);
+}
+
 void qvlm_op_gated_delta_norm(qvlm_stream *s, float *y, float *core, const float *z, const qvlm_tensor *norm_w,
                               float eps, const float *qkv, int64_t ldqkv, const float *a, const float *b,
                               int64_t ldab, const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,

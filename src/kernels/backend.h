@@ -274,6 +274,12 @@ void qvlm_op_attn_heads(qvlm_stream *s, const qvlm_attn_heads *h, const int32_t 
 void qvlm_op_attention(qvlm_stream *s, float *out, const float *q, int64_t ldq, const qvlm_kv_view *kv,
                        int64_t pos0, int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                        float scale);
+/* The same, then each output head gated: out[r] *= sigmoid(gate[r]) for the T * n_heads rows
+ * of head_dim values (gate rows at stride ldg), exactly as qvlm_op_sigmoid_mul(out, head_dim,
+ * out, head_dim, gate, ldg, head_dim, T * n_heads, head_dim) after it, which the default runs. */
+void qvlm_op_attention_gated(qvlm_stream *s, float *out, const float *q, int64_t ldq, const qvlm_kv_view *kv,
+                             int64_t pos0, int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                             float scale, const float *gate, int64_t ldg);
 
 /* Bidirectional attention inside segments (the vision tower): seg [n_seg + 1] holds cumulative
  * row offsets, and rows [seg[i], seg[i+1]) attend only to each other. qkv [N][3][n_heads][head_dim] (one row per patch); out [N][n_heads*head_dim].

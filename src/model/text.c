@@ -168,8 +168,7 @@ static void attn_layer(qvlm_text_ctx *c, const qvlm_attn_weights *w, const qvlm_
                            c->m->opts.rope_freq_bf16};
     const qvlm_attn_heads heads = {q, qg, k, v, &w->q_norm, &w->k_norm, t->rms_norm_eps, Hq, Hkv, D};
     qvlm_op_attn_heads(c->s, &heads, pos, T, &rp, kv, pos0);
-    qvlm_op_attention(c->s, o, q, Hq * D, kv, pos0, T, Hq, Hkv, D, 1.0f / sqrtf((float)D));
-    qvlm_op_sigmoid_mul(c->s, o, D, o, D, qg + D, 2 * D, D, T * Hq, D);
+    qvlm_op_attention_gated(c->s, o, q, Hq * D, kv, pos0, T, Hq, Hkv, D, 1.0f / sqrtf((float)D), qg + D, 2 * D);
     qvlm_op_matmul(c->s, c->out, H, o, Hq * D, &w->o_proj, NULL, T);
 }
 
@@ -185,13 +184,14 @@ static void swiglu(qvlm_text_ctx *c, const qvlm_mlp_weights *w, float *out, cons
 static void moe_layer(qvlm_text_ctx *c, const qvlm_moe_weights *w, int64_t T) {
     const qvlm_text_config *t = &c->m->cfg.text;
     const int64_t H = t->hidden_size, E = t->num_experts, k = t->num_experts_per_tok;
+    /* The router's logits and the shared expert's gate logit: both read xn, one pass. */
+    const qvlm_matmul_part gates[2] = {{c->c, E, &w->router, NULL}, {c->d, 1, &w->shared_gate, NULL}};
+    qvlm_op_matmul_multi(c->s, 2, gates, c->xn, H, T);
     /* Shared expert, gated by sigmoid(x W_sg). */
     swiglu(c, &w->shared, c->out, c->xn, T);
-    qvlm_op_matmul(c->s, c->d, 1, c->xn, H, &w->shared_gate, NULL, T);
     qvlm_op_sigmoid_mul(c->s, c->out, H, c->out, H, c->d, 1, 1, T, H);
     /* Routed experts: softmax over all experts, top-k renormalised; each row's experts are
      * weighted and summed in expert order (transformers' index_add_ order). */
-    qvlm_op_matmul(c->s, c->c, E, c->xn, H, &w->router, NULL, T);
     const qvlm_moe_experts ex = {E, k, &w->expert[0].gate_proj, &w->expert[0].up_proj, &w->expert[0].down_proj,
                                  sizeof(qvlm_mlp_weights)};
     const qvlm_moe_scratch scr = {c->d, c->c, c->a, c->b, c->route_idx, c->rows, c->route_w, c->row_w};

@@ -440,6 +440,18 @@ static void one_attention(int64_t bt, int64_t Hq, int64_t Hkv, int64_t D, int64_
     if (!(r <= 1e-5)) fprintf(stderr, "  attention bt=%lld Hq=%lld Hkv=%lld D=%lld pos0=%lld T=%lld: %.3g\n", (long long)bt,
                               (long long)Hq, (long long)Hkv, (long long)D, (long long)pos0, (long long)T, r);
     ASSERT_TRUE(r <= 1e-5);
+    /* gated: the bits of attention then sigmoid_mul, on both backends */
+    const int64_t ldg = 2 * D + 1;
+    float *gt = rnd((size_t)(T * Hq * ldg), 3.0f), *og = rnd((size_t)(T * Hq * D), 1.0f);
+    float *dgt = dev(e, gt, (size_t)(T * Hq * ldg) * 4), *dog = dev(e, og, (size_t)(T * Hq * D) * 4);
+    qvlm_op_attention_gated(e->sc, og, q, ldq, &vc, pos0, T, Hq, Hkv, D, scale, gt, ldg);
+    rec = graph && qvlm_stream_step_begin(e->sg);
+    qvlm_op_attention_gated(e->sg, dog, dq, ldq, &vg, pos0, T, Hq, Hkv, D, scale, dgt, ldg);
+    if (rec) qvlm_stream_step_end(e->sg);
+    qvlm_op_sigmoid_mul(e->sg, dout, D, dout, D, dgt, ldg, D, T * Hq, D);
+    GPU_OK(e);
+    ASSERT_TRUE(memcmp(get(e, dog, (size_t)(T * Hq * D)), get(e, dout, (size_t)(T * Hq * D)), (size_t)(T * Hq * D) * 4) == 0);
+    CLOSE(get(e, dog, (size_t)(T * Hq * D)), og, T * Hq * D, 1e-5);
     /* the stored keys themselves */
     for (int64_t b = 0; b < (total + bt - 1) / bt; b++) {
         float *kb = get(e, (char *)kv.hg[b] + off, (size_t)(Hkv * bt * D));

@@ -20,11 +20,18 @@ enum { MODE_TEXT = 0, MODE_VISION = 1 };
 struct attn_p {
     float *out, *partial;
     const float *q;   /* text: q rows at ldq; vision: qkv */
+    const float *gate; /* text, may be NULL: output row r times sigmoid(gate[r * ldg + d]) */
+    int64_t ldg;
     void *const *blocks;
     const int64_t *pos0, *seg;
     int64_t ldq, block_tokens, k_off, v_off, T, n_heads, n_kv_heads, D, n_seg, n_rows, n_splits, kps;
     float scale;
 };
+
+/* An output value, times the head's gate when there is one (elementwise.cu's sigmoid_mul). */
+__device__ __forceinline__ float gated(const float *gate, int64_t ldg, int64_t row, int64_t d, float o) {
+    return gate ? o * sigmoid_f(gate[row * ldg + d]) : o;
+}
 
 /* Row r of a block: its query, output row index, and key range [ks, ke). */
 template <int MODE>
@@ -192,7 +199,7 @@ __global__ void __launch_bounds__(NT) k_attn(attn_p p) {
 #pragma unroll
         for (int j = 0; j < DJ; j++) {
             const int64_t d = l8 + 8 * j;
-            if (d < D) p.out[orow * D + d] = acc[j] * inv;
+            if (d < D) p.out[orow * D + d] = gated(p.gate, p.ldg, orow, d, acc[j] * inv);
         }
     } else {
         float *pp = p.partial + (orow * p.n_splits + split) * (D + 2);
@@ -320,7 +327,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) k_attn_dec(attn_p p) {
         const int t = r / G, h = (int)hy * G + r % G;
         const int64_t orow = (int64_t)t * p.n_heads + h;
         if (p.n_splits == 1) {
-            p.out[orow * D + d] = L > 0.0f ? O / L : 0.0f;
+            p.out[orow * D + d] = gated(p.gate, p.ldg, orow, d, L > 0.0f ? O / L : 0.0f);
         } else {
             float *pp = p.partial + (orow * p.n_splits + split) * (D + 2);
             if (d == 0) pp[0] = M, pp[1] = L;
@@ -330,7 +337,8 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) k_attn_dec(attn_p p) {
 }
 
 /* Merge the n_splits partial results of each output row. */
-__global__ void k_attn_combine(float *out, const float *partial, int64_t n_splits, int64_t D) {
+__global__ void k_attn_combine(float *out, const float *partial, int64_t n_splits, int64_t D, const float *gate,
+                               int64_t ldg) {
     QCU_PDL_ENTRY();
     const int64_t row = blockIdx.x;
     const float *pp = partial + row * n_splits * (D + 2);
@@ -349,7 +357,7 @@ __global__ void k_attn_combine(float *out, const float *partial, int64_t n_split
             const float ls = pp[s * (D + 2) + 1];
             if (ls > 0.0f) o += pp[s * (D + 2) + 2 + d] * expf(pp[s * (D + 2)] - M);
         }
-        out[row * D + d] = o * inv;
+        out[row * D + d] = gated(gate, ldg, row, d, o * inv);
     }
 }
 
@@ -396,7 +404,8 @@ static int run(void *st, const attn_p &p, int64_t rows_total, int64_t heads_y) {
     if (p.n_splits > 1) {
         int e = (int)cudaGetLastError();
         if (e) return e;
-        QVLM_LAUNCH(k_attn_combine, (unsigned)rows_total, 64, 0, st, p.out, (const float *)p.partial, p.n_splits, p.D);
+        QVLM_LAUNCH(k_attn_combine, (unsigned)rows_total, 64, 0, st, p.out, (const float *)p.partial, p.n_splits, p.D,
+                    p.gate, p.ldg);
     }
     QCU_DONE();
 }
@@ -431,7 +440,7 @@ extern "C" int qcu_attention(void *st, const void *ap) {
     p.out = a->out, p.partial = a->partial, p.q = a->q, p.blocks = a->blocks, p.pos0 = a->pos0, p.ldq = a->ldq;
     p.block_tokens = a->block_tokens, p.k_off = a->k_off, p.v_off = a->v_off, p.T = a->T, p.n_heads = a->n_heads;
     p.n_kv_heads = a->n_kv_heads, p.D = a->head_dim, p.n_splits = a->n_splits > 0 ? a->n_splits : 1;
-    p.kps = a->keys_per_split, p.scale = a->scale;
+    p.kps = a->keys_per_split, p.scale = a->scale, p.gate = a->gate, p.ldg = a->ldg;
     if (use_dec(a->T, a->n_heads, a->n_kv_heads, a->head_dim)) {
         const int64_t rows = a->T * (a->n_heads / a->n_kv_heads);
         attn_kernel k = rows <= 1 ? pick_dec<1>(p.D) : rows <= 2 ? pick_dec<2>(p.D) : rows <= 4 ? pick_dec<4>(p.D)
@@ -441,7 +450,7 @@ extern "C" int qcu_attention(void *st, const void *ap) {
             int e = (int)cudaGetLastError();
             if (e) return e;
             QVLM_LAUNCH(k_attn_combine, (unsigned)(a->T * a->n_heads), 64, 0, st, p.out, (const float *)p.partial,
-                        p.n_splits, p.D);
+                        p.n_splits, p.D, p.gate, p.ldg);
         }
         QCU_DONE();
     }

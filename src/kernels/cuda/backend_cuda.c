@@ -1241,8 +1241,9 @@ static void choose_splits(const cuda_stream *s, int64_t base_blocks, int64_t max
     *n_splits = want > 1 ? (max_keys + *kps - 1) / *kps : 1;
 }
 
-static void cu_attention(qvlm_stream *st, float *out, const float *q, int64_t ldq, const qvlm_kv_view *kv, int64_t pos0,
-                         int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, float scale) {
+static void cu_attention_gated(qvlm_stream *st, float *out, const float *q, int64_t ldq, const qvlm_kv_view *kv,
+                               int64_t pos0, int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                               float scale, const float *gate, int64_t ldg) {
     cuda_stream *s = cs_of(st);
     if (head_dim > QCU_ATTN_MAX_HEAD_DIM) {
         qvlm_error e;
@@ -1253,7 +1254,7 @@ static void cu_attention(qvlm_stream *st, float *out, const float *q, int64_t ld
     ARGS(qcu_attention_args, a);
     a.out = out, a.q = q, a.ldq = ldq, a.n_blocks = kv->n_blocks, a.block_tokens = kv->block_tokens;
     a.k_off = (int64_t)kv->k_offset, a.v_off = (int64_t)kv->v_offset, a.T = T, a.n_heads = n_heads;
-    a.n_kv_heads = n_kv_heads, a.head_dim = head_dim, a.scale = scale;
+    a.n_kv_heads = n_kv_heads, a.head_dim = head_dim, a.scale = scale, a.gate = gate, a.ldg = ldg;
     /* The split depends on the table's capacity, not on pos0, so recorded steps keep their shape
      * until the sequence needs another block. */
     qcu_attention_plan(T, n_heads, n_kv_heads, head_dim, kv->n_blocks * kv->block_tokens, s->be->n_sm, &a.n_splits,
@@ -1264,6 +1265,11 @@ static void cu_attention(qvlm_stream *st, float *out, const float *q, int64_t ld
     }
     a.pos0 = stage_kv(s, kv, pos0, &a.blocks);
     if (a.pos0) SUBMIT(s, qcu_attention, a);
+}
+
+static void cu_attention(qvlm_stream *st, float *out, const float *q, int64_t ldq, const qvlm_kv_view *kv, int64_t pos0,
+                         int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, float scale) {
+    cu_attention_gated(st, out, q, ldq, kv, pos0, T, n_heads, n_kv_heads, head_dim, scale, NULL, 0);
 }
 
 static void cu_attention_segments(qvlm_stream *st, float *out, const float *qkv, const int64_t *seg, int64_t n_seg,
@@ -1639,6 +1645,7 @@ static const qvlm_backend_ops CUDA_OPS = {
     .matmul_multi = cu_matmul_multi,
     .matmul_swiglu = cu_matmul_swiglu,
     .attn_heads = cu_attn_heads,
+    .attention_gated = cu_attention_gated,
     .add_rms_norm = cu_add_rms_norm,
     .gated_delta_norm = cu_gated_delta_norm,
     .moe_experts = cu_moe_experts,

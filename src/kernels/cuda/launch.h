@@ -285,6 +285,9 @@ typedef struct {
     int64_t ldq, n_blocks, block_tokens, k_off, v_off, T, n_heads, n_kv_heads, head_dim, n_splits, keys_per_split;
     float scale;
     int32_t pad;
+    /* NULL, or output row r (= t * n_heads + h) is multiplied by sigmoid(gate[r * ldg + d]) */
+    const float *gate;
+    int64_t ldg;
 } qcu_attention_args;
 int qcu_attention(void *stream, const void *args);
 
