@@ -180,7 +180,9 @@ static void test_elementwise(void) {
     memset(y + 50, 0, 28);
     GPU_OK(e);
     float *got = get(e, dy, R * L);
-    ASSERT_TRUE(memcmp(got, y, 57 * 4) == 0);
+    /* the copied 40 and the zeroed 7 (between them, 40..49 hold each backend's sigmoid_mul) */
+    ASSERT_TRUE(memcmp(got, y, 40 * 4) == 0);
+    ASSERT_TRUE(memcmp(got + 50, y + 50, 7 * 4) == 0);
 }
 
 /* ==== matrix products ================================================================================= */
@@ -649,23 +651,52 @@ static void one_moe(env *e, int64_t T, int64_t H, int64_t I, qvlm_dtype dt, bool
     qvlm_op_moe_experts(e->sg, dacc, dx, T, dl, &eg, &sg);
     GPU_OK(e);
     const float *got = get(e, dacc, (size_t)(T * H));
-    double r = rel_err(got, acc, (size_t)(T * H), 1e-3);
-    if (!(r <= tol)) {
+    double mref = 1e-3;
+    for (size_t i = 0; i < (size_t)(T * H); i++) mref = fabs(acc[i]) > mref ? fabs(acc[i]) : mref;
+    /* BF16 precision rounds h = silu(gate x) * up x to bf16 before the down projection. The two
+     * backends add gate x and up x in different orders, so an h may sit one f32 ulp apart across a
+     * bf16 rounding boundary and round one bf16 ulp apart: up to 2^-7 |h| (8 significant bits).
+     * Output c of a row may then move by w * |down[c][i]| * 2^-7 |h[i]| for one i of one of its
+     * experts: each output is allowed its largest such step on top of the products' bound. */
+    double *flip = calloc((size_t)(T * H), sizeof(double));
+    if (e == &E16) {
+        float *g = malloc((size_t)I * sizeof(float)), *u = malloc((size_t)I * sizeof(float));
+        for (int64_t rr = 0; rr < T; rr++)
+            for (int64_t j = 0; j < K; j++) {
+                const expert_w *xe = &xc[idx[rr * K + j]];
+                qvlm_op_matmul(e->sc, g, I, x + rr * H, H, &xe->gate, NULL, 1);
+                qvlm_op_matmul(e->sc, u, I, x + rr * H, H, &xe->up, NULL, 1);
+                for (int64_t c = 0; c < H; c++)
+                    for (int64_t i = 0; i < I; i++) {
+                        const double h = fabs((double)g[i] / (1.0 + exp(-(double)g[i])) * (double)u[i]);
+                        const size_t at = (size_t)(c * I + i);
+                        const double d = xe->down.dtype == QVLM_DTYPE_F32 ? ((const float *)xe->down.data)[at]
+                                                                          : qvlm_bf16_to_f32(((const qvlm_bf16 *)xe->down.data)[at]);
+                        const double step = w[rr * K + j] * fabs(d) * ldexp(h, -7);
+                        if (step > flip[rr * H + c]) flip[rr * H + c] = step;
+                    }
+            }
+        free(g), free(u);
+    }
+    double r = 0; /* the largest error in units of the allowance */
+    for (size_t i = 0; i < (size_t)(T * H); i++) {
+        const double q = fabs((double)got[i] - (double)acc[i]) / (tol * mref + 1.001 * flip[i]);
+        r = isnan(q) ? INFINITY : q > r ? q : r;
+    }
+    free(flip);
+    if (!(r <= 1.0)) {
         size_t worst = 0;
-        double mref = 0;
-        for (size_t i = 0; i < (size_t)(T * H); i++) {
+        for (size_t i = 0; i < (size_t)(T * H); i++)
             if (fabs(got[i] - acc[i]) > fabs(got[worst] - acc[worst])) worst = i;
-            if (fabs(acc[i]) > mref) mref = fabs(acc[i]);
-        }
         const size_t wr = worst / (size_t)H, wc = worst % (size_t)H;
-        fprintf(stderr, "  moe_experts T=%lld H=%lld I=%lld dt=%d fused=%d %s: rel err %.3g > %.3g\n", (long long)T,
-                (long long)H, (long long)I, (int)dt, fused, e == &E16 ? "bf16" : "f32", r, tol);
+        fprintf(stderr, "  moe_experts T=%lld H=%lld I=%lld dt=%d fused=%d %s: error %.3g times the allowance\n",
+                (long long)T, (long long)H, (long long)I, (int)dt, fused, e == &E16 ? "bf16" : "f32", r);
         fprintf(stderr, "    worst: row %zu col %zu, %.7g vs %.7g (max |ref| %.4g); the row's experts:", wr, wc,
                 got[worst], acc[worst], mref);
         for (int64_t j = 0; j < K; j++) fprintf(stderr, " %d (w %.4g)", idx[wr * K + j], w[wr * K + j]);
         fprintf(stderr, "\n");
     }
-    ASSERT_TRUE(r <= tol);
+    ASSERT_TRUE(r <= 1.0);
 }
 
 /* T <= 8: the device-routed kernels; more rows: the batched products (moe_batched) where the
@@ -680,10 +711,9 @@ static void test_moe_experts(void) {
                     /* fused: H, I whole 16-byte chunks; separate: neither is (102 * 4 and 36 * 2 bytes
                      * are not multiples of 16, nor are 102 * 2 and 38 * 4) */
                     const int64_t H = f ? 96 : 102, I = f ? 40 : (t ? 38 : 36);
-                    /* Two products in a row, each with the matmul tests' bound. BF16 precision rounds
-                     * h before the down projection: where the two h differ by an ulp across a bf16
-                     * rounding boundary, one term moves by a bf16 ulp (2^-8 relative); ~ x/sqrt(I*k) */
-                    const double tol = p ? 4e-3 / sqrt((double)(I * 4)) : 2e-6 * (sqrt((double)H) + sqrt((double)I));
+                    /* Two products in a row, each with the matmul tests' bound (one_moe adds what
+                     * BF16 precision's rounding of h may add). */
+                    const double tol = 2e-6 * (sqrt((double)H) + sqrt((double)I));
                     int before = qtest_cur_failed;
                     one_moe(p ? &E16 : &E32, Ts[i], H, I, dts[t], f, tol);
                     if (qtest_cur_failed && !before) return;
@@ -924,6 +954,14 @@ int main(void) {
     if (!make_env(&E32, QVLM_COMPUTE_F32)) return 77;
     make_env(&E16, QVLM_COMPUTE_BF16);
     printf("cuda_ops_test on %s\n", qvlm_backend_name(E32.gpu));
+    /* QVLM_CUDA_TEST_SEED=N: other random data (the default sequence is the one CI and the notes
+     * report); for checking that no bound holds only by the luck of one draw. */
+    const char *seed = getenv("QVLM_CUDA_TEST_SEED");
+    if (seed && *seed) {
+        rng ^= strtoull(seed, NULL, 10) * 0x9e3779b97f4a7c15ull;
+        if (!rng) rng = 1;
+        printf("random data from seed %s\n", seed);
+    }
     const char *perf_env = getenv("QVLM_CUDA_PERF");
     if (perf_env && strcmp(perf_env, "only") == 0) goto timings; /* for a profiler: the timed kernels alone */
     RUN(test_rows);
