@@ -220,6 +220,16 @@ void qvlm_op_attention_gated(qvlm_stream *s, float *out, const float *q, int64_t
     qvlm_op_sigmoid_mul(s, out, head_dim, out, head_dim, gate, ldg, head_dim, T * n_heads, head_dim);
 }
 
+void qvlm_op_add_gated(qvlm_stream *s, float *y, const float *a, const float *x, const float *gate, int64_t n_rows,
+                       int64_t dim) {
+    if (s->be->ops->add_gated) {
+        s->be->ops->add_gated(s, y, a, x, gate, n_rows, dim);
+        return;
+    }
+    qvlm_op_sigmoid_mul(s, y, dim, x, dim, gate, 1, 1, n_rows, dim);
+    qvlm_op_add(s, y, a, y, n_rows * dim);
+}
+
 void qvlm_op_gated_delta_norm(qvlm_stream *s, float *y, float *core, const float *z, const qvlm_tensor *norm_w,
                               float eps, const float *qkv, int64_t ldqkv, const float *a, const float *b,
                               int64_t ldab, const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,

@@ -183,6 +183,11 @@ void qvlm_op_gelu(qvlm_stream *s, float *x, int64_t n, bool tanh_approx);
  * gate_cols == 1 (the MoE shared-expert gate). y may alias x. */
 void qvlm_op_sigmoid_mul(qvlm_stream *s, float *y, int64_t ldy, const float *x, int64_t ldx, const float *gate,
                          int64_t ldg, int64_t gate_cols, int64_t n_rows, int64_t dim);
+/* y = a + x * sigmoid(gate[r]) for n_rows rows of dim values (all rows at stride dim, one gate
+ * value per row), exactly as qvlm_op_sigmoid_mul(y, dim, x, dim, gate, 1, 1, n_rows, dim) and
+ * then qvlm_op_add(y, a, y, n_rows * dim), which the default runs. y may alias x. */
+void qvlm_op_add_gated(qvlm_stream *s, float *y, const float *a, const float *x, const float *gate, int64_t n_rows,
+                       int64_t dim);
 
 /* Causal depthwise conv1d over time, then SiLU (qwen35-arch §3.3 step 2).
  * x [T][C] are this call's inputs, state [K-1][C] the inputs of the K-1 tokens before them

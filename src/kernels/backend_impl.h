@@ -82,6 +82,8 @@ typedef struct qvlm_backend_ops {
     void (*attention_gated)(qvlm_stream *s, float *out, const float *q, int64_t ldq, const qvlm_kv_view *kv,
                             int64_t pos0, int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                             float scale, const float *gate, int64_t ldg);
+    void (*add_gated)(qvlm_stream *s, float *y, const float *a, const float *x, const float *gate, int64_t n_rows,
+                      int64_t dim);
     void (*gated_delta_norm)(qvlm_stream *s, float *y, float *core, const float *z, const qvlm_tensor *norm_w,
                              float eps, const float *qkv, int64_t ldqkv, const float *a, const float *b,
                              int64_t ldab, const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,

@@ -21,6 +21,7 @@ struct qvlm_text_ctx {
     float *xn;      /* [T][hidden] normed input of a sub-layer */
     float *out;     /* [T][hidden] sub-layer output */
     float *acc;     /* [T][hidden] MoE routed-expert sum */
+    float *sgate;   /* [T] MoE shared expert's gate logit */
     float *a, *b, *c, *d; /* [T][width] projections and intermediates */
     float *gates;   /* [T][2*Hv] GDN a | b projections */
     float *logits;  /* [n][vocab], grows on demand (verify asks for every position) */
@@ -83,7 +84,7 @@ static int64_t scratch_width(const qvlm_text_config *t) {
 void qvlm_text_ctx_destroy(qvlm_text_ctx *c) {
     if (!c) return;
     qvlm_backend *be = qvlm_stream_backend(c->s);
-    float *bufs[] = {c->x, c->xn, c->out, c->acc, c->a, c->b, c->c, c->d, c->gates, c->logits};
+    float *bufs[] = {c->x, c->xn, c->out, c->acc, c->sgate, c->a, c->b, c->c, c->d, c->gates, c->logits};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) qvlm_backend_free(be, bufs[i]);
     free(c->route_idx);
     free(c->route_w);
@@ -110,6 +111,7 @@ qvlm_status qvlm_text_ctx_create(const qvlm_model *m, qvlm_stream *s, int64_t ma
     for (int i = 0; i < 4; i++) ok &= (*hid[i] = qvlm_backend_alloc(be, T * H * sizeof(float))) != NULL;
     for (int i = 0; i < 4; i++) ok &= (*wide[i] = qvlm_backend_alloc(be, T * W * sizeof(float))) != NULL;
     ok &= (c->gates = qvlm_backend_alloc(be, T * 2 * (size_t)t->linear_num_value_heads * sizeof(float))) != NULL;
+    ok &= (c->sgate = qvlm_backend_alloc(be, T * sizeof(float))) != NULL;
     const size_t k = (size_t)QVLM_MAX(t->num_experts_per_tok, 1);
     ok &= (c->route_idx = malloc(T * k * sizeof(int32_t))) != NULL;
     ok &= (c->route_w = malloc(T * k * sizeof(float))) != NULL;
@@ -185,18 +187,17 @@ static void moe_layer(qvlm_text_ctx *c, const qvlm_moe_weights *w, int64_t T) {
     const qvlm_text_config *t = &c->m->cfg.text;
     const int64_t H = t->hidden_size, E = t->num_experts, k = t->num_experts_per_tok;
     /* The router's logits and the shared expert's gate logit: both read xn, one pass. */
-    const qvlm_matmul_part gates[2] = {{c->c, E, &w->router, NULL}, {c->d, 1, &w->shared_gate, NULL}};
+    const qvlm_matmul_part gates[2] = {{c->c, E, &w->router, NULL}, {c->sgate, 1, &w->shared_gate, NULL}};
     qvlm_op_matmul_multi(c->s, 2, gates, c->xn, H, T);
-    /* Shared expert, gated by sigmoid(x W_sg). */
     swiglu(c, &w->shared, c->out, c->xn, T);
-    qvlm_op_sigmoid_mul(c->s, c->out, H, c->out, H, c->d, 1, 1, T, H);
     /* Routed experts: softmax over all experts, top-k renormalised; each row's experts are
      * weighted and summed in expert order (transformers' index_add_ order). */
     const qvlm_moe_experts ex = {E, k, &w->expert[0].gate_proj, &w->expert[0].up_proj, &w->expert[0].down_proj,
                                  sizeof(qvlm_mlp_weights)};
     const qvlm_moe_scratch scr = {c->d, c->c, c->a, c->b, c->route_idx, c->rows, c->route_w, c->row_w};
     qvlm_op_moe_experts(c->s, c->acc, c->xn, T, c->c, &ex, &scr);
-    qvlm_op_add(c->s, c->out, c->acc, c->out, T * H);
+    /* out = routed + sigmoid(xn W_sg) * shared */
+    qvlm_op_add_gated(c->s, c->out, c->acc, c->out, c->sgate, T, H);
 }
 
 /* ---- the whole decoder ------------------------------------------------------------------------ */

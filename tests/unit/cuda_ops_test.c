@@ -173,6 +173,18 @@ static void test_elementwise(void) {
         GPU_OK(e);
         CLOSE(get(e, dy, R * L), y, R * L, 1e-6);
     }
+    /* add_gated: the bits of sigmoid_mul then add (y aliasing x, as the MoE layer uses it) */
+    {
+        float *g = rnd(R, 3.0f), *x = copyf(a, R * L), *dg = dev(e, g, R * 4);
+        float *dx1 = dev(e, x, R * L * 4), *dx2 = dev(e, x, R * L * 4);
+        qvlm_op_add_gated(e->sc, x, b, x, g, R, L);
+        qvlm_op_add_gated(e->sg, dx1, db, dx1, dg, R, L);
+        qvlm_op_sigmoid_mul(e->sg, dx2, L, dx2, L, dg, 1, 1, R, L);
+        qvlm_op_add(e->sg, dx2, db, dx2, R * L);
+        GPU_OK(e);
+        ASSERT_TRUE(memcmp(get(e, dx1, R * L), get(e, dx2, R * L), R * L * 4) == 0);
+        CLOSE(get(e, dx1, R * L), x, R * L, 1e-6);
+    }
     /* copies */
     qvlm_op_copy(e->sg, dy, da + 3, 40 * 4);
     qvlm_op_zero(e->sg, dy + 50, 7 * 4);

@@ -1086,6 +1086,14 @@ static void cu_sigmoid_mul(qvlm_stream *st, float *y, int64_t ldy, const float *
     SUBMIT(cs_of(st), qcu_sigmoid_mul, a);
 }
 
+static void cu_add_gated(qvlm_stream *st, float *y, const float *a_in, const float *x, const float *gate, int64_t n_rows,
+                         int64_t dim) {
+    ARGS(qcu_sigmoid_mul_args, a);
+    a.y = y, a.x = x, a.gate = gate, a.add = a_in, a.ldy = dim, a.ldx = dim, a.ldg = 1, a.gate_cols = 1;
+    a.n_rows = n_rows, a.dim = dim;
+    SUBMIT(cs_of(st), qcu_sigmoid_mul, a);
+}
+
 static void cu_conv1d_silu(qvlm_stream *st, float *y, const float *x, int64_t ldx, float *state, const qvlm_tensor *w,
                            int64_t T, int64_t C, int64_t K) {
     ARGS(qcu_conv1d_args, a);
@@ -1646,6 +1654,7 @@ static const qvlm_backend_ops CUDA_OPS = {
     .matmul_swiglu = cu_matmul_swiglu,
     .attn_heads = cu_attn_heads,
     .attention_gated = cu_attention_gated,
+    .add_gated = cu_add_gated,
     .add_rms_norm = cu_add_rms_norm,
     .gated_delta_norm = cu_gated_delta_norm,
     .moe_experts = cu_moe_experts,

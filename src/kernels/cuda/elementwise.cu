@@ -50,13 +50,15 @@ __global__ void k_gelu(float *x, int64_t n, int tanh_approx) {
     }
 }
 
-__global__ void k_sigmoid_mul(float *y, const float *x, const float *g, int64_t ldy, int64_t ldx, int64_t ldg,
-                              int64_t gate_cols, int64_t dim) {
+__global__ void k_sigmoid_mul(float *y, const float *x, const float *g, const float *add, int64_t ldy, int64_t ldx,
+                              int64_t ldg, int64_t gate_cols, int64_t dim) {
     QCU_PDL_ENTRY();
     const int64_t r = blockIdx.y;
     for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += (int64_t)gridDim.x * blockDim.x) {
         float gv = g[r * ldg + (gate_cols == 1 ? 0 : c)];
-        y[r * ldy + c] = x[r * ldx + c] * sigmoid_f(gv);
+        /* the product rounded before the add, as the two separate ops round it (no fma) */
+        const float v = __fmul_rn(x[r * ldx + c], sigmoid_f(gv));
+        y[r * ldy + c] = add ? add[r * ldy + c] + v : v;
     }
 }
 
@@ -162,8 +164,8 @@ extern "C" int qcu_sigmoid_mul(void *st, const void *p) {
     for (int64_t r0 = 0; r0 < a->n_rows; r0 += ROWS_PER_LAUNCH) {
         int64_t n = a->n_rows - r0 < ROWS_PER_LAUNCH ? a->n_rows - r0 : ROWS_PER_LAUNCH;
         dim3 g(qcu_blocks(a->dim, 256) < 64 ? qcu_blocks(a->dim, 256) : 64, (unsigned)n);
-        QVLM_LAUNCH(k_sigmoid_mul, g, 256, 0, st, a->y + r0 * a->ldy, a->x + r0 * a->ldx, a->gate + r0 * a->ldg, a->ldy,
-                    a->ldx, a->ldg, a->gate_cols, a->dim);
+        QVLM_LAUNCH(k_sigmoid_mul, g, 256, 0, st, a->y + r0 * a->ldy, a->x + r0 * a->ldx, a->gate + r0 * a->ldg,
+                    a->add ? a->add + r0 * a->ldy : a->add, a->ldy, a->ldx, a->ldg, a->gate_cols, a->dim);
     }
     QCU_DONE();
 }

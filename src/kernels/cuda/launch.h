@@ -76,9 +76,10 @@ typedef struct {
 } qcu_gelu_args;
 int qcu_gelu(void *stream, const void *args);
 
+/* y = x * sigmoid(gate); with add set, y = add + that (add rows at stride ldy). */
 typedef struct {
     float *y;
-    const float *x, *gate;
+    const float *x, *gate, *add;
     int64_t ldy, ldx, ldg, gate_cols, n_rows, dim;
 } qcu_sigmoid_mul_args;
 int qcu_sigmoid_mul(void *stream, const void *args);
