@@ -5,8 +5,8 @@
  *
  * The values are those of the separate kernels bit for bit: the norm's sum is norm.cu's warp
  * reduction for rows under 1024 values (lane l adds x[l], x[l+32], ... in order, then the warp
- * tree), the scaling the same expression, the rotation rope.cu's rotate_pair with the same
- * angle, and the store a copy. */
+ * tree), the scaling the same expression, the rotation the same rotate_pair and mrope_axis as
+ * rope.cu with the same angle, and the store a copy. */
 #include "kernels/cuda/cuda_common.cuh"
 
 /* One block per (token, head): heads 0..Hq-1 are queries, Hq.. keys. */
@@ -33,14 +33,8 @@ __global__ void k_attn_heads(qcu_attn_heads_args a) {
     const float inv = inv_s;
     for (int64_t c = threadIdx.x; c < D; c += blockDim.x) xr[c] = (x[c] * inv) * (1.0f + wload(w, wdt, c));
     __syncthreads();
-    for (int64_t i = threadIdx.x; i < half; i += blockDim.x) { /* rope.cu's k_rope_text */
-        const int axis = (i % 3 == 1 && i < 3 * (int64_t)a.section1) ? 1 : (i % 3 == 2 && i < 3 * (int64_t)a.section2) ? 2 : 0;
-        const float ang = (float)a.pos[axis * a.T + t] * a.inv_freq[i];
-        const float cs = cosf(ang), sn = sinf(ang);
-        const float p = xr[i], q = xr[i + half];
-        xr[i] = p * cs - q * sn;
-        xr[i + half] = q * cs + p * sn;
-    }
+    for (int64_t i = threadIdx.x; i < half; i += blockDim.x) /* rope.cu's k_rope_text */
+        rotate_pair(xr, i, half, (float)a.pos[mrope_axis(i, a.section1, a.section2) * a.T + t] * a.inv_freq[i]);
     __syncthreads();
     if (is_q) {
         float *q = a.q + t * a.Hq * D + h * D;

@@ -167,4 +167,20 @@ __device__ __forceinline__ float block_sum(float v, float *red) {
 __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + expf(-x)); }
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+/* ---- rotary embeddings (rope.cu, attn_heads.cu) -------------------------------------------- */
+
+/* Text M-RoPE: frequency i follows the H axis (1) if i%3==1 && i<3*s1, W (2) if i%3==2 &&
+ * i<3*s2, else T (0). */
+__device__ __forceinline__ int mrope_axis(int64_t i, int s1, int s2) {
+    return (i % 3 == 1 && i < 3 * (int64_t)s1) ? 1 : (i % 3 == 2 && i < 3 * (int64_t)s2) ? 2 : 0;
+}
+
+/* Rotate the pair (xr[i], xr[i + half]) by ang; cos and sin in f32. */
+__device__ __forceinline__ void rotate_pair(float *xr, int64_t i, int64_t half, float ang) {
+    const float c = cosf(ang), s = sinf(ang);
+    const float a = xr[i], b = xr[i + half];
+    xr[i] = a * c - b * s;
+    xr[i + half] = b * c + a * s;
+}
+
 #endif /* QVLM_KERNELS_CUDA_COMMON_CUH */

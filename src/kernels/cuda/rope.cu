@@ -3,23 +3,14 @@
  * rotate by the same angles; cos and sin are taken in f32 per element. */
 #include "kernels/cuda/cuda_common.cuh"
 
-__device__ __forceinline__ void rotate_pair(float *xr, int64_t i, int64_t half, float ang) {
-    const float c = cosf(ang), s = sinf(ang);
-    const float a = xr[i], b = xr[i + half];
-    xr[i] = a * c - b * s;
-    xr[i + half] = b * c + a * s;
-}
-
-/* Text M-RoPE: frequency i follows the H axis if i%3==1 && i<3*s1, W if i%3==2 && i<3*s2,
- * else T; one block per token. */
+/* Text M-RoPE (mrope_axis picks each frequency's position axis); one block per token. */
 __global__ void k_rope_text(float *x, const int32_t *pos, const float *inv, int64_t ldx, int64_t n_heads, int64_t hs,
                             int64_t T, int64_t half, int s1, int s2) {
     QCU_PDL_ENTRY();
     const int64_t t = blockIdx.x;
     for (int64_t w = threadIdx.x; w < n_heads * half; w += blockDim.x) {
         const int64_t h = w / half, i = w % half;
-        const int axis = (i % 3 == 1 && i < 3 * (int64_t)s1) ? 1 : (i % 3 == 2 && i < 3 * (int64_t)s2) ? 2 : 0;
-        rotate_pair(x + t * ldx + h * hs, i, half, (float)pos[axis * T + t] * inv[i]);
+        rotate_pair(x + t * ldx + h * hs, i, half, (float)pos[mrope_axis(i, s1, s2) * T + t] * inv[i]);
     }
 }
 
