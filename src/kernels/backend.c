@@ -279,6 +279,21 @@ void qvlm_op_moe_experts(qvlm_stream *s, float *acc, const float *x, int64_t T, 
     else qvlm_moe_experts_default(s, acc, x, T, logits, ex, scr);
 }
 
+void qvlm_moe_block_default(qvlm_stream *s, float *out, float *acc, const float *x, int64_t T, const float *logits,
+                            const qvlm_moe_experts *ex, const qvlm_moe_shared *sh, const qvlm_moe_scratch *scr) {
+    const int64_t H = qvlm_tensor_cols(sh->gate), Is = qvlm_tensor_rows(sh->gate);
+    qvlm_op_matmul_swiglu(s, scr->h, Is, scr->tmp, x, H, sh->gate, sh->up, T);
+    qvlm_op_matmul(s, out, H, scr->h, Is, sh->down, NULL, T);
+    qvlm_op_moe_experts(s, acc, x, T, logits, ex, scr);
+    qvlm_op_add_gated(s, out, acc, out, sh->gate_logit, T, H);
+}
+
+void qvlm_op_moe_block(qvlm_stream *s, float *out, float *acc, const float *x, int64_t T, const float *logits,
+                       const qvlm_moe_experts *ex, const qvlm_moe_shared *sh, const qvlm_moe_scratch *scr) {
+    if (s->be->ops->moe_block) s->be->ops->moe_block(s, out, acc, x, T, logits, ex, sh, scr);
+    else qvlm_moe_block_default(s, out, acc, x, T, logits, ex, sh, scr);
+}
+
 int64_t qvlm_argmax_scan(const float *x, int64_t n) {
     int64_t b = 0;
     for (int64_t i = 1; i < n; i++)

@@ -330,6 +330,20 @@ typedef struct qvlm_moe_scratch {
 } qvlm_moe_scratch;
 void qvlm_op_moe_experts(qvlm_stream *s, float *acc, const float *x, int64_t T, const float *logits,
                          const qvlm_moe_experts *ex, const qvlm_moe_scratch *scr);
+/* A MoE layer's experts (§3.6): out = routed + sigmoid(gate_logit) * shared, where shared is
+ * the shared expert's SwiGLU of x and routed the qvlm_op_moe_experts sum. Exactly
+ *   qvlm_op_matmul_swiglu(s, scr->h, Is, scr->tmp, x, H, sh->gate, sh->up, T);
+ *   qvlm_op_matmul(s, out, H, scr->h, Is, sh->down, NULL, T);
+ *   qvlm_op_moe_experts(s, acc, x, T, logits, ex, scr);
+ *   qvlm_op_add_gated(s, out, acc, out, sh->gate_logit, T, H);
+ * which the default runs (Is: the shared expert's intermediate size; acc [T][H] is scratch).
+ * A device backend may run the shared expert as one more expert of the routed kernels. */
+typedef struct qvlm_moe_shared {
+    const qvlm_tensor *gate, *up, *down; /* [Is][H], [Is][H], [H][Is] */
+    const float *gate_logit;             /* [T] backend memory, before the sigmoid */
+} qvlm_moe_shared;
+void qvlm_op_moe_block(qvlm_stream *s, float *out, float *acc, const float *x, int64_t T, const float *logits,
+                       const qvlm_moe_experts *ex, const qvlm_moe_shared *sh, const qvlm_moe_scratch *scr);
 /* y[i][:] = x[rows[i]][:] for i < n (row length dim). */
 void qvlm_op_gather_rows(qvlm_stream *s, float *y, const float *x, const int32_t *rows, int64_t n, int64_t dim);
 /* y[rows[i]][:] += scale[i] * x[i][:] for i < n, applied in order of i. */

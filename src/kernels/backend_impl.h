@@ -91,9 +91,14 @@ typedef struct qvlm_backend_ops {
     void (*moe_experts)(qvlm_stream *s, float *acc, const float *x, int64_t T, const float *logits,
                         const qvlm_moe_experts *ex, const qvlm_moe_scratch *scr);
     void (*argmax)(qvlm_stream *s, int32_t *ids, const float *x, int64_t n_rows, int64_t n); /* optional */
+    void (*moe_block)(qvlm_stream *s, float *out, float *acc, const float *x, int64_t T, const float *logits,
+                      const qvlm_moe_experts *ex, const qvlm_moe_shared *sh, const qvlm_moe_scratch *scr);
 } qvlm_backend_ops;
 
-/* The default of qvlm_op_moe_experts (backend.c), for a backend that runs only some shapes itself. */
+/* The defaults of qvlm_op_moe_block and qvlm_op_moe_experts (backend.c), for a backend that
+ * runs only some shapes itself. */
+void qvlm_moe_block_default(qvlm_stream *s, float *out, float *acc, const float *x, int64_t T, const float *logits,
+                            const qvlm_moe_experts *ex, const qvlm_moe_shared *sh, const qvlm_moe_scratch *scr);
 void qvlm_moe_experts_default(qvlm_stream *s, float *acc, const float *x, int64_t T, const float *logits,
                               const qvlm_moe_experts *ex, const qvlm_moe_scratch *scr);
 

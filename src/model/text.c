@@ -189,15 +189,14 @@ static void moe_layer(qvlm_text_ctx *c, const qvlm_moe_weights *w, int64_t T) {
     /* The router's logits and the shared expert's gate logit: both read xn, one pass. */
     const qvlm_matmul_part gates[2] = {{c->c, E, &w->router, NULL}, {c->sgate, 1, &w->shared_gate, NULL}};
     qvlm_op_matmul_multi(c->s, 2, gates, c->xn, H, T);
-    swiglu(c, &w->shared, c->out, c->xn, T);
-    /* Routed experts: softmax over all experts, top-k renormalised; each row's experts are
-     * weighted and summed in expert order (transformers' index_add_ order). */
+    /* out = routed + sigmoid(xn W_sg) * shared(xn). Routed experts: softmax over all experts,
+     * top-k renormalised; each row's experts are weighted and summed in expert order
+     * (transformers' index_add_ order). */
     const qvlm_moe_experts ex = {E, k, &w->expert[0].gate_proj, &w->expert[0].up_proj, &w->expert[0].down_proj,
                                  sizeof(qvlm_mlp_weights)};
+    const qvlm_moe_shared sh = {&w->shared.gate_proj, &w->shared.up_proj, &w->shared.down_proj, c->sgate};
     const qvlm_moe_scratch scr = {c->d, c->c, c->a, c->b, c->route_idx, c->rows, c->route_w, c->row_w};
-    qvlm_op_moe_experts(c->s, c->acc, c->xn, T, c->c, &ex, &scr);
-    /* out = routed + sigmoid(xn W_sg) * shared */
-    qvlm_op_add_gated(c->s, c->out, c->acc, c->out, c->sgate, T, H);
+    qvlm_op_moe_block(c->s, c->out, c->acc, c->xn, T, c->c, &ex, &sh, &scr);
 }
 
 /* ---- the whole decoder ------------------------------------------------------------------------ */

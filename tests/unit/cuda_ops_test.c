@@ -626,7 +626,29 @@ static void expert_views(expert_w *x, const qvlm_tensor *gu, const qvlm_tensor *
     }
 }
 
-static void one_moe(env *e, int64_t T, int64_t H, int64_t I, qvlm_dtype dt, bool fused, double tol) {
+/* BF16 precision rounds h = silu(gate x) * up x to bf16 before the down projection. The two
+ * backends add gate x and up x in different orders, so an h may sit one f32 ulp apart across a
+ * bf16 rounding boundary and round one bf16 ulp apart: up to 2^-7 |h| (8 significant bits).
+ * Output c of a row may then move by w * |down[c][i]| * 2^-7 |h[i]| for one i of one of its
+ * experts: flip[c] becomes the largest such step of expert xe (weight w) for the row x. */
+static void add_flips(env *e, double *flip, const float *x, const expert_w *xe, int64_t H, int64_t I, double w) {
+    float *g = malloc((size_t)I * sizeof(float)), *u = malloc((size_t)I * sizeof(float));
+    qvlm_op_matmul(e->sc, g, I, x, H, &xe->gate, NULL, 1);
+    qvlm_op_matmul(e->sc, u, I, x, H, &xe->up, NULL, 1);
+    for (int64_t c = 0; c < H; c++)
+        for (int64_t i = 0; i < I; i++) {
+            const double h = fabs((double)g[i] / (1.0 + exp(-(double)g[i])) * (double)u[i]);
+            const size_t at = (size_t)(c * I + i);
+            const double d = xe->down.dtype == QVLM_DTYPE_F32 ? ((const float *)xe->down.data)[at]
+                                                              : qvlm_bf16_to_f32(((const qvlm_bf16 *)xe->down.data)[at]);
+            const double step = w * fabs(d) * ldexp(h, -7);
+            if (step > flip[c]) flip[c] = step;
+        }
+    free(g), free(u);
+}
+
+/* Is > 0: qvlm_op_moe_block with a shared expert of Is rows too. */
+static void one_moe(env *e, int64_t T, int64_t H, int64_t I, int64_t Is, qvlm_dtype dt, bool fused, double tol) {
     enum { En = 16, K = 4, MAXT = 40 };
     expert_w xc[En], xg[En];
     if (fused) {
@@ -652,7 +674,7 @@ static void one_moe(env *e, int64_t T, int64_t H, int64_t I, qvlm_dtype dt, bool
     int32_t idx[MAXT * K], rows[MAXT * K];
     float w[MAXT * K], row_w[MAXT * K];
     float *bufs[4], *dbufs[4];
-    const int64_t wid[4] = {H, H, I, I};
+    const int64_t wid[4] = {H, H, I > Is ? I : Is, I > Is ? I : Is};
     for (int i = 0; i < 4; i++) {
         bufs[i] = rnd((size_t)(T * wid[i]), 1.0f);
         dbufs[i] = dev(e, bufs[i], (size_t)(T * wid[i]) * 4);
@@ -665,35 +687,46 @@ static void one_moe(env *e, int64_t T, int64_t H, int64_t I, qvlm_dtype dt, bool
     const float *got = get(e, dacc, (size_t)(T * H));
     double mref = 1e-3;
     for (size_t i = 0; i < (size_t)(T * H); i++) mref = fabs(acc[i]) > mref ? fabs(acc[i]) : mref;
-    /* BF16 precision rounds h = silu(gate x) * up x to bf16 before the down projection. The two
-     * backends add gate x and up x in different orders, so an h may sit one f32 ulp apart across a
-     * bf16 rounding boundary and round one bf16 ulp apart: up to 2^-7 |h| (8 significant bits).
-     * Output c of a row may then move by w * |down[c][i]| * 2^-7 |h[i]| for one i of one of its
-     * experts: each output is allowed its largest such step on top of the products' bound. */
+    /* each output is allowed its largest one-flip step (add_flips) on top of the products' bound */
     double *flip = calloc((size_t)(T * H), sizeof(double));
-    if (e == &E16) {
-        float *g = malloc((size_t)I * sizeof(float)), *u = malloc((size_t)I * sizeof(float));
+    if (e == &E16)
         for (int64_t rr = 0; rr < T; rr++)
             for (int64_t j = 0; j < K; j++) {
                 const expert_w *xe = &xc[idx[rr * K + j]];
-                qvlm_op_matmul(e->sc, g, I, x + rr * H, H, &xe->gate, NULL, 1);
-                qvlm_op_matmul(e->sc, u, I, x + rr * H, H, &xe->up, NULL, 1);
-                for (int64_t c = 0; c < H; c++)
-                    for (int64_t i = 0; i < I; i++) {
-                        const double h = fabs((double)g[i] / (1.0 + exp(-(double)g[i])) * (double)u[i]);
-                        const size_t at = (size_t)(c * I + i);
-                        const double d = xe->down.dtype == QVLM_DTYPE_F32 ? ((const float *)xe->down.data)[at]
-                                                                          : qvlm_bf16_to_f32(((const qvlm_bf16 *)xe->down.data)[at]);
-                        const double step = w[rr * K + j] * fabs(d) * ldexp(h, -7);
-                        if (step > flip[rr * H + c]) flip[rr * H + c] = step;
-                    }
+                add_flips(e, flip + rr * H, x + rr * H, xe, H, I, w[rr * K + j]);
             }
-        free(g), free(u);
-    }
     double r = 0; /* the largest error in units of the allowance */
     for (size_t i = 0; i < (size_t)(T * H); i++) {
         const double q = fabs((double)got[i] - (double)acc[i]) / (tol * mref + 1.001 * flip[i]);
         r = isnan(q) ? INFINITY : q > r ? q : r;
+    }
+    if (Is && r <= 1.0) {
+        /* qvlm_op_moe_block: the shared expert too (on the GPU, inside the routed kernels when T
+         * <= 8); its one-flip step is allowed on top of the routed one's */
+        int64_t nih[2] = {Is, H}, nhi[2] = {H, Is};
+        wpair g = weight(e, rnd((size_t)(Is * H), 1.0f / sqrtf((float)H)), dt, 2, nih);
+        wpair u = weight(e, rnd((size_t)(Is * H), 1.0f / sqrtf((float)H)), dt, 2, nih);
+        wpair d = weight(e, rnd((size_t)(H * Is), 1.0f / sqrtf((float)Is)), dt, 2, nhi);
+        float *sl = rnd((size_t)T, 3.0f), *dsl = dev(e, sl, (size_t)T * 4);
+        float *out = rnd((size_t)(T * H), 1.0f), *dout = dev(e, out, (size_t)(T * H) * 4);
+        const qvlm_moe_shared shc = {&g.c, &u.c, &d.c, sl}, shg = {&g.g, &u.g, &d.g, dsl};
+        qvlm_op_moe_block(e->sc, out, acc, x, T, l, &ec, &shc, &sc);
+        qvlm_op_moe_block(e->sg, dout, dacc, dx, T, dl, &eg, &shg, &sg);
+        GPU_OK(e);
+        const float *go = get(e, dout, (size_t)(T * H));
+        double oref = 1e-3;
+        for (size_t i = 0; i < (size_t)(T * H); i++) oref = fabs(out[i]) > oref ? fabs(out[i]) : oref;
+        double *fs = calloc((size_t)(T * H), sizeof(double));
+        const expert_w xs = {g.c, u.c, d.c};
+        if (e == &E16)
+            for (int64_t rr = 0; rr < T; rr++) add_flips(e, fs + rr * H, x + rr * H, &xs, H, Is, 1.0 / (1.0 + exp(-(double)sl[rr])));
+        for (size_t i = 0; i < (size_t)(T * H); i++) {
+            const double q = fabs((double)go[i] - (double)out[i]) / (tol * oref + 1.001 * (flip[i] + fs[i]));
+            r = isnan(q) ? INFINITY : q > r ? q : r;
+        }
+        free(fs);
+        if (!(r <= 1.0)) fprintf(stderr, "  moe_block (shared Is=%lld):\n", (long long)Is);
+        got = go, acc = out, mref = oref;
     }
     free(flip);
     if (!(r <= 1.0)) {
@@ -727,7 +760,10 @@ static void test_moe_experts(void) {
                      * BF16 precision's rounding of h may add). */
                     const double tol = 2e-6 * (sqrt((double)H) + sqrt((double)I));
                     int before = qtest_cur_failed;
-                    one_moe(p ? &E16 : &E32, Ts[i], H, I, dts[t], f, tol);
+                    /* a shared expert of I rows (fused: the size the real models have) or
+                     * another size */
+                    const int64_t Is = f ? I : 24 + 8 * t;
+                    one_moe(p ? &E16 : &E32, Ts[i], H, I, Is, dts[t], f, tol);
                     if (qtest_cur_failed && !before) return;
                 }
 }

@@ -129,7 +129,7 @@ typedef struct cuda_backend {
     char name[400];
     int n_sm;
     size_t smem_optin;
-    bool graphs, sync_each, stats, profile, pdl, moe_batched;
+    bool graphs, sync_each, stats, profile, pdl, moe_batched, moe_shared;
     pthread_mutex_t mu;           /* allocs, weights, f32 copies, stats, the stream order */
     ptr_map allocs;               /* qvlm_backend_alloc: ptr -> bytes */
     ptr_map weights;              /* weight data -> bytes */
@@ -1559,23 +1559,26 @@ static bool moe_batched(qvlm_stream *st, float *acc, const float *x, int64_t T, 
     return true;
 }
 
-/* Decode (T <= QCU_GEMV_MAX_ROWS): routing, experts and their sum on the device, no host
- * round trip, so a decode step stays one graph. More rows: moe_batched. Experts neither
- * takes: the default (host routing, per-expert products through cuBLAS). */
-static void cu_moe_experts(qvlm_stream *st, float *acc, const float *x, int64_t T, const float *logits,
-                           const qvlm_moe_experts *ex, const qvlm_moe_scratch *scr) {
-    cuda_stream *s = cs_of(st);
-    if (s->status || T <= 0) return;
-    if (T > QCU_GEMV_MAX_ROWS && s->be->moe_batched && moe_batched(st, acc, x, T, logits, ex, scr)) return;
+/* Whether tensor t is a [rows][cols] matrix of dtype dt with 16-byte aligned data. */
+static bool matrix_like(const qvlm_tensor *t, int64_t rows, int64_t cols, qvlm_dtype dt) {
+    return t->n_dims == 2 && t->ne[0] == rows && t->ne[1] == cols && t->dtype == dt && aligned16(t->data);
+}
+
+/* The routed experts of few rows on the device (moe.cu), and with sh the shared expert as one
+ * more slot, writing out instead of acc. false: not this path (nothing enqueued, or a
+ * failure recorded on the stream). */
+static bool moe_few_rows(cuda_stream *s, float *acc, const float *x, int64_t T, const float *logits,
+                         const qvlm_moe_experts *ex, const qvlm_moe_shared *sh, float *out) {
     const void *const *tab = T <= QCU_GEMV_MAX_ROWS ? moe_table(s, ex) : NULL;
-    if (!tab) {
-        if (!s->status) qvlm_moe_experts_default(st, acc, x, T, logits, ex, scr);
-        return;
-    }
+    if (!tab) return false;
     const int64_t k = ex->k, H = qvlm_tensor_cols(ex->gate), I = mm_rows(ex->gate);
+    const int64_t Is = sh ? sh->gate->ne[0] : 0;
+    if (sh && !(matrix_like(sh->gate, Is, H, ex->gate->dtype) && matrix_like(sh->up, Is, H, ex->gate->dtype) &&
+                matrix_like(sh->down, H, Is, ex->down->dtype)))
+        return false;
     const size_t nb = ((size_t)(T * k) * sizeof(int32_t) + 255) & ~(size_t)255;
-    uint8_t *buf = scratch(s, 2 * nb + (size_t)(T * k * I) * sizeof(float));
-    if (!buf) return;
+    uint8_t *buf = scratch(s, 2 * nb + (size_t)(T * k * I + T * Is) * sizeof(float));
+    if (!buf) return false;
     ARGS(qcu_moe_route_args, r);
     r.idx = (int32_t *)buf, r.weight = (float *)(buf + nb), r.logits = logits, r.n_rows = T;
     r.n_experts = ex->n_experts, r.k = k;
@@ -1584,9 +1587,34 @@ static void cu_moe_experts(qvlm_stream *st, float *acc, const float *x, int64_t 
     a.acc = acc, a.h = (float *)(buf + 2 * nb), a.x = x, a.idx = r.idx, a.weight = r.weight, a.experts = tab;
     a.T = T, a.k = k, a.H = H, a.I = I, a.wdt = dt_of(ex->gate), a.ddt = dt_of(ex->down);
     const int64_t wsize = ex->gate->dtype == QVLM_DTYPE_F32 ? 4 : 2, dsize = ex->down->dtype == QVLM_DTYPE_F32 ? 4 : 2;
-    a.vec = (H * wsize) % 16 == 0 && (I * dsize) % 16 == 0 && aligned16(x);
+    a.vec = (H * wsize) % 16 == 0 && (I * dsize) % 16 == 0 && (Is * dsize) % 16 == 0 && aligned16(x);
     a.round_bf16 = s->be->base.precision == QVLM_COMPUTE_BF16;
+    if (sh) a.sh_gate = sh->gate->data, a.sh_up = sh->up->data, a.sh_down = sh->down->data, a.sh_logit = sh->gate_logit;
+    a.out = out, a.Is = Is;
     SUBMIT(s, qcu_moe_experts, a);
+    return true;
+}
+
+/* Decode (T <= QCU_GEMV_MAX_ROWS): routing, experts and their sum on the device, no host
+ * round trip, so a decode step stays one graph. More rows: moe_batched. Experts neither
+ * takes: the default (host routing, per-expert products through cuBLAS). */
+static void cu_moe_experts(qvlm_stream *st, float *acc, const float *x, int64_t T, const float *logits,
+                           const qvlm_moe_experts *ex, const qvlm_moe_scratch *scr) {
+    cuda_stream *s = cs_of(st);
+    if (s->status || T <= 0) return;
+    if (T > QCU_GEMV_MAX_ROWS && s->be->moe_batched && moe_batched(st, acc, x, T, logits, ex, scr)) return;
+    if (!moe_few_rows(s, acc, x, T, logits, ex, NULL, NULL) && !s->status)
+        qvlm_moe_experts_default(st, acc, x, T, logits, ex, scr);
+}
+
+/* Few rows: the shared expert runs inside the routed experts' two kernels, which saves its
+ * two GEMVs and the gated add (three launches a layer in a decode step). */
+static void cu_moe_block(qvlm_stream *st, float *out, float *acc, const float *x, int64_t T, const float *logits,
+                         const qvlm_moe_experts *ex, const qvlm_moe_shared *sh, const qvlm_moe_scratch *scr) {
+    cuda_stream *s = cs_of(st);
+    if (s->status || T <= 0) return;
+    if (T <= QCU_GEMV_MAX_ROWS && s->be->moe_shared && moe_few_rows(s, acc, x, T, logits, ex, sh, out)) return;
+    if (!s->status) qvlm_moe_block_default(st, out, acc, x, T, logits, ex, sh, scr);
 }
 
 static void cu_gather_rows(qvlm_stream *st, float *y, const float *x, const int32_t *rows, int64_t n, int64_t dim) {
@@ -1659,6 +1687,7 @@ static const qvlm_backend_ops CUDA_OPS = {
     .gated_delta_norm = cu_gated_delta_norm,
     .moe_experts = cu_moe_experts,
     .argmax = cu_argmax,
+    .moe_block = cu_moe_block,
 };
 
 static bool env_flag(const char *name, bool dflt) {
@@ -1690,6 +1719,7 @@ qvlm_status qvlm_backend_cuda_create(const qvlm_backend_params *p, qvlm_backend 
     be->smem_optin = prop.sharedMemPerBlockOptin;
     be->graphs = env_flag("QVLM_CUDA_GRAPHS", true);
     be->moe_batched = env_flag("QVLM_CUDA_MOE_BATCHED", true); /* 0: the per-expert default, to compare */
+    be->moe_shared = env_flag("QVLM_CUDA_MOE_SHARED", true);   /* 0: the shared expert on its own, to compare */
     be->sync_each = env_flag("QVLM_CUDA_SYNC", false);
     be->stats = env_flag("QVLM_CUDA_STATS", false);
     be->profile = env_flag("QVLM_CUDA_PROFILE", false);

@@ -345,13 +345,21 @@ int qcu_moe_route(void *stream, const void *args);
  * 16-byte chunks of their dtypes. round_bf16 as in qcu_gemv_args. */
 typedef struct {
     float *acc;                /* [T][H] */
-    float *h;                  /* scratch [T*k][I] */
+    float *h;                  /* scratch [T*k][I] (see sh_gate) */
     const float *x;            /* [T][H] */
     const int32_t *idx;        /* device [T][k] */
     const float *weight;       /* device [T][k] */
     const void *const *experts;
     int64_t T, k, H, I;
     int32_t wdt, ddt, vec, round_bf16;
+    /* The shared expert (qvlm_op_moe_block), or NULL: gate, up [Is][H] of dtype wdt and down
+     * [H][Is] of ddt (vec: Is whole 16-byte chunks too); its h rows follow the routed ones in h
+     * (scratch [T*k*I + T*Is]). Then out[r][:] = acc[r][:] + sigmoid(sh_logit[r]) * its down
+     * product, the product rounded first (qvlm_op_add_gated), and acc is not written. */
+    const void *sh_gate, *sh_up, *sh_down;
+    const float *sh_logit; /* [T] */
+    float *out;            /* [T][H] */
+    int64_t Is;
 } qcu_moe_experts_args;
 int qcu_moe_experts(void *stream, const void *args);
 

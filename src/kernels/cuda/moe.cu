@@ -11,7 +11,10 @@
  * per output element, 16-byte weight loads, lane sums in chunk order, then a fixed warp tree,
  * so a result depends on its own row only. The down projection adds a row's experts in
  * ascending expert id, each as acc + w * y with the product rounded first, which is the order
- * and rounding of the CPU's zero-then-scatter_add sequence.
+ * and rounding of the CPU's zero-then-scatter_add sequence. A MoE layer's shared expert
+ * (qvlm_op_moe_block) can ride along: its rows are more gate/up units, and the down kernel adds
+ * its gated product last, as qvlm_op_add_gated does; a decode step then runs a MoE layer's
+ * experts in three launches instead of six.
  *
  * The row shuffles of the host-routed path are in elementwise.cu. */
 #include "kernels/cuda/cuda_common.cuh"
@@ -152,7 +155,8 @@ __device__ __forceinline__ void lane_dots(const void *const *w, const float *x, 
     for (int r = 0; r < NW; r++) d[r] = acc[r];
 }
 
-/* h[p][j] = silu(gate_e[j] . x[r]) * (up_e[j] . x[r]) for slot p = r*k + s, e = idx[p], stored
+/* h[p][j] = silu(gate_e[j] . x[r]) * (up_e[j] . x[r]) for slot p = r*k + s, e = idx[p] (and the
+ * shared expert's rows after all T*k of those, when there is one), stored
  * rounded to a bf16 value in BF16 precision (what the down product would round it to anyway,
  * once instead of in each of its H warps): one warp per (p, j), the gate and up rows' loads in
  * flight together. The expert comes from the
@@ -162,17 +166,25 @@ template <int WDT, bool VEC>
 __global__ void __launch_bounds__(WARPS * 32) k_moe_gate_up(qcu_moe_experts_args a) {
     QCU_PDL_ENTRY();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int64_t unit = (int64_t)blockIdx.x * WARPS + warp;
-    if (unit >= a.T * a.k * a.I) return;
-    const int64_t p = unit / a.I, j = unit % a.I, r = p / a.k;
-    const int64_t e = a.idx[p];
+    const int64_t unit = (int64_t)blockIdx.x * WARPS + warp, routed = a.T * a.k * a.I;
+    if (unit >= routed + (a.sh_gate ? a.T * a.Is : 0)) return;
+    /* units past the routed ones: the shared expert's rows, h row r at routed + r * Is */
+    const bool shared = unit >= routed;
+    const int64_t ni = shared ? a.Is : a.I, u = shared ? unit - routed : unit, p = u / ni, j = u % ni;
+    const int64_t r = shared ? p : p / a.k;
     const size_t row = (size_t)(j * a.H) * wtraits<WDT>::esize;
-    const char *wg = (const char *)a.experts[3 * e] + row, *wu = (const char *)a.experts[3 * e + 1] + row;
+    const void *g0 = a.sh_gate, *u0 = a.sh_up;
+    if (!shared) {
+        const int64_t e = a.idx[p];
+        g0 = a.experts[3 * e], u0 = a.experts[3 * e + 1];
+    }
+    float *hp = a.h + (shared ? routed + r * a.Is : p * a.I) + j;
+    const char *wg = (const char *)g0 + row, *wu = (const char *)u0 + row;
     const void *const w2[2] = {wg, wu};
     float gu[2];
     lane_dots<WDT, VEC, 2>(w2, a.x + r * a.H, a.H, a.round_bf16, a.round_bf16, lane, gu);
-    const float g = warp_sum(gu[0]), u = warp_sum(gu[1]);
-    if (lane == 0) a.h[p * a.I + j] = xval(silu_f(g) * u, a.round_bf16);
+    const float g = warp_sum(gu[0]), up = warp_sum(gu[1]);
+    if (lane == 0) *hp = xval(silu_f(g) * up, a.round_bf16);
 }
 
 /* acc[r][i] = sum over the k slots of row r, in ascending expert id, of
@@ -217,6 +229,14 @@ __global__ void __launch_bounds__(WARPS * 32) k_moe_down(qcu_moe_experts_args a)
             if (b0 + b >= k) continue;
             acc += __fmul_rn(a.weight[r * a.k + slot[b]], warp_sum(part[b]));
         }
+    }
+    if (a.sh_gate) { /* the shared expert's product, gated, added last: qvlm_op_add_gated */
+        const void *w = (const char *)a.sh_down + (size_t)(i * a.Is) * wtraits<DDT>::esize;
+        float part;
+        lane_dots<DDT, VEC, 1>(&w, a.h + a.T * a.k * a.I + r * a.Is, a.Is, a.round_bf16, 0, lane, &part);
+        const float sh = warp_sum(part);
+        if (lane == 0) a.out[r * a.H + i] = acc + __fmul_rn(sh, sigmoid_f(a.sh_logit[r]));
+        return;
     }
     if (lane == 0) a.acc[r * a.H + i] = acc;
 }
@@ -283,7 +303,9 @@ static moe_kernel pick_dt(int dt, bool gate_up, bool vec) {
 extern "C" int qcu_moe_experts(void *st, const void *ap) {
     const qcu_moe_experts_args *a = (const qcu_moe_experts_args *)ap;
     if (a->T < 1 || a->T > QCU_GEMV_MAX_ROWS || a->k < 1 || a->k > MAX_K || a->H < 1 || a->I < 1) return 1;
-    QVLM_LAUNCH(pick_dt(a->wdt, true, a->vec), qcu_blocks(a->T * a->k * a->I, WARPS), WARPS * 32, 0, st, *a);
+    if (a->sh_gate && a->Is < 1) return 1;
+    const int64_t units = a->T * a->k * a->I + (a->sh_gate ? a->T * a->Is : 0);
+    QVLM_LAUNCH(pick_dt(a->wdt, true, a->vec), qcu_blocks(units, WARPS), WARPS * 32, 0, st, *a);
     QVLM_LAUNCH(pick_dt(a->ddt, false, a->vec), qcu_blocks(a->T * a->H, WARPS), WARPS * 32, 0, st, *a);
     QCU_DONE();
 }
