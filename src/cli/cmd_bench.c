@@ -59,7 +59,8 @@ static void read_task(void *p, int ith, int nth) {
     struct bw_job *j = p;
     long a, b;
     qvlm_split_rows((long)(j->n / 4096), ith, nth, &a, &b);
-    j->sums[ith & 63] = (double)qvlm_cpu_read_probe(qvlm_cpu_detect_isa(), j->src + (size_t)a * 4096, (size_t)(b - a) * 4096);
+    j->sums[ith & 63] =
+        (double)qvlm_cpu_read_probe(qvlm_cpu_detect_isa(), j->src + (size_t)a * 4096, (size_t)(b - a) * 4096);
 }
 
 /* Best-of-10 copy bandwidth (bytes read + written per second) and read bandwidth over 512 MiB
@@ -130,8 +131,8 @@ static double decode_weight_bytes(const qvlm_model *m) {
         b += (double)(qvlm_tensor_bytes(&l->input_layernorm) + qvlm_tensor_bytes(&l->post_attention_layernorm));
         if (l->is_full) {
             const qvlm_attn_weights *a = &l->attn;
-            b += (double)(qvlm_tensor_bytes(&a->q_proj) + qvlm_tensor_bytes(&a->k_proj) + qvlm_tensor_bytes(&a->v_proj) +
-                          qvlm_tensor_bytes(&a->o_proj));
+            b += (double)(qvlm_tensor_bytes(&a->q_proj) + qvlm_tensor_bytes(&a->k_proj) +
+                          qvlm_tensor_bytes(&a->v_proj) + qvlm_tensor_bytes(&a->o_proj));
         } else {
             const qvlm_gdn_weights *g = &l->gdn;
             b += (double)(qvlm_tensor_bytes(&g->in_proj_qkv) + qvlm_tensor_bytes(&g->in_proj_z) +
@@ -147,8 +148,9 @@ static double decode_weight_bytes(const qvlm_model *m) {
             b += (double)(qvlm_tensor_bytes(&l->moe.router) + qvlm_tensor_bytes(&l->moe.shared_gate));
         }
         for (int k = 0; k < 2 && mlps[k]; k++)
-            b += (k == 0 ? scale : 1) * (double)(qvlm_tensor_bytes(&mlps[k]->gate_proj) + qvlm_tensor_bytes(&mlps[k]->up_proj) +
-                                                 qvlm_tensor_bytes(&mlps[k]->down_proj));
+            b += (k == 0 ? scale : 1) *
+                 (double)(qvlm_tensor_bytes(&mlps[k]->gate_proj) + qvlm_tensor_bytes(&mlps[k]->up_proj) +
+                          qvlm_tensor_bytes(&mlps[k]->down_proj));
     }
     b += (double)qvlm_tensor_bytes(&m->lm_head);
     return b;
@@ -164,14 +166,18 @@ static double prefill_flops_per_token(const qvlm_model *m) {
         const qvlm_layer *l = &m->layers[i];
         const qvlm_tensor *list[8];
         int n = 0;
-        if (l->is_full) list[n++] = &l->attn.q_proj, list[n++] = &l->attn.k_proj, list[n++] = &l->attn.v_proj, list[n++] = &l->attn.o_proj;
+        if (l->is_full) {
+            list[n++] = &l->attn.q_proj, list[n++] = &l->attn.k_proj;
+            list[n++] = &l->attn.v_proj, list[n++] = &l->attn.o_proj;
+        }
         else
             list[n++] = &l->gdn.in_proj_qkv, list[n++] = &l->gdn.in_proj_z, list[n++] = &l->gdn.in_proj_a,
             list[n++] = &l->gdn.in_proj_b, list[n++] = &l->gdn.out_proj;
         for (int k = 0; k < n; k++) w += (double)qvlm_tensor_rows(list[k]) * (double)qvlm_tensor_cols(list[k]);
         const qvlm_mlp_weights *mlps[2] = {&l->mlp, NULL};
         double scale = 1;
-        if (m->cfg.model_type == QVLM_MODEL_QWEN3_5_MOE) mlps[0] = &l->moe.expert[0], mlps[1] = &l->moe.shared, scale = (double)t->num_experts_per_tok;
+        if (m->cfg.model_type == QVLM_MODEL_QWEN3_5_MOE)
+            mlps[0] = &l->moe.expert[0], mlps[1] = &l->moe.shared, scale = (double)t->num_experts_per_tok;
         for (int k = 0; k < 2 && mlps[k]; k++) {
             const qvlm_tensor *g = &mlps[k]->gate_proj;
             w += (k == 0 ? scale : 1) * 3.0 * (double)qvlm_tensor_rows(g) * (double)qvlm_tensor_cols(g);
@@ -184,7 +190,8 @@ static double prefill_flops_per_token(const qvlm_model *m) {
 static double vision_flops(const qvlm_model *m, int64_t n) {
     const qvlm_vision_config *v = &m->cfg.vision;
     const double H = (double)v->hidden_size, I = (double)v->intermediate_size, N = (double)n;
-    const double g = (double)(v->spatial_merge_size * v->spatial_merge_size), pd = (double)(v->in_channels * v->temporal_patch_size * v->patch_size * v->patch_size);
+    const double g = (double)(v->spatial_merge_size * v->spatial_merge_size),
+                 pd = (double)(v->in_channels * v->temporal_patch_size * v->patch_size * v->patch_size);
     double per_block = 2 * N * (3 * H * H + H * H + 2 * H * I) + 4 * N * N * H; /* qkv, proj, fc1+fc2; QK^T and PV */
     double merger = 2 * (N / g) * (g * H * g * H + g * H * (double)v->out_hidden_size);
     return 2 * N * pd * H + (double)v->depth * per_block + merger;
@@ -337,7 +344,8 @@ int qvlm_cmd_bench(int argc, char **argv) {
     qvlm_model_params mp;
     qvlm_model_params_default(&mp);
     for (int i = 1; i < argc && !bad; i++) {
-        if (cli_model_opt(argc, argv, &i, &mp, &precision_set, &bad)) continue; /* --threads --backend --precision --quant */
+        if (cli_model_opt(argc, argv, &i, &mp, &precision_set, &bad))
+            continue; /* --threads --backend --precision --quant */
         if (cli_opt(argc, argv, &i, "--model", &val, &bad) || cli_opt(argc, argv, &i, "-m", &val, &bad)) dir = val;
         else if (cli_opt(argc, argv, &i, "--prompt", &val, &bad)) {
             n_prompts = 0;
@@ -361,11 +369,13 @@ int qvlm_cmd_bench(int argc, char **argv) {
         }
     }
     if (bad || !dir) {
-        fprintf(stderr, "usage: qvlm bench --model DIR [--backend cpu|cuda] [--threads N] [--precision f32|bf16] [--quant none|q8_0] [--mmap]\n"
-                        "                  [--prompt 512[,4096...]] [--gen 128] [--reps 3] [--vision 448x448,1024x768|none] [--json]\n"
-                        "       qvlm bench --model DIR [--backend cpu|cuda] --scenario multiturn|interleaved|edit|reimage|restart|tailedit "
-                        "[--cache-dir DIR]\n"
-                        "                  [--cache-gb 8] [--cache-host-gb N (default 4 x --cache-gb on cuda, 0 on cpu)]\n");
+        fprintf(stderr,
+                "usage: qvlm bench --model DIR [--backend cpu|cuda] [--threads N] [--precision f32|bf16]\n"
+                "                  [--quant none|q8_0] [--mmap] [--prompt 512[,4096...]] [--gen 128] [--reps 3]\n"
+                "                  [--vision 448x448,1024x768|none] [--json]\n"
+                "       qvlm bench --model DIR [--backend cpu|cuda] [--cache-dir DIR]\n"
+                "                  --scenario multiturn|interleaved|edit|reimage|restart|tailedit\n"
+                "                  [--cache-gb 8] [--cache-host-gb N (default 4 x --cache-gb on cuda, 0 on cpu)]\n");
         return 2;
     }
     cli_model_precision_default(&mp, precision_set);
@@ -462,13 +472,14 @@ int qvlm_cmd_bench(int argc, char **argv) {
     if (json) {
         json_t *o = json_pack("{s:s, s:i, s:s, s:s, s:s, s:f, s:f, s:i, s:i, s:f, s:f, s:f, s:f, s:s, s:f}", "cpu", cpu,
                               "threads", nth, "backend", qvlm_backend_name(m->be), "model", dir, "quant", quant,
-                              "prefill_tok_s", pp_tps, "decode_tok_s", tg_tps, "prompt_tokens", prompts[0], "gen_tokens",
-                              n_gen, "copy_bandwidth_gbs", copy_gbs, "read_bandwidth_gbs", read_gbs, "decode_weight_gb",
-                              wbytes / 1e9, "decode_bound_tok_s", bound, "bound_bandwidth", gpu ? "device copy" : "host read",
-                              "load_s", t_load);
+                              "prefill_tok_s", pp_tps, "decode_tok_s", tg_tps, "prompt_tokens", prompts[0],
+                              "gen_tokens", n_gen, "copy_bandwidth_gbs", copy_gbs, "read_bandwidth_gbs", read_gbs,
+                              "decode_weight_gb", wbytes / 1e9, "decode_bound_tok_s", bound, "bound_bandwidth",
+                              gpu ? "device copy" : "host read", "load_s", t_load);
         json_t *pa = json_array();
         for (int k = 0; k < n_prompts; k++)
-            json_array_append_new(pa, json_pack("{s:i, s:f}", "tokens", prompts[k], "prefill_tok_s", prompts[k] / best_pp[k]));
+            json_array_append_new(
+                pa, json_pack("{s:i, s:f}", "tokens", prompts[k], "prefill_tok_s", prompts[k] / best_pp[k]));
         json_object_set_new(o, "prefill", pa);
         json_object_set_new(o, "weights_copied", json_boolean(!gpu && m->copy_bytes > 0)); /* else mapped (--mmap) */
         if (!gpu) {
@@ -499,11 +510,11 @@ int qvlm_cmd_bench(int argc, char **argv) {
         free(str);
         json_decref(o);
     } else {
-        printf("%s: %s, %d threads, %s, weights %s, load average %.2f, loaded in %.1f s\n", gpu ? "host" : "cpu", cpu, nth,
-               qvlm_backend_name(m->be),
+        printf("%s: %s, %d threads, %s, weights %s, load average %.2f, loaded in %.1f s\n", gpu ? "host" : "cpu", cpu,
+               nth, qvlm_backend_name(m->be),
                mp.quant == QVLM_QUANT_Q8_0 ? "q8_0 (quantised at load)"
                : gpu                       ? "as stored"
-               : m->copy_bytes            ? "as stored, copied into huge pages"
+               : m->copy_bytes             ? "as stored, copied into huge pages"
                                            : "as stored, read from the mapped files",
                load1, t_load);
         if (gpu) {
@@ -520,8 +531,8 @@ int qvlm_cmd_bench(int argc, char **argv) {
             snprintf(what, sizeof(what), "prefill (%d tokens)", prompts[k]);
             if (gpu) printf("%-30s %8.1f tok/s\n", what, prompts[k] / best_pp[k]);
             else
-                printf("%-30s %8.1f tok/s %8.1f tok/s %7.0f%%  %.2f GFLOP/token / peak\n", what, prompts[k] / best_pp[k],
-                       pp_bound, 100 * prompts[k] / best_pp[k] / pp_bound, pp_flops / 1e9);
+                printf("%-30s %8.1f tok/s %8.1f tok/s %7.0f%%  %.2f GFLOP/token / peak\n", what,
+                       prompts[k] / best_pp[k], pp_bound, 100 * prompts[k] / best_pp[k] / pp_bound, pp_flops / 1e9);
         }
         snprintf(what, sizeof(what), "decode (%d tokens)", n_gen);
         printf("%-30s %8.2f tok/s %8.1f tok/s %7.0f%%  %.2f GB/token / %s bandwidth\n", what, tg_tps, bound,
@@ -529,10 +540,12 @@ int qvlm_cmd_bench(int argc, char **argv) {
         for (int k = 0; k < n_vr; k++) {
             double vf = vision_flops(m, vr[k].tokens * 4), vb = 1e3 * vf / peak;
             snprintf(what, sizeof(what), "vision %dx%d", vr[k].w, vr[k].h);
-            if (gpu) printf("%-30s %11.1f ms %14s %8s  %.0f GFLOP; peak memory %.0f MiB\n", what, vr[k].tower_ms, "", "", vf / 1e9, vr[k].peak_mib);
+            if (gpu)
+                printf("%-30s %11.1f ms %14s %8s  %.0f GFLOP; peak memory %.0f MiB\n", what, vr[k].tower_ms, "", "",
+                       vf / 1e9, vr[k].peak_mib);
             else
-                printf("%-30s %11.0f ms %11.0f ms %7.0f%%  %.0f GFLOP / peak; peak memory %.0f MiB\n", what, vr[k].tower_ms, vb,
-                       100 * vb / vr[k].tower_ms, vf / 1e9, vr[k].peak_mib);
+                printf("%-30s %11.0f ms %11.0f ms %7.0f%%  %.0f GFLOP / peak; peak memory %.0f MiB\n", what,
+                       vr[k].tower_ms, vb, 100 * vb / vr[k].tower_ms, vf / 1e9, vr[k].peak_mib);
             snprintf(what, sizeof(what), "image prefill (%lld tokens)", (long long)vr[k].tokens);
             printf("%-30s %11.1f ms\n", what, vr[k].prefill_ms);
         }

@@ -197,10 +197,12 @@ void qvlm_op_matmul_swiglu(qvlm_stream *s, float *y, int64_t ldy, float *tmp, co
 
 void qvlm_op_attn_heads(qvlm_stream *s, const qvlm_attn_heads *h, const int32_t *pos, int64_t T,
                         const qvlm_rope_params *rp, const qvlm_kv_view *kv, int64_t pos0) {
-    if (s->be->ops->attn_heads) {
-        s->be->ops->attn_heads(s, h, pos, T, rp, kv, pos0);
-        return;
-    }
+    if (s->be->ops->attn_heads) s->be->ops->attn_heads(s, h, pos, T, rp, kv, pos0);
+    else qvlm_attn_heads_default(s, h, pos, T, rp, kv, pos0);
+}
+
+void qvlm_attn_heads_default(qvlm_stream *s, const qvlm_attn_heads *h, const int32_t *pos, int64_t T,
+                             const qvlm_rope_params *rp, const qvlm_kv_view *kv, int64_t pos0) {
     const int64_t D = h->D, Hq = h->Hq, Hkv = h->Hkv;
     qvlm_op_rms_norm(s, h->q, D, h->qg, 2 * D, h->q_norm, 1.0f, h->eps, T * Hq, D);
     qvlm_op_rms_norm(s, h->k, D, h->k, D, h->k_norm, 1.0f, h->eps, T * Hkv, D);

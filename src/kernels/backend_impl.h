@@ -95,8 +95,10 @@ typedef struct qvlm_backend_ops {
                       const qvlm_moe_experts *ex, const qvlm_moe_shared *sh, const qvlm_moe_scratch *scr);
 } qvlm_backend_ops;
 
-/* The defaults of qvlm_op_moe_block and qvlm_op_moe_experts (backend.c), for a backend that
- * runs only some shapes itself. */
+/* The defaults of qvlm_op_attn_heads, qvlm_op_moe_block and qvlm_op_moe_experts (backend.c),
+ * for a backend that runs only some shapes itself. */
+void qvlm_attn_heads_default(qvlm_stream *s, const qvlm_attn_heads *h, const int32_t *pos, int64_t T,
+                             const qvlm_rope_params *rp, const qvlm_kv_view *kv, int64_t pos0);
 void qvlm_moe_block_default(qvlm_stream *s, float *out, float *acc, const float *x, int64_t T, const float *logits,
                             const qvlm_moe_experts *ex, const qvlm_moe_shared *sh, const qvlm_moe_scratch *scr);
 void qvlm_moe_experts_default(qvlm_stream *s, float *acc, const float *x, int64_t T, const float *logits,

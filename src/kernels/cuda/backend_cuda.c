@@ -1216,11 +1216,7 @@ static void cu_attn_heads(qvlm_stream *st, const qvlm_attn_heads *h, const int32
     cuda_stream *s = cs_of(st);
     const int64_t D = h->D, half = rp->rot_dim / 2;
     if (D > QCU_ATTN_HEADS_MAX_D || half <= 0 || half > MAX_HALF || rp->rot_dim > D) { /* the ops one by one */
-        cu_rms_norm(st, h->q, D, h->qg, 2 * D, h->q_norm, 1.0f, h->eps, T * h->Hq, D);
-        cu_rms_norm(st, h->k, D, h->k, D, h->k_norm, 1.0f, h->eps, T * h->Hkv, D);
-        cu_rope_multimodal(st, h->q, h->Hq * D, h->Hq, D, pos, T, rp);
-        cu_rope_multimodal(st, h->k, h->Hkv * D, h->Hkv, D, pos, T, rp);
-        cu_kv_store(st, kv, h->k, h->Hkv * D, h->v, h->Hkv * D, pos0, T, h->Hkv, D);
+        qvlm_attn_heads_default(st, h, pos, T, rp, kv, pos0);
         return;
     }
     float inv[MAX_HALF];
