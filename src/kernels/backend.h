@@ -336,7 +336,8 @@ void qvlm_op_moe_experts(qvlm_stream *s, float *acc, const float *x, int64_t T, 
  *   qvlm_op_matmul(s, out, H, scr->h, Is, sh->down, NULL, T);
  *   qvlm_op_moe_experts(s, acc, x, T, logits, ex, scr);
  *   qvlm_op_add_gated(s, out, acc, out, sh->gate_logit, T, H);
- * which the default runs (Is: the shared expert's intermediate size; acc [T][H] is scratch).
+ * which the default runs (Is: the shared expert's intermediate size; acc [T][H] is scratch,
+ * and scr->h, scr->tmp must hold [T][Is] too).
  * A device backend may run the shared expert as one more expert of the routed kernels. */
 typedef struct qvlm_moe_shared {
     const qvlm_tensor *gate, *up, *down; /* [Is][H], [Is][H], [H][Is] */
