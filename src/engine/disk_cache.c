@@ -196,9 +196,11 @@ static void mem_spill(qvlm_disk_cache *d) {
     }
 }
 
-/* Header + payload into the host tier (a copy; the name is the content, so a file already
- * there is kept), then spill past the budget. */
-static qvlm_status mem_write(qvlm_disk_cache *d, const char *name, const uint8_t *buf, size_t payload, qvlm_error *err) {
+/* Header + payload (*buf, malloc'd, HDR + payload bytes) into the host tier, which takes the
+ * buffer itself (*buf becomes NULL) rather than a copy: no copy of a whole checkpoint while
+ * readers wait for the lock. A file already there is kept (the name is the content) and *buf
+ * left to the caller. Then spill past the budget. */
+static qvlm_status mem_write(qvlm_disk_cache *d, const char *name, uint8_t **buf, size_t payload, qvlm_error *err) {
     pthread_mutex_lock(&d->mu);
     int64_t i = mem_find(d, name);
     if (i >= 0) d->mem[i].last_use = ++d->mem_clock;
@@ -207,25 +209,26 @@ static qvlm_status mem_write(qvlm_disk_cache *d, const char *name, const uint8_t
         memfile *n = realloc(d->mem, (size_t)cap * sizeof(*n));
         if (n) d->mem = n, d->cap_mem = cap;
     }
-    uint8_t *copy = i < 0 && d->n_mem < d->cap_mem ? malloc(HDR + payload) : NULL;
-    if (copy) {
-        memcpy(copy, buf, HDR + payload);
+    const bool added = i < 0 && d->n_mem < d->cap_mem;
+    if (added) {
         memfile *f = &d->mem[d->n_mem++];
         snprintf(f->name, sizeof(f->name), "%s", name);
-        f->data = copy, f->n = HDR + payload, f->last_use = ++d->mem_clock, f->spilling = false;
+        f->data = *buf, f->n = HDR + payload, f->last_use = ++d->mem_clock, f->spilling = false;
         d->mem_bytes += f->n;
+        *buf = NULL;
     }
     pthread_mutex_unlock(&d->mu);
-    if (i < 0 && !copy) return qvlm_errorf(err, QVLM_E_NOMEM, "cache: out of host memory for %s", name);
+    if (i < 0 && !added) return qvlm_errorf(err, QVLM_E_NOMEM, "cache: out of host memory for %s", name);
     mem_spill(d);
     return QVLM_OK;
 }
 
-/* Header + payload (in buf, header space first) into the first tier. */
-static qvlm_status write_file(qvlm_disk_cache *d, const char *name, uint32_t kind, uint8_t *buf, size_t payload,
+/* Header + payload (in *buf, malloc'd, header space first) into the first tier. The host tier
+ * may keep the buffer (then *buf is NULL); the caller frees what is left. */
+static qvlm_status write_file(qvlm_disk_cache *d, const char *name, uint32_t kind, uint8_t **buf, size_t payload,
                               qvlm_error *err) {
-    make_header(buf, kind, d->fp, buf + HDR, payload);
-    return d->mem_budget ? mem_write(d, name, buf, payload, err) : disk_write(d, name, buf, payload, err);
+    make_header(*buf, kind, d->fp, *buf + HDR, payload);
+    return d->mem_budget ? mem_write(d, name, buf, payload, err) : disk_write(d, name, *buf, payload, err);
 }
 
 /* A copy of the file from the host tier, if it is there. */
@@ -501,16 +504,17 @@ static XXH128_hash_t prefix_hash(uint64_t salt, const uint64_t *keys, int64_t n)
 qvlm_status qvlm_disk_put_checkpoint(qvlm_disk_cache *d, const qvlm_disk_ck *ck, uint64_t *id, qvlm_error *err) {
     const int64_t bt = ck->block_tokens, full = ck->pos / bt, partial = ck->pos % bt != 0;
     qvlm_status rc = QVLM_OK;
-    uint8_t *kv = malloc(HDR + ck->block_bytes);
-    if (!kv) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+    uint8_t *kv = NULL; /* a block's file; the host tier may keep it, then the next is new */
     uint64_t *bh = malloc((size_t)(full ? full : 1) * 16);
     for (int64_t b = 0; !rc && bh && b < full; b++) {
         XXH128_hash_t h = prefix_hash(ck->salt, ck->keys, (b + 1) * bt);
         bh[2 * b] = h.low64, bh[2 * b + 1] = h.high64;
         char name[64];
         file_name(name, sizeof(name), "kv-", h.low64, h.high64, ".qvk");
+        if (!kv && !(kv = malloc(HDR + ck->block_bytes))) rc = qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
+        if (rc) break;
         memcpy(kv + HDR, ck->blocks[b], ck->block_bytes);
-        rc = write_file(d, name, KIND_KV, kv, ck->block_bytes, err);
+        rc = write_file(d, name, KIND_KV, &kv, ck->block_bytes, err);
     }
     free(kv);
     if (!bh) return qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
@@ -538,7 +542,7 @@ qvlm_status qvlm_disk_put_checkpoint(qvlm_disk_cache *d, const qvlm_disk_ck *ck,
         for (int64_t i = 0; i < d->n_cks && !had; i++)
             if (strcmp(d->cks[i].name, name) == 0) had = d->cks[i].id;
         pthread_mutex_unlock(&d->mu);
-        rc = write_file(d, name, KIND_CK, buf, payload, err);
+        rc = write_file(d, name, KIND_CK, &buf, payload, err);
         pthread_mutex_lock(&d->mu);
         if (!rc && !had && add_ck(d, name, &had) != QVLM_OK) rc = qvlm_errorf(err, QVLM_E_NOMEM, "out of memory");
         if (!rc && id) *id = had;
@@ -694,7 +698,7 @@ qvlm_status qvlm_disk_put_vision(qvlm_disk_cache *d, qvlm_hash128 h, const float
     put_u64(buf + HDR, (uint64_t)n_rows);
     put_u64(buf + HDR + 8, (uint64_t)hidden);
     memcpy(buf + HDR + 16, rows, payload - 16);
-    qvlm_status rc = write_file(d, name, KIND_IM, buf, payload, err);
+    qvlm_status rc = write_file(d, name, KIND_IM, &buf, payload, err);
     free(buf);
     pthread_mutex_lock(&d->mu);
     gc(d);
