@@ -30,7 +30,7 @@ struct attn_p {
 
 /* An output value, times the head's gate when there is one (elementwise.cu's sigmoid_mul). */
 __device__ __forceinline__ float gated(const float *gate, int64_t ldg, int64_t row, int64_t d, float o) {
-    return gate ? o * sigmoid_f(gate[row * ldg + d]) : o;
+    return gate ? sigmoid_gate(o, gate[row * ldg + d]) : o;
 }
 
 /* Row r of a block: its query, output row index, and key range [ks, ke). */

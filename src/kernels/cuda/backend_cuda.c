@@ -37,6 +37,7 @@
 #define DL_BYTES ((size_t)8 << 20)    /* pinned bounce buffer for downloads */
 #define BLAS_WS_BYTES ((size_t)32 << 20)
 #define STAGE_ALIGN 256
+#define MAX_HALF 256 /* rotary frequencies a rotation may have */
 
 /* ==== errors ======================================================================================= */
 
@@ -187,6 +188,12 @@ struct cuda_stream {
         double ms;
     } prof[64];
     int n_prof;
+    /* The last rotation's inverse frequencies (stage_inv_freq): every attention layer of every
+     * decode step asks for the same table. */
+    double inv_theta;
+    int64_t inv_dim; /* 0: none yet */
+    int inv_bf16;
+    float inv[MAX_HALF];
 };
 
 static cuda_stream *cs_of(qvlm_stream *s) { return (cuda_stream *)s; }
@@ -1143,8 +1150,6 @@ static void cu_gated_delta_norm(qvlm_stream *st, float *y, float *core, const fl
 
 /* ---- rotary embeddings -------------------------------------------------------------------------------------- */
 
-#define MAX_HALF 256
-
 /* torch: 1 / base^(arange(0, dim, 2) / dim) in f32, as kernels/cpu/rope.c computes it. */
 static float inv_freq(double theta, int64_t i, int64_t dim, bool round_bf16) {
     float e = (float)(2 * i) / (float)dim;
@@ -1152,17 +1157,27 @@ static float inv_freq(double theta, int64_t i, int64_t dim, bool round_bf16) {
     return round_bf16 ? qvlm_bf16_to_f32(qvlm_f32_to_bf16(f)) : f;
 }
 
+/* The dim / 2 (<= MAX_HALF) inverse frequencies of a rotation over dim values, staged for a
+ * kernel (NULL on failure, recorded on the stream); computed again only when the rotation
+ * changes. */
+static const float *stage_inv_freq(cuda_stream *s, double theta, int64_t dim, bool round_bf16) {
+    const int64_t n = dim / 2;
+    if (s->inv_bf16 != (int)round_bf16 || s->inv_theta != theta || s->inv_dim != dim) {
+        for (int64_t i = 0; i < n; i++) s->inv[i] = inv_freq(theta, i, dim, round_bf16);
+        s->inv_theta = theta, s->inv_dim = dim, s->inv_bf16 = round_bf16;
+    }
+    return stage(s, s->inv, (size_t)n * sizeof(float));
+}
+
 static void cu_rope_multimodal(qvlm_stream *st, float *x, int64_t ldx, int64_t n_heads, int64_t head_stride,
                                const int32_t *pos, int64_t T, const qvlm_rope_params *p) {
     cuda_stream *s = cs_of(st);
     const int64_t half = p->rot_dim / 2;
-    float inv[MAX_HALF];
     if (half <= 0 || half > MAX_HALF || T <= 0) return;
-    for (int64_t i = 0; i < half; i++) inv[i] = inv_freq(p->theta, i, p->rot_dim, p->freq_bf16);
     ARGS(qcu_rope_text_args, a);
     a.x = x, a.ldx = ldx, a.n_heads = n_heads, a.head_stride = head_stride, a.T = T, a.rot_dim = p->rot_dim;
     a.section1 = p->section[1], a.section2 = p->section[2];
-    a.inv_freq = stage(s, inv, (size_t)half * sizeof(float));
+    a.inv_freq = stage_inv_freq(s, p->theta, p->rot_dim, p->freq_bf16);
     a.pos = stage(s, pos, (size_t)(3 * T) * sizeof(int32_t));
     if (a.inv_freq && a.pos) SUBMIT(s, qcu_rope_text, a);
 }
@@ -1170,13 +1185,11 @@ static void cu_rope_multimodal(qvlm_stream *st, float *x, int64_t ldx, int64_t n
 static void cu_rope_vision(qvlm_stream *st, float *x, int64_t ldx, int64_t n_heads, int64_t head_stride,
                            int64_t head_dim, const int32_t *rc, int64_t N, double theta, bool freq_bf16) {
     cuda_stream *s = cs_of(st);
-    const int64_t half = head_dim / 2, quarter = head_dim / 4;
-    float inv[MAX_HALF];
+    const int64_t half = head_dim / 2, quarter = head_dim / 4; /* quarter == half / 2 */
     if (quarter <= 0 || quarter > MAX_HALF || N <= 0) return;
-    for (int64_t i = 0; i < quarter; i++) inv[i] = inv_freq(theta, i, half, freq_bf16);
     ARGS(qcu_rope_vision_args, a);
     a.x = x, a.ldx = ldx, a.n_heads = n_heads, a.head_stride = head_stride, a.head_dim = head_dim, a.N = N;
-    a.inv_freq = stage(s, inv, (size_t)quarter * sizeof(float));
+    a.inv_freq = stage_inv_freq(s, theta, half, freq_bf16);
     a.rc = stage(s, rc, (size_t)(2 * N) * sizeof(int32_t));
     if (a.inv_freq && a.rc) SUBMIT(s, qcu_rope_vision, a);
 }
@@ -1219,15 +1232,13 @@ static void cu_attn_heads(qvlm_stream *st, const qvlm_attn_heads *h, const int32
         qvlm_attn_heads_default(st, h, pos, T, rp, kv, pos0);
         return;
     }
-    float inv[MAX_HALF];
-    for (int64_t i = 0; i < half; i++) inv[i] = inv_freq(rp->theta, i, rp->rot_dim, rp->freq_bf16);
     ARGS(qcu_attn_heads_args, a);
     a.q = h->q, a.k = h->k, a.qg = h->qg, a.v = h->v, a.q_norm = h->q_norm->data, a.k_norm = h->k_norm->data;
     a.q_wdt = dt_of(h->q_norm), a.k_wdt = dt_of(h->k_norm), a.eps = h->eps;
     a.T = T, a.Hq = h->Hq, a.Hkv = h->Hkv, a.D = D, a.rot_dim = rp->rot_dim;
     a.section1 = rp->section[1], a.section2 = rp->section[2];
     a.block_tokens = kv->block_tokens, a.k_off = (int64_t)kv->k_offset, a.v_off = (int64_t)kv->v_offset;
-    a.inv_freq = stage(s, inv, (size_t)half * sizeof(float));
+    a.inv_freq = stage_inv_freq(s, rp->theta, rp->rot_dim, rp->freq_bf16);
     a.pos = stage(s, pos, (size_t)(3 * T) * sizeof(int32_t));
     a.pos0 = stage_kv(s, kv, pos0, &a.blocks);
     if (a.inv_freq && a.pos && a.pos0) SUBMIT(s, qcu_attn_heads, a);
@@ -1351,6 +1362,11 @@ static const qvlm_tensor *expert_t(const qvlm_tensor *t0, size_t stride, int64_t
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
+/* Whether tensor t is a [rows][cols] matrix of dtype dt with 16-byte aligned data. */
+static bool matrix_like(const qvlm_tensor *t, int64_t rows, int64_t cols, qvlm_dtype dt) {
+    return t->n_dims == 2 && t->ne[0] == rows && t->ne[1] == cols && t->dtype == dt && aligned16(t->data);
+}
+
 /* Whether every expert has expert 0's dtypes and shapes and 16-byte aligned data (the
  * kernels address all experts alike). */
 static bool experts_uniform(const qvlm_moe_experts *ex) {
@@ -1360,11 +1376,7 @@ static bool experts_uniform(const qvlm_moe_experts *ex) {
     for (int64_t e = 0; ok && e < ex->n_experts; e++) {
         const qvlm_tensor *t[3] = {expert_t(ex->gate, ex->stride, e), expert_t(ex->up, ex->stride, e),
                                    expert_t(ex->down, ex->stride, e)};
-        for (int i = 0; i < 3; i++) {
-            const int64_t rows = i < 2 ? I : H, cols = i < 2 ? H : I;
-            ok &= t[i]->n_dims == 2 && t[i]->ne[0] == rows && t[i]->ne[1] == cols && aligned16(t[i]->data);
-            ok &= t[i]->dtype == (i < 2 ? g0->dtype : d0->dtype);
-        }
+        for (int i = 0; i < 3; i++) ok &= matrix_like(t[i], i < 2 ? I : H, i < 2 ? H : I, i < 2 ? g0->dtype : d0->dtype);
     }
     return ok;
 }
@@ -1555,11 +1567,6 @@ static bool moe_batched(qvlm_stream *st, float *acc, const float *x, int64_t T, 
     return true;
 }
 
-/* Whether tensor t is a [rows][cols] matrix of dtype dt with 16-byte aligned data. */
-static bool matrix_like(const qvlm_tensor *t, int64_t rows, int64_t cols, qvlm_dtype dt) {
-    return t->n_dims == 2 && t->ne[0] == rows && t->ne[1] == cols && t->dtype == dt && aligned16(t->data);
-}
-
 /* The routed experts of few rows on the device (moe.cu), and with sh the shared expert as one
  * more slot, writing out instead of acc. false: not this path (nothing enqueued, or a
  * failure recorded on the stream). */
@@ -1609,7 +1616,7 @@ static void cu_moe_block(qvlm_stream *st, float *out, float *acc, const float *x
                          const qvlm_moe_experts *ex, const qvlm_moe_shared *sh, const qvlm_moe_scratch *scr) {
     cuda_stream *s = cs_of(st);
     if (s->status || T <= 0) return;
-    if (T <= QCU_GEMV_MAX_ROWS && s->be->moe_shared && moe_few_rows(s, acc, x, T, logits, ex, sh, out)) return;
+    if (s->be->moe_shared && moe_few_rows(s, acc, x, T, logits, ex, sh, out)) return;
     if (!s->status) qvlm_moe_block_default(st, out, acc, x, T, logits, ex, sh, scr);
 }
 

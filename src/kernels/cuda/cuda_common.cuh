@@ -166,6 +166,10 @@ __device__ __forceinline__ float block_sum(float v, float *red) {
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + expf(-x)); }
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
+/* x * sigmoid(g), the product rounded on its own (never fused into an add that follows): the
+ * value of qvlm_op_sigmoid_mul, which its fused forms (the attention output gate, add_gated,
+ * the MoE shared expert) reproduce bit for bit. */
+__device__ __forceinline__ float sigmoid_gate(float x, float g) { return __fmul_rn(x, sigmoid_f(g)); }
 
 /* ---- rotary embeddings (rope.cu, attn_heads.cu) -------------------------------------------- */
 

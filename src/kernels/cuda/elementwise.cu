@@ -56,8 +56,7 @@ __global__ void k_sigmoid_mul(float *y, const float *x, const float *g, const fl
     const int64_t r = blockIdx.y;
     for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += (int64_t)gridDim.x * blockDim.x) {
         float gv = g[r * ldg + (gate_cols == 1 ? 0 : c)];
-        /* the product rounded before the add, as the two separate ops round it (no fma) */
-        const float v = __fmul_rn(x[r * ldx + c], sigmoid_f(gv));
+        const float v = sigmoid_gate(x[r * ldx + c], gv); /* rounded before the add, as the two ops round it */
         y[r * ldy + c] = add ? add[r * ldy + c] + v : v;
     }
 }

@@ -235,7 +235,7 @@ __global__ void __launch_bounds__(WARPS * 32) k_moe_down(qcu_moe_experts_args a)
         float part;
         lane_dots<DDT, VEC, 1>(&w, a.h + a.T * a.k * a.I + r * a.Is, a.Is, a.round_bf16, 0, lane, &part);
         const float sh = warp_sum(part);
-        if (lane == 0) a.out[r * a.H + i] = acc + __fmul_rn(sh, sigmoid_f(a.sh_logit[r]));
+        if (lane == 0) a.out[r * a.H + i] = acc + sigmoid_gate(sh, a.sh_logit[r]);
         return;
     }
     if (lane == 0) a.acc[r * a.H + i] = acc;
