@@ -245,6 +245,28 @@ void qvlm_op_gated_delta_norm(qvlm_stream *s, float *y, float *core, const float
     qvlm_op_gated_rms_norm(s, y, core, z, norm_w, eps, T * d->n_v_heads, d->v_dim);
 }
 
+void qvlm_gated_delta_conv_norm_default(qvlm_stream *s, float *y, float *core, const float *z,
+                                        const qvlm_tensor *norm_w, float eps, const qvlm_gdn_conv *conv,
+                                        const float *a, const float *b, int64_t ldab, const qvlm_tensor *A_log,
+                                        const qvlm_tensor *dt_bias, float *S, const qvlm_gdn_dims *d, int64_t T,
+                                        bool chunked) {
+    const int64_t C = 2 * d->n_k_heads * d->k_dim + d->n_v_heads * d->v_dim;
+    qvlm_op_conv1d_silu(s, conv->y, conv->x, conv->ldx, conv->state, conv->w, T, C, conv->K);
+    qvlm_op_gated_delta_norm(s, y, core, z, norm_w, eps, conv->y, C, a, b, ldab, A_log, dt_bias, S, d, T, chunked);
+}
+
+void qvlm_op_gated_delta_conv_norm(qvlm_stream *s, float *y, float *core, const float *z, const qvlm_tensor *norm_w,
+                                   float eps, const qvlm_gdn_conv *conv, const float *a, const float *b, int64_t ldab,
+                                   const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,
+                                   const qvlm_gdn_dims *d, int64_t T, bool chunked) {
+    if (s->be->ops->gated_delta_conv_norm)
+        s->be->ops->gated_delta_conv_norm(s, y, core, z, norm_w, eps, conv, a, b, ldab, A_log, dt_bias, S, d, T,
+                                          chunked);
+    else
+        qvlm_gated_delta_conv_norm_default(s, y, core, z, norm_w, eps, conv, a, b, ldab, A_log, dt_bias, S, d, T,
+                                           chunked);
+}
+
 static const qvlm_tensor *expert_tensor(const qvlm_tensor *t0, size_t stride, int64_t e) {
     return (const qvlm_tensor *)((const char *)t0 + (size_t)e * stride);
 }

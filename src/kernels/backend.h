@@ -218,6 +218,23 @@ void qvlm_op_gated_delta_norm(qvlm_stream *s, float *y, float *core, const float
                               int64_t ldab, const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,
                               const qvlm_gdn_dims *d, int64_t T, bool chunked);
 
+/* A Gated DeltaNet layer from its projections to the normed output (qwen35-arch §3.3 steps
+ * 2-7): qvlm_op_conv1d_silu(conv->y, conv->x, conv->ldx, conv->state, conv->w, T, C, conv->K)
+ * with C = 2*Hk*dk + Hv*dv, then qvlm_op_gated_delta_norm reading conv->y (the default).
+ * A backend may fuse them and leave conv->y and core unwritten. */
+typedef struct qvlm_gdn_conv {
+    const float *x; /* the qkv projection [T][C] at row stride ldx */
+    int64_t ldx;
+    float *y;     /* [T][C], after the conv and SiLU */
+    float *state; /* [K-1][C] */
+    const qvlm_tensor *w;
+    int64_t K;
+} qvlm_gdn_conv;
+void qvlm_op_gated_delta_conv_norm(qvlm_stream *s, float *y, float *core, const float *z, const qvlm_tensor *norm_w,
+                                   float eps, const qvlm_gdn_conv *conv, const float *a, const float *b, int64_t ldab,
+                                   const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,
+                                   const qvlm_gdn_dims *d, int64_t T, bool chunked);
+
 /* Interleaved multimodal RoPE on the first rot_dim dims of each head, in place (§3.4 step 3).
  * x: T rows at stride ldx, each with n_heads heads at stride head_stride. pos [3][T] (t, h, w).
  * Frequency i uses axis H if i%3==1 && i<3*section[1], W if i%3==2 && i<3*section[2], else T. */

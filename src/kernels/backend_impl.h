@@ -88,6 +88,10 @@ typedef struct qvlm_backend_ops {
                              float eps, const float *qkv, int64_t ldqkv, const float *a, const float *b,
                              int64_t ldab, const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,
                              const qvlm_gdn_dims *d, int64_t T, bool chunked);
+    void (*gated_delta_conv_norm)(qvlm_stream *s, float *y, float *core, const float *z, const qvlm_tensor *norm_w,
+                                  float eps, const qvlm_gdn_conv *conv, const float *a, const float *b, int64_t ldab,
+                                  const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,
+                                  const qvlm_gdn_dims *d, int64_t T, bool chunked);
     void (*moe_experts)(qvlm_stream *s, float *acc, const float *x, int64_t T, const float *logits,
                         const qvlm_moe_experts *ex, const qvlm_moe_scratch *scr);
     void (*argmax)(qvlm_stream *s, int32_t *ids, const float *x, int64_t n_rows, int64_t n); /* optional */
@@ -95,8 +99,13 @@ typedef struct qvlm_backend_ops {
                       const qvlm_moe_experts *ex, const qvlm_moe_shared *sh, const qvlm_moe_scratch *scr);
 } qvlm_backend_ops;
 
-/* The defaults of qvlm_op_attn_heads, qvlm_op_moe_block and qvlm_op_moe_experts (backend.c),
- * for a backend that runs only some shapes itself. */
+/* The defaults of qvlm_op_attn_heads, qvlm_op_moe_block, qvlm_op_moe_experts and
+ * qvlm_op_gated_delta_conv_norm (backend.c), for a backend that runs only some shapes itself. */
+void qvlm_gated_delta_conv_norm_default(qvlm_stream *s, float *y, float *core, const float *z,
+                                        const qvlm_tensor *norm_w, float eps, const qvlm_gdn_conv *conv,
+                                        const float *a, const float *b, int64_t ldab, const qvlm_tensor *A_log,
+                                        const qvlm_tensor *dt_bias, float *S, const qvlm_gdn_dims *d, int64_t T,
+                                        bool chunked);
 void qvlm_attn_heads_default(qvlm_stream *s, const qvlm_attn_heads *h, const int32_t *pos, int64_t T,
                              const qvlm_rope_params *rp, const qvlm_kv_view *kv, int64_t pos0);
 void qvlm_moe_block_default(qvlm_stream *s, float *out, float *acc, const float *x, int64_t T, const float *logits,

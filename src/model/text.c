@@ -143,13 +143,14 @@ static void gdn_layer(qvlm_text_ctx *c, const qvlm_gdn_weights *w, void *state, 
                                          {c->gates, 2 * Hv, &w->in_proj_a, NULL},
                                          {c->gates + Hv, 2 * Hv, &w->in_proj_b, NULL}};
     qvlm_op_matmul_multi(c->s, 4, in_proj, c->xn, H, T);
-    qvlm_op_conv1d_silu(c->s, conv, qkv, cd, conv_state, &w->conv1d, T, cd, K);
     qvlm_gdn_dims d = {t->linear_num_key_heads, Hv, t->linear_key_head_dim, t->linear_value_head_dim};
-    /* transformers runs the chunked form for every multi-token call and the recurrence for
-     * single-token decode; the two agree to rounding (tests/unit/deltanet_test.c). The gated
-     * RMSNorm follows (normed = norm(core) * silu(z)). */
-    qvlm_op_gated_delta_norm(c->s, normed, core, z, &w->norm, t->rms_norm_eps, conv, cd, c->gates, c->gates + Hv,
-                             2 * Hv, &w->A_log, &w->dt_bias, S, &d, T, T > 1);
+    /* The causal conv and SiLU, then the delta rule: transformers runs the chunked form for
+     * every multi-token call and the recurrence for single-token decode; the two agree to
+     * rounding (tests/unit/deltanet_test.c). The gated RMSNorm follows (normed = norm(core) *
+     * silu(z)). */
+    const qvlm_gdn_conv cv = {qkv, cd, conv, conv_state, &w->conv1d, K};
+    qvlm_op_gated_delta_conv_norm(c->s, normed, core, z, &w->norm, t->rms_norm_eps, &cv, c->gates, c->gates + Hv,
+                                  2 * Hv, &w->A_log, &w->dt_bias, S, &d, T, T > 1);
     qvlm_op_matmul(c->s, c->out, H, normed, vd, &w->out_proj, NULL, T);
 }
 

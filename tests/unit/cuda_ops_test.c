@@ -406,6 +406,70 @@ static void test_gated_delta(void) {
                 }
 }
 
+/* One decode token of a whole DeltaNet layer past its projections (conv, recurrence, norm): the
+ * CUDA backend's single kernel against its two ops (qvlm_op_gated_delta_conv_norm's default),
+ * bit for bit, and against the CPU. Several value heads per key head (the 9B's and 35B-A3B's
+ * 16/32), the 0.8B's 16/16 at 128 x 128, the fixtures' odd sizes; two tokens, so the states
+ * carry over. */
+static void one_gdn_decode(int64_t Hk, int64_t Hv, int64_t dk, int64_t dv, qvlm_dtype wdt) {
+    env *e = &E32;
+    const int64_t K = 4, C = 2 * Hk * dk + Hv * dv, ldx = C + 3, ldab = 2 * Hv;
+    const size_t nS = (size_t)(Hv * dk * dv), nO = (size_t)(Hv * dv), nC = (size_t)((K - 1) * C);
+    int64_t nec[2] = {C, K}, ne[1] = {Hv};
+    wpair cw = weight(e, rnd((size_t)(C * K), 0.5f), wdt, 2, nec);
+    float *Al = rnd((size_t)Hv, 1.0f);
+    for (int64_t h = 0; h < Hv; h++) Al[h] = logf(1.0f + 7.5f * (Al[h] + 1.0f));
+    wpair A = weight(e, Al, QVLM_DTYPE_F32, 1, ne), dt = weight(e, rnd((size_t)Hv, 1.0f), QVLM_DTYPE_BF16, 1, ne);
+    wpair nw = vec_weight(e, dv, wdt, 0.2f, 1.0f);
+    float *S = rnd(nS, 0.3f), *cs = rnd(nC, 1.0f);
+    float *dS[2] = {dev(e, S, nS * 4), dev(e, S, nS * 4)}, *dcs[2] = {dev(e, cs, nC * 4), dev(e, cs, nC * 4)};
+    float *dy[2] = {qvlm_backend_alloc(e->gpu, nO * 4), qvlm_backend_alloc(e->gpu, nO * 4)};
+    float *dcore = qvlm_backend_alloc(e->gpu, nO * 4), *dconv = qvlm_backend_alloc(e->gpu, (size_t)C * 4);
+    float *conv = rnd((size_t)C, 1.0f), *core = rnd(nO, 1.0f);
+    float *y = rnd(nO, 1.0f);
+    const qvlm_gdn_dims d = {Hk, Hv, dk, dv};
+    for (int rep = 0; rep < 2; rep++) {
+        float *x = rnd((size_t)ldx, 1.0f), *ab = rnd((size_t)ldab, 2.0f), *z = rnd(nO, 1.0f);
+        float *dx = dev(e, x, (size_t)ldx * 4), *dab = dev(e, ab, (size_t)ldab * 4), *dz = dev(e, z, nO * 4);
+        const qvlm_gdn_conv c0 = {x, ldx, conv, cs, &cw.c, K};
+        qvlm_op_gated_delta_conv_norm(e->sc, y, core, z, &nw.c, 1e-6f, &c0, ab, ab + Hv, ldab, &A.c, &dt.c, S, &d, 1,
+                                      false);
+        const qvlm_gdn_conv c1 = {dx, ldx, dconv, dcs[1], &cw.g, K};
+        qvlm_op_gated_delta_conv_norm(e->sg, dy[1], dcore, dz, &nw.g, 1e-6f, &c1, dab, dab + Hv, ldab, &A.g, &dt.g, dS[1],
+                                      &d, 1, false);
+        /* the default: two ops */
+        qvlm_op_conv1d_silu(e->sg, dconv, dx, ldx, dcs[0], &cw.g, 1, C, K);
+        qvlm_op_gated_delta_norm(e->sg, dy[0], dcore, dz, &nw.g, 1e-6f, dconv, C, dab, dab + Hv, ldab, &A.g, &dt.g, dS[0],
+                                 &d, 1, false);
+        GPU_OK(e);
+        ASSERT_TRUE(memcmp(get(e, dy[0], nO), get(e, dy[1], nO), nO * 4) == 0);
+        ASSERT_TRUE(memcmp(get(e, dS[0], nS), get(e, dS[1], nS), nS * 4) == 0);
+        ASSERT_TRUE(memcmp(get(e, dcs[0], nC), get(e, dcs[1], nC), nC * 4) == 0);
+        const double tol = 2e-5 * sqrt((double)dk);
+        const double r1 = rel_err(get(e, dy[1], nO), y, nO, 1e-3), r2 = rel_err(get(e, dS[1], nS), S, nS, 1e-3);
+        if (!(r1 <= tol && r2 <= tol))
+            fprintf(stderr, "  gdn decode Hk=%lld Hv=%lld dk=%lld dv=%lld rep %d: y %.3g state %.3g\n", (long long)Hk,
+                    (long long)Hv, (long long)dk, (long long)dv, rep, r1, r2);
+        ASSERT_TRUE(r1 <= tol && r2 <= tol);
+        CLOSE(get(e, dcs[1], nC), cs, (int64_t)nC, 0);
+        qvlm_backend_free(e->gpu, dx), qvlm_backend_free(e->gpu, dab), qvlm_backend_free(e->gpu, dz);
+    }
+    for (int i = 0; i < 2; i++)
+        qvlm_backend_free(e->gpu, dS[i]), qvlm_backend_free(e->gpu, dcs[i]), qvlm_backend_free(e->gpu, dy[i]);
+    qvlm_backend_free(e->gpu, dcore), qvlm_backend_free(e->gpu, dconv);
+}
+
+static void test_gdn_decode(void) {
+    const int64_t dims[6][4] = {{2, 4, 16, 24}, {2, 6, 16, 16}, {1, 1, 8, 8}, {1, 2, 128, 128}, {16, 16, 128, 128},
+                                {16, 32, 128, 128}};
+    for (int i = 0; i < 6; i++)
+        for (int w = 0; w < 2; w++) {
+            int before = qtest_cur_failed;
+            one_gdn_decode(dims[i][0], dims[i][1], dims[i][2], dims[i][3], w ? QVLM_DTYPE_BF16 : QVLM_DTYPE_F32);
+            if (qtest_cur_failed && !before) return;
+        }
+}
+
 /* ==== attention ================================================================================================ */
 
 typedef struct kvset {
@@ -863,7 +927,7 @@ static void run_gemv(void *p) {
 }
 
 typedef struct small_ctx {
-    float *a, *b, *c, *S, *z;
+    float *a, *b, *c, *S, *z, *cs;
     wpair w, A, dt, nw;
     qvlm_kv_view kv;
     int64_t dim, pos0;
@@ -881,6 +945,26 @@ static void run_small(void *p) {
     case 2: qvlm_op_attention(E16.sg, c->c, c->a, 2048, &c->kv, c->pos0, 1, 8, 2, 256, 0.0625f); break;
     case 3: qvlm_op_conv1d_silu(E16.sg, c->c, c->a, 6144, c->S, &c->w.g, 1, 6144, 4); break;
     case 4: qvlm_op_add(E16.sg, c->c, c->a, c->b, 1); break;
+    case 5: {
+        const qvlm_gdn_conv cv = {c->a, 6144, c->b, c->cs, &c->w.g, 4};
+        qvlm_op_gated_delta_conv_norm(E16.sg, c->c, c->b, c->z, &c->nw.g, 1e-6f, &cv, c->a + 6144, c->a + 6160, 32, &c->A.g,
+                                      &c->dt.g, c->S, &d, 1, false);
+        break;
+    }
+    case 6: /* the 9B's and 35B-A3B's heads: 16 key heads, 32 value heads */
+    case 7: {
+        const qvlm_gdn_dims d2 = {16, 32, 128, 128};
+        if (c->what == 6) {
+            qvlm_op_conv1d_silu(E16.sg, c->b, c->a, 8192, c->cs, &c->w.g, 1, 8192, 4);
+            qvlm_op_gated_delta_norm(E16.sg, c->c, c->z, c->z, &c->nw.g, 1e-6f, c->b, 8192, c->a + 8192, c->a + 8224, 64,
+                                     &c->A.g, &c->dt.g, c->S, &d2, 1, false);
+        } else {
+            const qvlm_gdn_conv cv = {c->a, 8192, c->b, c->cs, &c->w.g, 4};
+            qvlm_op_gated_delta_conv_norm(E16.sg, c->c, c->z, c->z, &c->nw.g, 1e-6f, &cv, c->a + 8192, c->a + 8224, 64,
+                                          &c->A.g, &c->dt.g, c->S, &d2, 1, false);
+        }
+        break;
+    }
     }
 }
 
@@ -961,18 +1045,20 @@ static void perf(void) {
     small_ctx c = {0};
     float *big = rnd(16384, 1.0f);
     c.a = dev(e, big, 16384 * 4), c.b = dev(e, big, 16384 * 4), c.c = dev(e, big, 16384 * 4), c.z = dev(e, big, 16384 * 4);
-    float *st = rnd(16 * 128 * 128, 0.1f);
-    c.S = dev(e, st, 16 * 128 * 128 * 4);
-    c.w = vec_weight(e, 6144 * 4, QVLM_DTYPE_BF16, 0.1f, 1.0f);
-    c.A = vec_weight(e, 16, QVLM_DTYPE_F32, 0.5f, 1.0f), c.dt = vec_weight(e, 16, QVLM_DTYPE_BF16, 0.5f, 0.0f);
+    float *st = rnd(32 * 128 * 128, 0.1f);
+    c.S = dev(e, st, 32 * 128 * 128 * 4);
+    c.w = vec_weight(e, 8192 * 4, QVLM_DTYPE_BF16, 0.1f, 1.0f);
+    c.A = vec_weight(e, 32, QVLM_DTYPE_F32, 0.5f, 1.0f), c.dt = vec_weight(e, 32, QVLM_DTYPE_BF16, 0.5f, 0.0f);
     c.nw = vec_weight(e, 128, QVLM_DTYPE_F32, 0.1f, 1.0f);
     const size_t layer = (size_t)(2 * 64 * 256) * 4;
     kvset kv = kv_alloc(e, 11, 2 * layer);
     c.kv = (qvlm_kv_view){kv.hg, 11, 64, 0, layer};
     c.pos0 = 600;
-    const char *names[5] = {"add_rms_norm 1x1024", "gated_delta+norm T=1 16x128x128", "attention T=1 600 keys 8/2x256",
-                            "conv1d_silu T=1 C=6144", "add n=1 (launch floor)"};
-    for (int w = 0; w < 5; w++) {
+    c.cs = dev(e, big, 3 * 8192 * 4);
+    const char *names[8] = {"add_rms_norm 1x1024", "gated_delta+norm T=1 16x128x128", "attention T=1 600 keys 8/2x256",
+                            "conv1d_silu T=1 C=6144", "add n=1 (launch floor)", "conv+gated_delta+norm T=1 16x128x128",
+                            "conv, gated_delta+norm 16/32x128x128", "conv_gated_delta_norm 16/32x128x128"};
+    for (int w = 0; w < 8; w++) {
         c.what = w, c.dim = 1024;
         perf_time(names[w], run_small, &c, 0);
     }
@@ -1020,6 +1106,7 @@ int main(void) {
     RUN(test_conv1d);
     RUN(test_rope);
     RUN(test_gated_delta);
+    RUN(test_gdn_decode);
     RUN(test_attention);
     RUN(test_attn_heads);
     RUN(test_attention_segments);

@@ -130,7 +130,7 @@ typedef struct cuda_backend {
     char name[400];
     int n_sm;
     size_t smem_optin;
-    bool graphs, sync_each, stats, profile, pdl, moe_batched, moe_shared;
+    bool graphs, sync_each, stats, profile, pdl, moe_batched, moe_shared, gdn_fused;
     pthread_mutex_t mu;           /* allocs, weights, f32 copies, stats, the stream order */
     ptr_map allocs;               /* qvlm_backend_alloc: ptr -> bytes */
     ptr_map weights;              /* weight data -> bytes */
@@ -1148,6 +1148,32 @@ static void cu_gated_delta_norm(qvlm_stream *st, float *y, float *core, const fl
     gdn(cs_of(st), core, y, z, norm_w, eps, qkv, ldqkv, a, b, ldab, A_log, dt_bias, S, d, T, chunked);
 }
 
+/* One decode token: conv, recurrence and norm in one kernel (gated_delta.cu k_gdn_decode, the
+ * bits of the default's two ops). Other shapes and QVLM_CUDA_GDN_FUSED=0 take the default. */
+static void cu_gated_delta_conv_norm(qvlm_stream *st, float *y, float *core, const float *z, const qvlm_tensor *norm_w,
+                                     float eps, const qvlm_gdn_conv *conv, const float *a, const float *b, int64_t ldab,
+                                     const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,
+                                     const qvlm_gdn_dims *d, int64_t T, bool chunked) {
+    cuda_stream *s = cs_of(st);
+    if (T != 1 || chunked || !s->be->gdn_fused ||
+        !qcu_gdn_decode_fits(d->n_k_heads, d->n_v_heads, d->k_dim, d->v_dim, conv->K)) {
+        qvlm_gated_delta_conv_norm_default(st, y, core, z, norm_w, eps, conv, a, b, ldab, A_log, dt_bias, S, d, T,
+                                           chunked);
+        return;
+    }
+    const int64_t C = 2 * d->n_k_heads * d->k_dim + d->n_v_heads * d->v_dim;
+    /* with several value heads per key head, the conv needs the sync area's counters */
+    const bool fuse_conv = d->n_v_heads == d->n_k_heads || (s->sync && d->n_k_heads <= QCU_SYNC_COUNTERS);
+    if (!fuse_conv) cu_conv1d_silu(st, conv->y, conv->x, conv->ldx, conv->state, conv->w, 1, C, conv->K);
+    ARGS(qcu_gdn_decode_args, g);
+    g.y = y, g.S = S, g.conv_state = conv->state, g.x = fuse_conv ? conv->x : conv->y, g.a = a, g.b = b, g.z = z;
+    g.conv = fuse_conv, g.count = (unsigned *)s->sync;
+    g.conv_w = conv->w->data, g.A_log = A_log->data, g.dt_bias = dt_bias->data, g.norm_w = norm_w->data;
+    g.Hk = d->n_k_heads, g.Hv = d->n_v_heads, g.dk = d->k_dim, g.dv = d->v_dim, g.K = conv->K, g.norm_eps = eps;
+    g.cwdt = dt_of(conv->w), g.adt = dt_of(A_log), g.ddt = dt_of(dt_bias), g.nwdt = dt_of(norm_w);
+    SUBMIT(s, qcu_gdn_decode, g);
+}
+
 /* ---- rotary embeddings -------------------------------------------------------------------------------------- */
 
 /* torch: 1 / base^(arange(0, dim, 2) / dim) in f32, as kernels/cpu/rope.c computes it. */
@@ -1688,6 +1714,7 @@ static const qvlm_backend_ops CUDA_OPS = {
     .add_gated = cu_add_gated,
     .add_rms_norm = cu_add_rms_norm,
     .gated_delta_norm = cu_gated_delta_norm,
+    .gated_delta_conv_norm = cu_gated_delta_conv_norm,
     .moe_experts = cu_moe_experts,
     .argmax = cu_argmax,
     .moe_block = cu_moe_block,
@@ -1723,6 +1750,7 @@ qvlm_status qvlm_backend_cuda_create(const qvlm_backend_params *p, qvlm_backend 
     be->graphs = env_flag("QVLM_CUDA_GRAPHS", true);
     be->moe_batched = env_flag("QVLM_CUDA_MOE_BATCHED", true); /* 0: the per-expert default, to compare */
     be->moe_shared = env_flag("QVLM_CUDA_MOE_SHARED", true);   /* 0: the shared expert on its own, to compare */
+    be->gdn_fused = env_flag("QVLM_CUDA_GDN_FUSED", true);     /* 0: conv1d and the recurrence apart, to compare */
     be->sync_each = env_flag("QVLM_CUDA_SYNC", false);
     be->stats = env_flag("QVLM_CUDA_STATS", false);
     be->profile = env_flag("QVLM_CUDA_PROFILE", false);

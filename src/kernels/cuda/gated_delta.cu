@@ -145,6 +145,230 @@ __global__ void __launch_bounds__(1024, 1)
     }
 }
 
+/* ==== one decode token, from the projections (conv1d + recurrence + gated norm) ================== */
+
+/* The conv1d_silu kernel, the recurrent kernel and its fused gated RMSNorm of one token in one
+ * launch, with their bits: every value below is the same expression, in the same order, as in
+ * k_conv1d_silu (conv1d.cu) and k_gdn_rec above (its cross-block form for dv > 32, where the
+ * norm's sum adds the sums of 32 columns in column order).
+ *
+ * Block h is value head h, one warp per 8 columns. Lane (ry, cq) = (lane / 4, lane % 4) holds
+ * rows ry, ry + 8, ... of columns c0 + 2cq and c0 + 2cq + 1 in registers (two adjacent floats:
+ * each load instruction reads whole 32-byte sectors), which is k_gdn_rec's split of a column
+ * into 8 row groups; the sums over the groups, k_gdn_rec's trip through shared memory and two
+ * barriers, are eight shuffles here, and the norm needs no other block. q and k are normalised
+ * once per block into shared memory instead of in every thread's loops (a division per row).
+ * Why: a decode step waits on this kernel in every DeltaNet layer, and k_gdn_rec is a long chain
+ * of dependent instructions per warp (ncu: ~1,600 a warp, 2 warps a scheduler) behind a conv
+ * kernel of its own. In a graph on an H200: conv + recurrence 1.86 + 7.02 us at the 0.8B's
+ * 16 x 128 x 128, this kernel 5.25 us; at 16/32 heads 10.22 us against 5.61.
+ *
+ * The conv (CONV): the block convolves the channels it reads, q and k of its key head and v of
+ * its own columns, and writes their conv state. Where a key head has several value heads, their
+ * blocks share q and k: each counts itself in (the stream's sync area) once it has used the old
+ * window, and the last one writes the shared channels' new window, so none is overwritten
+ * before every block has read it; the last also zeroes the counter. Without CONV, x is the conv
+ * kernel's output. */
+#define DEC_K 4 /* the conv's taps: Qwen3.5's linear_conv_kernel_dim */
+
+/* One channel of k_conv1d_silu at T = 1 with DEC_K taps (its expressions, in its order), its
+ * weights and window read before the wait (init), the token convolved and the window written
+ * after it (run). Without CONV, run copies the conv kernel's output. */
+template <bool CONV>
+struct conv_ch {
+    int64_t ch;  /* -1: none */
+    bool shared; /* q or k: read by every value head of the key head */
+    float wk[DEC_K], win[DEC_K - 1], xn;
+    __device__ __forceinline__ void init(const qcu_gdn_decode_args &a, int x, int kh, int h, int64_t C) {
+        const int dk = (int)a.dk, nch = 2 * dk + (int)a.dv;
+        shared = x < 2 * dk;
+        ch = x < dk ? (int64_t)kh * dk + x
+             : x < 2 * dk ? a.Hk * dk + (int64_t)kh * dk + (x - dk)
+             : x < nch ? 2 * a.Hk * dk + (int64_t)h * a.dv + (x - 2 * dk) : -1;
+        const bool live = CONV && ch >= 0;
+#pragma unroll
+        for (int k = 0; k < DEC_K; k++) wk[k] = live ? wload(a.conv_w, a.cwdt, ch * DEC_K + k) : 0.0f;
+#pragma unroll
+        for (int k = 0; k < DEC_K - 1; k++) win[k] = live ? a.conv_state[k * C + ch] : 0.0f;
+    }
+    /* defer: leave the window of a shared channel to store() */
+    __device__ __forceinline__ void run(const qcu_gdn_decode_args &a, float *out, int64_t C, bool defer) {
+        if (ch < 0) return;
+        const float xv = a.x[ch];
+        if (!CONV) {
+            *out = xv;
+            return;
+        }
+        float acc = 0.0f;
+#pragma unroll
+        for (int k = 0; k < DEC_K - 1; k++) acc += wk[k] * win[k];
+        acc += wk[DEC_K - 1] * xv;
+        *out = acc / (1.0f + expf(-acc));
+        xn = xv;
+        if (!(defer && shared)) store(a, C);
+    }
+    __device__ __forceinline__ void store(const qcu_gdn_decode_args &a, int64_t C) {
+        if (ch < 0) return;
+#pragma unroll
+        for (int k = 0; k < DEC_K - 2; k++) a.conv_state[k * C + ch] = win[k + 1];
+        a.conv_state[(DEC_K - 2) * C + ch] = xn;
+    }
+};
+
+template <int MAXR, bool CONV>
+__global__ void __launch_bounds__(512, 1) k_gdn_decode(qcu_gdn_decode_args a) {
+    QVLM_DYN_SMEM(float, sm);
+    /* Sizes as int: a head's state is at most 128 x 128 here (qcu_gdn_decode_fits). */
+    const int Hk = (int)a.Hk, Hv = (int)a.Hv, dk = (int)a.dk, dv = (int)a.dv;
+    const int64_t C = 2 * a.Hk * a.dk + a.Hv * a.dv;
+    const int h = blockIdx.x, kh = h / (Hv / Hk), tid = threadIdx.x;
+    float *qs = sm, *ks = qs + dk, *vs = ks + dk, *os = vs + dv, *misc = os + dv; /* 4 gates, 4 parts, last */
+    const int warp = tid >> 5, lane = tid & 31, ry = lane >> 2, cq = lane & 3, ca = warp * 8 + 2 * cq;
+    float *Sh = a.S + (int64_t)h * dk * dv;
+
+    /* Before the wait: the state, the conv weights and window, the small weights. Only this op
+     * writes S and the conv state, and the kernel before it is the layer's input projection. */
+    float s0[MAXR], s1[MAXR];
+#pragma unroll
+    for (int j = 0; j < MAXR; j++) {
+        const int i = ry + 8 * j;
+        float2 v = make_float2(0.0f, 0.0f);
+        if (i < dk) v = *(const float2 *)(Sh + i * dv + ca);
+        s0[j] = v.x, s1[j] = v.y;
+    }
+    /* thread x convolves channels x and x + blockDim of q | k | v */
+    conv_ch<CONV> c0, c1;
+    c0.init(a, tid, kh, h, C), c1.init(a, tid + (int)blockDim.x, kh, h, C);
+    const int nw = (int)(blockDim.x >> 5);
+    const bool gates = warp == 2 % nw && lane == 0; /* the thread of task 2 below */
+    const float Al = gates ? wload(a.A_log, a.adt, h) : 0.0f, dtb = gates ? wload(a.dt_bias, a.ddt, h) : 0.0f;
+    const float nwa = wload(a.norm_w, a.nwdt, ca), nwb = wload(a.norm_w, a.nwdt, ca + 1);
+    QCU_PDL_ENTRY();
+    const float bb = gates ? a.b[h] : 0.0f, aa = gates ? a.a[h] : 0.0f;
+    const float za = ry == 0 ? a.z[h * dv + ca] : 0.0f, zb = ry == 0 ? a.z[h * dv + ca + 1] : 0.0f;
+
+    /* conv1d + SiLU of the block's channels, or the conv kernel's output; qs, ks, vs are
+     * consecutive */
+    const bool defer = CONV && Hv != Hk;
+    c0.run(a, sm + tid, C, defer), c1.run(a, sm + tid + blockDim.x, C, defer);
+    __syncthreads();
+    if (defer && tid == 0) { /* every thread of the block has used its old window */
+        const bool last = atomicAdd(a.count + kh, 1u) == (unsigned)(Hv / Hk - 1);
+        if (last) a.count[kh] = 0;
+        misc[8] = last ? 1.0f : 0.0f;
+    }
+
+    /* k_gdn_rec, T = 1: tasks 0 and 1 the norms of q and k (its warps 0 and 1), task 2 the
+     * gates (its warp 2); a block of fewer warps takes them in turn */
+    for (int t = warp; t < 3; t += nw) {
+        if (t < 2) {
+            const float *v = t == 0 ? qs : ks;
+            float ss = 0.0f;
+            for (int x = lane; x < dk; x += 32) ss += v[x] * v[x];
+            ss = warp_sum(ss);
+            if (lane == 0) misc[t] = 1.0f / sqrtf(ss + 1e-6f);
+        } else if (gates) {
+            misc[2] = 1.0f / (1.0f + expf(-bb));
+            const float g = -expf(Al) * softplus_f(aa + dtb);
+            misc[3] = expf(g);
+        }
+    }
+    __syncthreads();
+    if (defer && misc[8] != 0.0f) { /* the last block of the key head: the shared windows */
+        if (c0.shared) c0.store(a, C);
+        if (c1.shared) c1.store(a, C);
+    }
+    const float invq = misc[0], invk = misc[1], beta = misc[2], decay = misc[3], qdiv = sqrtf((float)dk);
+    /* k and q as the sums use them, each computed once (k_gdn_rec computes them in its loops) */
+    for (int x = tid; x < dk; x += (int)blockDim.x) ks[x] = ks[x] * invk, qs[x] = (qs[x] * invq) / qdiv;
+    __syncthreads();
+    float pa = 0.0f, pb = 0.0f;
+#pragma unroll
+    for (int j = 0; j < MAXR; j++) {
+        const int i = ry + 8 * j;
+        if (i < dk) {
+            s0[j] *= decay;
+            pa += s0[j] * ks[i];
+            s1[j] *= decay;
+            pb += s1[j] * ks[i];
+        }
+    }
+    float ma = 0.0f, mb = 0.0f;
+#pragma unroll
+    for (int r = 0; r < 8; r++) {
+        ma += __shfl_sync(0xffffffffu, pa, r * 4 + cq);
+        mb += __shfl_sync(0xffffffffu, pb, r * 4 + cq);
+    }
+    ma = (vs[ca] - ma) * beta;
+    mb = (vs[ca + 1] - mb) * beta;
+    float oa = 0.0f, ob = 0.0f;
+#pragma unroll
+    for (int j = 0; j < MAXR; j++) {
+        const int i = ry + 8 * j;
+        if (i < dk) {
+            s0[j] += ks[i] * ma;
+            oa += s0[j] * qs[i];
+            s1[j] += ks[i] * mb;
+            ob += s1[j] * qs[i];
+        }
+    }
+    float o0 = 0.0f, o1 = 0.0f;
+#pragma unroll
+    for (int r = 0; r < 8; r++) {
+        o0 += __shfl_sync(0xffffffffu, oa, r * 4 + cq);
+        o1 += __shfl_sync(0xffffffffu, ob, r * 4 + cq);
+    }
+#pragma unroll
+    for (int j = 0; j < MAXR; j++) {
+        const int i = ry + 8 * j;
+        if (i < dk) *(float2 *)(Sh + i * dv + ca) = make_float2(s0[j], s1[j]);
+    }
+
+    /* gated RMSNorm over the head's dv outputs: sums of 32 columns, added in column order */
+    if (ry == 0) os[ca] = o0, os[ca + 1] = o1;
+    __syncthreads();
+    const int n_parts = (dv + 31) / 32;
+    if (warp < n_parts) {
+        const int c = warp * 32 + lane;
+        const float p = warp_sum(c < dv ? os[c] * os[c] : 0.0f);
+        if (lane == 0) misc[4 + warp] = p;
+    }
+    __syncthreads();
+    if (ry != 0) return;
+    float tot = 0.0f;
+    for (int p = 0; p < n_parts; p++) tot += misc[4 + p];
+    const float inv = 1.0f / sqrtf(tot / (float)dv + a.norm_eps);
+    a.y[h * dv + ca] = ((o0 * inv) * nwa) * (za / (1.0f + expf(-za)));
+    a.y[h * dv + ca + 1] = ((o1 * inv) * nwb) * (zb / (1.0f + expf(-zb)));
+}
+
+typedef void (*dec_kernel)(qcu_gdn_decode_args);
+
+extern "C" int qcu_gdn_decode_fits(int64_t Hk, int64_t Hv, int64_t dk, int64_t dv, int64_t K) {
+    return Hk > 0 && Hv % Hk == 0 && dk >= 1 && dk <= 128 && dv >= 8 && dv <= 128 && dv % 8 == 0 && K == DEC_K &&
+           2 * dk + dv <= 2 * (dv / 8) * 32;
+}
+
+template <bool CONV>
+static dec_kernel dec_for(int64_t dk) {
+    const int64_t r = (dk + 7) / 8;
+    return r <= 2   ? k_gdn_decode<2, CONV>
+           : r <= 4 ? k_gdn_decode<4, CONV>
+           : r <= 8 ? k_gdn_decode<8, CONV>
+                    : k_gdn_decode<16, CONV>;
+}
+
+extern "C" int qcu_gdn_decode(void *st, const void *p) {
+    const qcu_gdn_decode_args *a = (const qcu_gdn_decode_args *)p;
+    if (!qcu_gdn_decode_fits(a->Hk, a->Hv, a->dk, a->dv, a->K) ||
+        (a->conv && a->Hv != a->Hk && (!a->count || a->Hk > QCU_SYNC_COUNTERS)))
+        return 1;
+    dec_kernel k = a->conv ? dec_for<true>(a->dk) : dec_for<false>(a->dk);
+    const size_t smem = (size_t)(2 * a->dk + 2 * a->dv + 12) * sizeof(float);
+    QVLM_LAUNCH(k, (unsigned)a->Hv, (unsigned)(a->dv / 8 * 32), smem, st, *a);
+    QCU_DONE();
+}
+
 /* ==== chunked: per (chunk, head) preparation ======================================================= */
 
 static __host__ __device__ inline int64_t chunk_floats(int64_t dk, int64_t dv) {

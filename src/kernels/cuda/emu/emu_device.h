@@ -148,6 +148,7 @@ static inline T __ldcg(const T *p) {
     return *p;
 }
 static inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+static inline float2 make_float2(float x, float y) { return float2{x, y}; }
 static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
 
 static inline float atomicAdd(float *p, float v) {
