@@ -80,12 +80,18 @@ __global__ void k_layer_norm(float *y, const float *x, const void *w, int wdt, c
 /* ==== launchers ================================================================================== */
 
 /* One row of up to 4096 values (a decode token), 1024 threads, each holding a float4 of the
- * row in registers between the reduction and the scaling. */
+ * row in registers between the reduction and the scaling. The weights are read before the wait:
+ * in a decode step they come from memory (the products in between evict them from L2), and read
+ * after the reduction, as the generic kernel does, that was one more memory round trip. */
 __global__ void __launch_bounds__(1024) k_rms_row4(float *y, float *x, const float *delta, const void *w, int wdt,
                                                    float off, float eps, int dim) {
-    QCU_PDL_ENTRY();
     __shared__ float red[32];
     const int c = threadIdx.x * 4;
+    float wo[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* off + w, as the scaling below adds them */
+    if (c < dim)
+#pragma unroll
+        for (int i = 0; i < 4; i++) wo[i] = off + wload(w, wdt, c + i);
+    QCU_PDL_ENTRY();
     float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     if (c < dim) {
         v = *(const float4 *)(x + c);
@@ -99,10 +105,10 @@ __global__ void __launch_bounds__(1024) k_rms_row4(float *y, float *x, const flo
     const float inv = 1.0f / sqrtf(ss / (float)dim + eps);
     if (c < dim) {
         float4 o;
-        o.x = (v.x * inv) * (off + wload(w, wdt, c));
-        o.y = (v.y * inv) * (off + wload(w, wdt, c + 1));
-        o.z = (v.z * inv) * (off + wload(w, wdt, c + 2));
-        o.w = (v.w * inv) * (off + wload(w, wdt, c + 3));
+        o.x = (v.x * inv) * wo[0];
+        o.y = (v.y * inv) * wo[1];
+        o.z = (v.z * inv) * wo[2];
+        o.w = (v.w * inv) * wo[3];
         *(float4 *)(y + c) = o;
     }
 }
