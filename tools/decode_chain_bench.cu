@@ -176,7 +176,9 @@ __global__ void k_tiny_persist(float *b, int n, unsigned *ctr) {
     }
 }
 
-static void launch_pdl(void (*k)(Op), dim3 g, dim3 b, cudaStream_t s, Op a) {
+/* A launch with programmatic dependent launch allowed, as qvlm's kernels are launched. */
+template <typename... KA, typename... A>
+static void launch_pdl(void (*k)(KA...), dim3 g, dim3 b, cudaStream_t s, A... args) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = g;
     cfg.blockDim = b;
@@ -186,19 +188,7 @@ static void launch_pdl(void (*k)(Op), dim3 g, dim3 b, cudaStream_t s, Op a) {
     at[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = at;
     cfg.numAttrs = 1;
-    CK(cudaLaunchKernelEx(&cfg, k, a));
-}
-static void launch_tiny(dim3 g, cudaStream_t s, float *b, int i) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = g;
-    cfg.blockDim = dim3(256);
-    cfg.stream = s;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = 1;
-    CK(cudaLaunchKernelEx(&cfg, k_tiny, b, i));
+    CK(cudaLaunchKernelEx(&cfg, k, ((KA)args)...));
 }
 static float time_graph(cudaGraphExec_t ge, cudaStream_t s, int reps) {
     cudaEvent_t a, b;
@@ -243,7 +233,7 @@ int main(int argc, char **argv) {
         cudaGraphExec_t ge;
         CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
         for (int i = 0; i < N; i++)
-            launch_tiny(g, s, tb, i);
+            launch_pdl(k_tiny, g, dim3(256), s, tb, i);
         CK(cudaStreamEndCapture(s, &gr));
         CK(cudaGraphInstantiate(&ge, gr, 0));
         float t1 = time_graph(ge, s, 50);

@@ -23,6 +23,20 @@
 
 __device__ __forceinline__ float softplus_f(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
+/* The log of a token's decay, g = -exp(A_log) * softplus(a + dt_bias); its beta is sigmoid_f(b).
+ * One expression for every kernel here, so that they agree bit for bit. */
+__device__ __forceinline__ float gdn_log_decay(float a, float A_log, float dt_bias) {
+    return -expf(A_log) * softplus_f(a + dt_bias);
+}
+
+/* 1 / |v| (+1e-6 under the root) over n values: lane l adds v[l], v[l + 32], ... in order, then
+ * the warp tree; every lane gets it. How the recurrent kernels normalise q and k. */
+__device__ __forceinline__ float inv_l2(const float *v, int64_t n, int lane) {
+    float ss = 0.0f;
+    for (int64_t x = lane; x < n; x += 32) ss += v[x] * v[x];
+    return 1.0f / sqrtf(warp_sum(ss) + 1e-6f);
+}
+
 /* ==== recurrent ===================================================================================== */
 
 template <int MAXR>
@@ -57,16 +71,11 @@ __global__ void __launch_bounds__(1024, 1)
         }
         __syncthreads();
         if (warp < 2) {
-            const float *v = warp == 0 ? q : k;
-            float ss = 0.0f;
-            for (int64_t x = lane; x < dk; x += 32) ss += v[x] * v[x];
-            ss = warp_sum(ss);
-            if (lane == 0) misc[warp] = 1.0f / sqrtf(ss + 1e-6f);
+            const float inv = inv_l2(warp == 0 ? q : k, dk, lane);
+            if (lane == 0) misc[warp] = inv;
         } else if (warp == 2 && lane == 0) {
-            const float bb = gb[t * ldab + h], aa = ga[t * ldab + h];
-            misc[2] = 1.0f / (1.0f + expf(-bb));
-            const float g = -expf(wload(A_log, adt, h)) * softplus_f(aa + wload(dt_bias, ddt, h));
-            misc[3] = expf(g);
+            misc[2] = sigmoid_f(gb[t * ldab + h]);
+            misc[3] = expf(gdn_log_decay(ga[t * ldab + h], wload(A_log, adt, h), wload(dt_bias, ddt, h)));
         }
         __syncthreads();
         const float invq = misc[0], invk = misc[1], beta = misc[2], decay = misc[3];
@@ -215,6 +224,15 @@ struct conv_ch {
     }
 };
 
+/* The sum over the 8 row groups of a column (lanes cq, cq + 4, ..., cq + 28), in group order:
+ * k_gdn_rec's loop over red[r * CB + cx]. */
+__device__ __forceinline__ float row_groups_sum(float v, int cq) {
+    float s = 0.0f;
+#pragma unroll
+    for (int r = 0; r < 8; r++) s += __shfl_sync(0xffffffffu, v, r * 4 + cq);
+    return s;
+}
+
 template <int MAXR, bool CONV>
 __global__ void __launch_bounds__(512, 1) k_gdn_decode(qcu_gdn_decode_args a) {
     QVLM_DYN_SMEM(float, sm);
@@ -262,15 +280,11 @@ __global__ void __launch_bounds__(512, 1) k_gdn_decode(qcu_gdn_decode_args a) {
      * gates (its warp 2); a block of fewer warps takes them in turn */
     for (int t = warp; t < 3; t += nw) {
         if (t < 2) {
-            const float *v = t == 0 ? qs : ks;
-            float ss = 0.0f;
-            for (int x = lane; x < dk; x += 32) ss += v[x] * v[x];
-            ss = warp_sum(ss);
-            if (lane == 0) misc[t] = 1.0f / sqrtf(ss + 1e-6f);
+            const float inv = inv_l2(t == 0 ? qs : ks, dk, lane);
+            if (lane == 0) misc[t] = inv;
         } else if (gates) {
-            misc[2] = 1.0f / (1.0f + expf(-bb));
-            const float g = -expf(Al) * softplus_f(aa + dtb);
-            misc[3] = expf(g);
+            misc[2] = sigmoid_f(bb);
+            misc[3] = expf(gdn_log_decay(aa, Al, dtb));
         }
     }
     __syncthreads();
@@ -293,14 +307,7 @@ __global__ void __launch_bounds__(512, 1) k_gdn_decode(qcu_gdn_decode_args a) {
             pb += s1[j] * ks[i];
         }
     }
-    float ma = 0.0f, mb = 0.0f;
-#pragma unroll
-    for (int r = 0; r < 8; r++) {
-        ma += __shfl_sync(0xffffffffu, pa, r * 4 + cq);
-        mb += __shfl_sync(0xffffffffu, pb, r * 4 + cq);
-    }
-    ma = (vs[ca] - ma) * beta;
-    mb = (vs[ca + 1] - mb) * beta;
+    const float ma = (vs[ca] - row_groups_sum(pa, cq)) * beta, mb = (vs[ca + 1] - row_groups_sum(pb, cq)) * beta;
     float oa = 0.0f, ob = 0.0f;
 #pragma unroll
     for (int j = 0; j < MAXR; j++) {
@@ -312,12 +319,7 @@ __global__ void __launch_bounds__(512, 1) k_gdn_decode(qcu_gdn_decode_args a) {
             ob += s1[j] * qs[i];
         }
     }
-    float o0 = 0.0f, o1 = 0.0f;
-#pragma unroll
-    for (int r = 0; r < 8; r++) {
-        o0 += __shfl_sync(0xffffffffu, oa, r * 4 + cq);
-        o1 += __shfl_sync(0xffffffffu, ob, r * 4 + cq);
-    }
+    const float o0 = row_groups_sum(oa, cq), o1 = row_groups_sum(ob, cq);
 #pragma unroll
     for (int j = 0; j < MAXR; j++) {
         const int i = ry + 8 * j;
@@ -416,8 +418,8 @@ __global__ void __launch_bounds__(256) k_gdn_prep(float *work, const float *qkv,
         }
         if (lane == 0) {
             const float bb = gb[(t0 + i) * ldab + h], aa = ga[(t0 + i) * ldab + h];
-            beta[i] = 1.0f / (1.0f + expf(-bb));
-            gg[i] = -expf(wload(A_log, adt, h)) * softplus_f(aa + wload(dt_bias, ddt, h));
+            beta[i] = sigmoid_f(bb);
+            gg[i] = gdn_log_decay(aa, wload(A_log, adt, h), wload(dt_bias, ddt, h));
         }
     }
     for (int64_t i = n + tid; i < CHUNK; i += nt) beta[i] = 0.0f, gg[i] = 0.0f;
