@@ -1155,19 +1155,15 @@ static void cu_gated_delta_conv_norm(qvlm_stream *st, float *y, float *core, con
                                      const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,
                                      const qvlm_gdn_dims *d, int64_t T, bool chunked) {
     cuda_stream *s = cs_of(st);
-    if (T != 1 || chunked || !s->be->gdn_fused ||
+    if (T != 1 || chunked || !s->be->gdn_fused || !s->sync ||
         !qcu_gdn_decode_fits(d->n_k_heads, d->n_v_heads, d->k_dim, d->v_dim, conv->K)) {
         qvlm_gated_delta_conv_norm_default(st, y, core, z, norm_w, eps, conv, a, b, ldab, A_log, dt_bias, S, d, T,
                                            chunked);
         return;
     }
-    const int64_t C = 2 * d->n_k_heads * d->k_dim + d->n_v_heads * d->v_dim;
-    /* with several value heads per key head, the conv needs the sync area's counters */
-    const bool fuse_conv = d->n_v_heads == d->n_k_heads || (s->sync && d->n_k_heads <= QCU_SYNC_COUNTERS);
-    if (!fuse_conv) cu_conv1d_silu(st, conv->y, conv->x, conv->ldx, conv->state, conv->w, 1, C, conv->K);
     ARGS(qcu_gdn_decode_args, g);
-    g.y = y, g.S = S, g.conv_state = conv->state, g.x = fuse_conv ? conv->x : conv->y, g.a = a, g.b = b, g.z = z;
-    g.conv = fuse_conv, g.count = (unsigned *)s->sync;
+    g.y = y, g.S = S, g.conv_state = conv->state, g.x = conv->x, g.a = a, g.b = b, g.z = z;
+    g.count = (unsigned *)s->sync;
     g.conv_w = conv->w->data, g.A_log = A_log->data, g.dt_bias = dt_bias->data, g.norm_w = norm_w->data;
     g.Hk = d->n_k_heads, g.Hv = d->n_v_heads, g.dk = d->k_dim, g.dv = d->v_dim, g.K = conv->K, g.norm_eps = eps;
     g.cwdt = dt_of(conv->w), g.adt = dt_of(A_log), g.ddt = dt_of(dt_bias), g.nwdt = dt_of(norm_w);

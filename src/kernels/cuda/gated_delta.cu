@@ -172,18 +172,16 @@ __global__ void __launch_bounds__(1024, 1)
  * kernel of its own. In a graph on an H200: conv + recurrence 1.86 + 7.02 us at the 0.8B's
  * 16 x 128 x 128, this kernel 5.25 us; at 16/32 heads 10.22 us against 5.61.
  *
- * The conv (CONV): the block convolves the channels it reads, q and k of its key head and v of
- * its own columns, and writes their conv state. Where a key head has several value heads, their
- * blocks share q and k: each counts itself in (the stream's sync area) once it has used the old
+ * The conv: the block convolves the channels it reads, q and k of its key head and v of its own
+ * columns, and writes their conv state. Where a key head has several value heads, their blocks
+ * share q and k: each counts itself in (the stream's sync area) once it has used the old
  * window, and the last one writes the shared channels' new window, so none is overwritten
- * before every block has read it; the last also zeroes the counter. Without CONV, x is the conv
- * kernel's output. */
+ * before every block has read it; the last also zeroes the counter. */
 #define DEC_K 4 /* the conv's taps: Qwen3.5's linear_conv_kernel_dim */
 
 /* One channel of k_conv1d_silu at T = 1 with DEC_K taps (its expressions, in its order), its
  * weights and window read before the wait (init), the token convolved and the window written
- * after it (run). Without CONV, run copies the conv kernel's output. */
-template <bool CONV>
+ * after it (run). */
 struct conv_ch {
     int64_t ch;  /* -1: none */
     bool shared; /* q or k: read by every value head of the key head */
@@ -194,7 +192,7 @@ struct conv_ch {
         ch = x < dk ? (int64_t)kh * dk + x
              : x < 2 * dk ? a.Hk * dk + (int64_t)kh * dk + (x - dk)
              : x < nch ? 2 * a.Hk * dk + (int64_t)h * a.dv + (x - 2 * dk) : -1;
-        const bool live = CONV && ch >= 0;
+        const bool live = ch >= 0;
 #pragma unroll
         for (int k = 0; k < DEC_K; k++) wk[k] = live ? wload(a.conv_w, a.cwdt, ch * DEC_K + k) : 0.0f;
 #pragma unroll
@@ -204,10 +202,6 @@ struct conv_ch {
     __device__ __forceinline__ void run(const qcu_gdn_decode_args &a, float *out, int64_t C, bool defer) {
         if (ch < 0) return;
         const float xv = a.x[ch];
-        if (!CONV) {
-            *out = xv;
-            return;
-        }
         float acc = 0.0f;
 #pragma unroll
         for (int k = 0; k < DEC_K - 1; k++) acc += wk[k] * win[k];
@@ -233,7 +227,7 @@ __device__ __forceinline__ float row_groups_sum(float v, int cq) {
     return s;
 }
 
-template <int MAXR, bool CONV>
+template <int MAXR>
 __global__ void __launch_bounds__(512, 1) k_gdn_decode(qcu_gdn_decode_args a) {
     QVLM_DYN_SMEM(float, sm);
     /* Sizes as int: a head's state is at most 128 x 128 here (qcu_gdn_decode_fits). */
@@ -255,7 +249,7 @@ __global__ void __launch_bounds__(512, 1) k_gdn_decode(qcu_gdn_decode_args a) {
         s0[j] = v.x, s1[j] = v.y;
     }
     /* thread x convolves channels x and x + blockDim of q | k | v */
-    conv_ch<CONV> c0, c1;
+    conv_ch c0, c1;
     c0.init(a, tid, kh, h, C), c1.init(a, tid + (int)blockDim.x, kh, h, C);
     const int nw = (int)(blockDim.x >> 5);
     const bool gates = warp == 2 % nw && lane == 0; /* the thread of task 2 below */
@@ -265,9 +259,8 @@ __global__ void __launch_bounds__(512, 1) k_gdn_decode(qcu_gdn_decode_args a) {
     const float bb = gates ? a.b[h] : 0.0f, aa = gates ? a.a[h] : 0.0f;
     const float za = ry == 0 ? a.z[h * dv + ca] : 0.0f, zb = ry == 0 ? a.z[h * dv + ca + 1] : 0.0f;
 
-    /* conv1d + SiLU of the block's channels, or the conv kernel's output; qs, ks, vs are
-     * consecutive */
-    const bool defer = CONV && Hv != Hk;
+    /* conv1d + SiLU of the block's channels; qs, ks, vs are consecutive */
+    const bool defer = Hv != Hk;
     c0.run(a, sm + tid, C, defer), c1.run(a, sm + tid + blockDim.x, C, defer);
     __syncthreads();
     if (defer && tid == 0) { /* every thread of the block has used its old window */
@@ -347,25 +340,15 @@ __global__ void __launch_bounds__(512, 1) k_gdn_decode(qcu_gdn_decode_args a) {
 typedef void (*dec_kernel)(qcu_gdn_decode_args);
 
 extern "C" int qcu_gdn_decode_fits(int64_t Hk, int64_t Hv, int64_t dk, int64_t dv, int64_t K) {
-    return Hk > 0 && Hv % Hk == 0 && dk >= 1 && dk <= 128 && dv >= 8 && dv <= 128 && dv % 8 == 0 && K == DEC_K &&
-           2 * dk + dv <= 2 * (dv / 8) * 32;
-}
-
-template <bool CONV>
-static dec_kernel dec_for(int64_t dk) {
-    const int64_t r = (dk + 7) / 8;
-    return r <= 2   ? k_gdn_decode<2, CONV>
-           : r <= 4 ? k_gdn_decode<4, CONV>
-           : r <= 8 ? k_gdn_decode<8, CONV>
-                    : k_gdn_decode<16, CONV>;
+    return Hk > 0 && Hk <= QCU_SYNC_COUNTERS && Hv % Hk == 0 && dk >= 1 && dk <= 128 && dv >= 8 && dv <= 128 &&
+           dv % 8 == 0 && K == DEC_K && 2 * dk + dv <= 2 * (dv / 8) * 32;
 }
 
 extern "C" int qcu_gdn_decode(void *st, const void *p) {
     const qcu_gdn_decode_args *a = (const qcu_gdn_decode_args *)p;
-    if (!qcu_gdn_decode_fits(a->Hk, a->Hv, a->dk, a->dv, a->K) ||
-        (a->conv && a->Hv != a->Hk && (!a->count || a->Hk > QCU_SYNC_COUNTERS)))
-        return 1;
-    dec_kernel k = a->conv ? dec_for<true>(a->dk) : dec_for<false>(a->dk);
+    if (!qcu_gdn_decode_fits(a->Hk, a->Hv, a->dk, a->dv, a->K) || !a->count) return 1;
+    const int64_t r = (a->dk + 7) / 8;
+    dec_kernel k = r <= 2 ? k_gdn_decode<2> : r <= 4 ? k_gdn_decode<4> : r <= 8 ? k_gdn_decode<8> : k_gdn_decode<16>;
     const size_t smem = (size_t)(2 * a->dk + 2 * a->dv + 12) * sizeof(float);
     QVLM_LAUNCH(k, (unsigned)a->Hv, (unsigned)(a->dv / 8 * 32), smem, st, *a);
     QCU_DONE();

@@ -230,12 +230,11 @@ typedef struct {
 } qcu_gdn_recurrent_args;
 int qcu_gdn_recurrent(void *stream, const void *args);
 
-/* One decode token of a Gated DeltaNet layer: with conv set, conv1d + SiLU of x [C]
- * (C = 2*Hk*dk + Hv*dv, with conv_state [K-1][C] and conv_w [C][K] of dtype cwdt; for Hv > Hk
- * count is the stream's sync area, Hk counters that are zero between kernels); otherwise x is
- * the conv's output. Then the recurrence on S and the gated RMSNorm into y [Hv][dv]: the bits
- * of qcu_conv1d_silu then qcu_gdn_recurrent with y_norm. qcu_gdn_decode_fits says which shapes
- * it takes. */
+/* One decode token of a Gated DeltaNet layer: conv1d + SiLU of x [C] (C = 2*Hk*dk + Hv*dv, with
+ * conv_state [K-1][C] and conv_w [C][K] of dtype cwdt), the recurrence on S and the gated
+ * RMSNorm into y [Hv][dv]: the bits of qcu_conv1d_silu then qcu_gdn_recurrent with y_norm.
+ * count: the stream's sync area (Hk counters, zero between kernels). qcu_gdn_decode_fits says
+ * which shapes it takes. */
 typedef struct {
     unsigned *count;
     float *y, *S, *conv_state;
@@ -243,7 +242,7 @@ typedef struct {
     const void *conv_w, *A_log, *dt_bias, *norm_w;
     int64_t Hk, Hv, dk, dv, K;
     float norm_eps;
-    int32_t cwdt, adt, ddt, nwdt, conv, pad;
+    int32_t cwdt, adt, ddt, nwdt;
 } qcu_gdn_decode_args;
 int qcu_gdn_decode(void *stream, const void *args);
 int qcu_gdn_decode_fits(int64_t Hk, int64_t Hv, int64_t dk, int64_t dv, int64_t K);
