@@ -233,7 +233,9 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int device) {
     memset(p, 0, sizeof(*p));
     snprintf(p->name, sizeof(p->name), "CUDA emulator");
     p->totalGlobalMem = (size_t)16 << 30;
-    p->multiProcessorCount = 4;
+    /* QVLM_EMU_SMS: another multiprocessor count, to run the launch shapes a real card gets. */
+    const char *sms = getenv("QVLM_EMU_SMS");
+    p->multiProcessorCount = sms && atoi(sms) > 0 ? atoi(sms) : 4;
     p->sharedMemPerBlockOptin = 227 * 1024;
     p->l2CacheSize = 1 << 20;
     p->major = 9;
