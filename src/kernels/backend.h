@@ -221,7 +221,9 @@ void qvlm_op_gated_delta_norm(qvlm_stream *s, float *y, float *core, const float
 /* A Gated DeltaNet layer from its projections to the normed output (qwen35-arch §3.3 steps
  * 2-7): qvlm_op_conv1d_silu(conv->y, conv->x, conv->ldx, conv->state, conv->w, T, C, conv->K)
  * with C = 2*Hk*dk + Hv*dv, then qvlm_op_gated_delta_norm reading conv->y (the default).
- * A backend may fuse them and leave conv->y and core unwritten. */
+ * A backend may fuse them and leave conv->y and core unwritten. y may alias z (each element of
+ * z is read only for the element of y at its index) or conv->x; a fused form that reads x for
+ * every head while it writes the heads' outputs must then take the default. */
 typedef struct qvlm_gdn_conv {
     const float *x; /* the qkv projection [T][C] at row stride ldx */
     int64_t ldx;

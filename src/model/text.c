@@ -137,7 +137,10 @@ static void gdn_layer(qvlm_text_ctx *c, const qvlm_gdn_weights *w, void *state, 
     const int64_t H = t->hidden_size, K = t->linear_conv_kernel_dim;
     float *conv_state = state;
     float *S = (float *)((uint8_t *)state + conv_state_bytes(t));
-    float *qkv = c->a, *z = c->b, *conv = c->c, *core = c->d, *normed = c->a;
+    /* normed overwrites z, not qkv: each element of z is read only for the element of normed at
+     * its index, while a backend that fuses the conv into the delta rule reads qkv until its
+     * last head is done, and over qkv would have to take the unfused ops (backend.h). */
+    float *qkv = c->a, *z = c->b, *conv = c->c, *core = c->d, *normed = c->b;
     const qvlm_matmul_part in_proj[4] = {{qkv, cd, &w->in_proj_qkv, NULL},
                                          {z, vd, &w->in_proj_z, NULL},
                                          {c->gates, 2 * Hv, &w->in_proj_a, NULL},

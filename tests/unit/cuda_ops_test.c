@@ -422,7 +422,8 @@ static void one_gdn_decode(int64_t Hk, int64_t Hv, int64_t dk, int64_t dv, qvlm_
     wpair A = weight(e, Al, QVLM_DTYPE_F32, 1, ne), dt = weight(e, rnd((size_t)Hv, 1.0f), QVLM_DTYPE_BF16, 1, ne);
     wpair nw = vec_weight(e, dv, wdt, 0.2f, 1.0f);
     float *S = rnd(nS, 0.3f), *cs = rnd(nC, 1.0f);
-    float *dS[2] = {dev(e, S, nS * 4), dev(e, S, nS * 4)}, *dcs[2] = {dev(e, cs, nC * 4), dev(e, cs, nC * 4)};
+    float *dS[3] = {dev(e, S, nS * 4), dev(e, S, nS * 4), dev(e, S, nS * 4)};
+    float *dcs[3] = {dev(e, cs, nC * 4), dev(e, cs, nC * 4), dev(e, cs, nC * 4)};
     float *dy[2] = {qvlm_backend_alloc(e->gpu, nO * 4), qvlm_backend_alloc(e->gpu, nO * 4)};
     float *dcore = qvlm_backend_alloc(e->gpu, nO * 4), *dconv = qvlm_backend_alloc(e->gpu, (size_t)C * 4);
     float *conv = rnd((size_t)C, 1.0f), *core = rnd(nO, 1.0f);
@@ -431,6 +432,7 @@ static void one_gdn_decode(int64_t Hk, int64_t Hv, int64_t dk, int64_t dv, qvlm_
     for (int rep = 0; rep < 2; rep++) {
         float *x = rnd((size_t)ldx, 1.0f), *ab = rnd((size_t)ldab, 2.0f), *z = rnd(nO, 1.0f);
         float *dx = dev(e, x, (size_t)ldx * 4), *dab = dev(e, ab, (size_t)ldab * 4), *dz = dev(e, z, nO * 4);
+        float *dxa = dev(e, x, (size_t)ldx * 4); /* the output written over the input */
         const qvlm_gdn_conv c0 = {x, ldx, conv, cs, &cw.c, K};
         qvlm_op_gated_delta_conv_norm(e->sc, y, core, z, &nw.c, 1e-6f, &c0, ab, ab + Hv, ldab, &A.c, &dt.c, S, &d, 1,
                                       false);
@@ -441,7 +443,15 @@ static void one_gdn_decode(int64_t Hk, int64_t Hv, int64_t dk, int64_t dv, qvlm_
         qvlm_op_conv1d_silu(e->sg, dconv, dx, ldx, dcs[0], &cw.g, 1, C, K);
         qvlm_op_gated_delta_norm(e->sg, dy[0], dcore, dz, &nw.g, 1e-6f, dconv, C, dab, dab + Hv, ldab, &A.g, &dt.g, dS[0],
                                  &d, 1, false);
+        /* y over conv->x (a fused kernel must not let one head's output overwrite what another
+         * head still reads: the model once passed the buffers so) */
+        const qvlm_gdn_conv c2 = {dxa, ldx, dconv, dcs[2], &cw.g, K};
+        qvlm_op_gated_delta_conv_norm(e->sg, dxa, dcore, dz, &nw.g, 1e-6f, &c2, dab, dab + Hv, ldab, &A.g, &dt.g, dS[2],
+                                      &d, 1, false);
         GPU_OK(e);
+        ASSERT_TRUE(memcmp(get(e, dy[0], nO), get(e, dxa, nO), nO * 4) == 0);
+        ASSERT_TRUE(memcmp(get(e, dS[0], nS), get(e, dS[2], nS), nS * 4) == 0);
+        ASSERT_TRUE(memcmp(get(e, dcs[0], nC), get(e, dcs[2], nC), nC * 4) == 0);
         ASSERT_TRUE(memcmp(get(e, dy[0], nO), get(e, dy[1], nO), nO * 4) == 0);
         ASSERT_TRUE(memcmp(get(e, dS[0], nS), get(e, dS[1], nS), nS * 4) == 0);
         ASSERT_TRUE(memcmp(get(e, dcs[0], nC), get(e, dcs[1], nC), nC * 4) == 0);
@@ -453,9 +463,10 @@ static void one_gdn_decode(int64_t Hk, int64_t Hv, int64_t dk, int64_t dv, qvlm_
         ASSERT_TRUE(r1 <= tol && r2 <= tol);
         CLOSE(get(e, dcs[1], nC), cs, (int64_t)nC, 0);
         qvlm_backend_free(e->gpu, dx), qvlm_backend_free(e->gpu, dab), qvlm_backend_free(e->gpu, dz);
+        qvlm_backend_free(e->gpu, dxa);
     }
-    for (int i = 0; i < 2; i++)
-        qvlm_backend_free(e->gpu, dS[i]), qvlm_backend_free(e->gpu, dcs[i]), qvlm_backend_free(e->gpu, dy[i]);
+    for (int i = 0; i < 3; i++) qvlm_backend_free(e->gpu, dS[i]), qvlm_backend_free(e->gpu, dcs[i]);
+    for (int i = 0; i < 2; i++) qvlm_backend_free(e->gpu, dy[i]);
     qvlm_backend_free(e->gpu, dcore), qvlm_backend_free(e->gpu, dconv);
 }
 

@@ -1148,15 +1148,25 @@ static void cu_gated_delta_norm(qvlm_stream *st, float *y, float *core, const fl
     gdn(cs_of(st), core, y, z, norm_w, eps, qkv, ldqkv, a, b, ldab, A_log, dt_bias, S, d, T, chunked);
 }
 
+/* Whether [a, a + na) and [b, b + nb) (floats) share memory. */
+static bool overlap(const float *a, int64_t na, const float *b, int64_t nb) {
+    const uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b;
+    return a0 < b0 + (uintptr_t)nb * sizeof(float) && b0 < a0 + (uintptr_t)na * sizeof(float);
+}
+
 /* One decode token: conv, recurrence and norm in one kernel (gated_delta.cu k_gdn_decode, the
- * bits of the default's two ops). Other shapes and QVLM_CUDA_GDN_FUSED=0 take the default. */
+ * bits of the default's two ops). Other shapes, QVLM_CUDA_GDN_FUSED=0 and an output over the
+ * projections take the default: the kernel's blocks read all of x while they write y, so
+ * there one head's output could replace the input of a head still to come. */
 static void cu_gated_delta_conv_norm(qvlm_stream *st, float *y, float *core, const float *z, const qvlm_tensor *norm_w,
                                      float eps, const qvlm_gdn_conv *conv, const float *a, const float *b, int64_t ldab,
                                      const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,
                                      const qvlm_gdn_dims *d, int64_t T, bool chunked) {
     cuda_stream *s = cs_of(st);
+    const int64_t C = 2 * d->n_k_heads * d->k_dim + d->n_v_heads * d->v_dim;
     if (T != 1 || chunked || !s->be->gdn_fused || !s->sync ||
-        !qcu_gdn_decode_fits(d->n_k_heads, d->n_v_heads, d->k_dim, d->v_dim, conv->K)) {
+        !qcu_gdn_decode_fits(d->n_k_heads, d->n_v_heads, d->k_dim, d->v_dim, conv->K) ||
+        overlap(y, d->n_v_heads * d->v_dim, conv->x, C)) {
         qvlm_gated_delta_conv_norm_default(st, y, core, z, norm_w, eps, conv, a, b, ldab, A_log, dt_bias, S, d, T,
                                            chunked);
         return;
