@@ -1625,7 +1625,7 @@ static bool moe_few_rows(cuda_stream *s, float *acc, const float *x, int64_t T, 
     a.vec = (H * wsize) % 16 == 0 && (I * dsize) % 16 == 0 && (Is * dsize) % 16 == 0 && aligned16(x);
     a.round_bf16 = s->be->base.precision == QVLM_COMPUTE_BF16;
     if (sh) a.sh_gate = sh->gate->data, a.sh_up = sh->up->data, a.sh_down = sh->down->data, a.sh_logit = sh->gate_logit;
-    a.out = out, a.Is = Is, a.E = ex->n_experts;
+    a.out = out, a.Is = Is;
     SUBMIT(s, qcu_moe_experts, a);
     return true;
 }

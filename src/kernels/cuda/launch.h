@@ -377,7 +377,6 @@ typedef struct {
     const float *sh_logit; /* [T] */
     float *out;            /* [T][H] */
     int64_t Is;
-    int64_t E; /* rows of experts */
 } qcu_moe_experts_args;
 int qcu_moe_experts(void *stream, const void *args);
 

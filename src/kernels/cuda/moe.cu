@@ -111,7 +111,6 @@ extern "C" int qcu_moe_route(void *st, const void *ap) {
 
 #define WARPS 8
 #define DOWN_BATCH 8 /* experts whose loads a down-projection warp has in flight together (4: ~2 us more a layer) */
-#define SH_PRE 2      /* chunks of the shared expert's down row a lane loads before the wait (all of them at 512) */
 
 /* Dot products of NW weight rows w[i] (dtype WDT) with one activation row x over n elements,
  * this lane's share: chunks lane, lane+32, ... (16 bytes of weights each) or, unvectorised,
@@ -156,62 +155,15 @@ __device__ __forceinline__ void lane_dots(const void *const *w, const float *x, 
     for (int r = 0; r < NW; r++) d[r] = acc[r];
 }
 
-/* acc += chunk c of a weight row (16 bytes, dtype WDT) . x, element by element: lane_dots'
- * step for x that holds rounded values already. */
-template <int WDT>
-__device__ __forceinline__ float chunk_dot(float acc, const uint4 &wc, const float *x, int64_t c, int round) {
-    const int P = wtraits<WDT>::per16;
-    float wv[8], xv[8];
-    unpack<WDT>(wc, wv);
-    const float4 *xp = (const float4 *)x + c * (P / 4);
-    const float4 x0 = __ldg(xp);
-    xv[0] = x0.x, xv[1] = x0.y, xv[2] = x0.z, xv[3] = x0.w;
-    if (P == 8) {
-        const float4 x1 = __ldg(xp + 1);
-        xv[4] = x1.x, xv[5] = x1.y, xv[6] = x1.z, xv[7] = x1.w;
-    }
-#pragma unroll
-    for (int e = 0; e < P; e++) acc += wval<WDT>(wv[e], round) * xv[e];
-    return acc;
-}
-
-/* This lane's part of one row's dot product (vectorised, x rounded already), as lane_dots sums
- * it, with the first PRE of its chunks (lane, lane + 32, ...) loaded by the caller into pre[]. */
-template <int WDT, int PRE>
-__device__ __forceinline__ float lane_dot_pre(const uint4 *pre, const void *w, const float *x, int64_t n, int round,
-                                              int lane) {
-    const int64_t nch = n / wtraits<WDT>::per16;
-    float acc = 0.0f;
-#pragma unroll
-    for (int j = 0; j < PRE; j++)
-        if (lane + 32 * j < nch) acc = chunk_dot<WDT>(acc, pre[j], x, lane + 32 * j, round);
-    for (int64_t c = lane + 32 * PRE; c < nch; c += 32) acc = chunk_dot<WDT>(acc, __ldg((const uint4 *)w + c), x, c, round);
-    return acc;
-}
-
-/* The experts' pointer table is made once per layer and never written during a step, but a
- * decode step's weights evict it from L2, so reading it after the routed ids costs a second
- * memory round trip. Blocks copy the columns [c0, c0 + nc) of its E rows into shared memory
- * before the wait instead (tab[e * nc + j] = experts[3 e + c0 + j]), when E <= TAB_MAX. Every
- * thread of the block reaches the barrier: no warp has returned yet. */
-#define TAB_MAX 512
-__device__ __forceinline__ void table_early(const void **tab, const qcu_moe_experts_args &a, int c0, int nc) {
-    if (a.E > TAB_MAX) return;
-    for (int64_t t = threadIdx.x; t < a.E * nc; t += blockDim.x) tab[t] = a.experts[3 * (t / nc) + c0 + t % nc];
-    __syncthreads();
-}
-
 /* h[p][j] = silu(gate_e[j] . x[r]) * (up_e[j] . x[r]) for slot p = r*k + s, e = idx[p] (and the
  * shared expert's rows after all T*k of those, when there is one), stored
  * rounded to a bf16 value in BF16 precision (what the down product would round it to anyway,
  * once instead of in each of its H warps): one warp per (p, j), the gate and up rows' loads in
  * flight together. The expert comes from the
- * routing kernel, so of its weights nothing is read before the wait. (Staging x in shared memory per block, so
+ * routing kernel, so nothing is read before the wait. (Staging x in shared memory per block, so
  * the warps of a block read it once, measured slower on an H200: 41 -> 47 us a layer.) */
 template <int WDT, bool VEC>
 __global__ void __launch_bounds__(WARPS * 32) k_moe_gate_up(qcu_moe_experts_args a) {
-    QVLM_DYN_SMEM(const void *, tab); /* [E][2] gate and up pointers, when launched with them */
-    table_early(tab, a, 0, 2);
     QCU_PDL_ENTRY();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t unit = (int64_t)blockIdx.x * WARPS + warp, routed = a.T * a.k * a.I;
@@ -224,7 +176,7 @@ __global__ void __launch_bounds__(WARPS * 32) k_moe_gate_up(qcu_moe_experts_args
     const void *g0 = a.sh_gate, *u0 = a.sh_up;
     if (!shared) {
         const int64_t e = a.idx[p];
-        g0 = a.E <= TAB_MAX ? tab[2 * e] : a.experts[3 * e], u0 = a.E <= TAB_MAX ? tab[2 * e + 1] : a.experts[3 * e + 1];
+        g0 = a.experts[3 * e], u0 = a.experts[3 * e + 1];
     }
     float *hp = a.h + (shared ? routed + r * a.Is : p * a.I) + j;
     const char *wg = (const char *)g0 + row, *wu = (const char *)u0 + row;
@@ -244,21 +196,11 @@ __global__ void __launch_bounds__(WARPS * 32) k_moe_gate_up(qcu_moe_experts_args
  * precision (k_moe_gate_up), so only the weights are rounded here. */
 template <int DDT, bool VEC>
 __global__ void __launch_bounds__(WARPS * 32) k_moe_down(qcu_moe_experts_args a) {
-    QVLM_DYN_SMEM(const void *, tab); /* [E] down pointers, when launched with them */
-    table_early(tab, a, 2, 1);
+    QCU_PDL_ENTRY();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t unit = (int64_t)blockIdx.x * WARPS + warp;
     if (unit >= a.T * a.H) return;
     const int64_t r = unit / a.H, i = unit % a.H;
-    /* The shared expert's down row does not depend on the routing: its first loads go out
-     * before the wait (weights are never written), instead of after the routed experts'. */
-    const void *shw = a.sh_gate ? (const char *)a.sh_down + (size_t)(i * a.Is) * wtraits<DDT>::esize : NULL;
-    const int64_t sh_nch = VEC && shw ? a.Is / wtraits<DDT>::per16 : 0;
-    uint4 shpre[SH_PRE];
-#pragma unroll
-    for (int j = 0; j < SH_PRE; j++)
-        shpre[j] = lane + 32 * j < sh_nch ? __ldg((const uint4 *)shw + lane + 32 * j) : make_uint4(0, 0, 0, 0);
-    QCU_PDL_ENTRY();
     const int k = (int)a.k; /* <= MAX_K = 32: one lane per slot */
     const float *h = a.h + r * a.k * a.I;
     const int32_t id = lane < k ? a.idx[r * a.k + lane] : INT32_MAX;
@@ -279,8 +221,7 @@ __global__ void __launch_bounds__(WARPS * 32) k_moe_down(qcu_moe_experts_args a)
             const int32_t e = __shfl_sync(0xffffffffu, id, slot[b] & 31);
             part[b] = 0.0f;
             if (b0 + b >= k) continue; /* the same for the whole warp */
-            const void *w = (const char *)(a.E <= TAB_MAX ? tab[e] : a.experts[3 * (int64_t)e + 2]) +
-                            (size_t)(i * a.I) * wtraits<DDT>::esize;
+            const void *w = (const char *)a.experts[3 * (int64_t)e + 2] + (size_t)(i * a.I) * wtraits<DDT>::esize;
             lane_dots<DDT, VEC, 1>(&w, h + (int64_t)slot[b] * a.I, a.I, a.round_bf16, 0, lane, &part[b]);
         }
 #pragma unroll
@@ -290,10 +231,9 @@ __global__ void __launch_bounds__(WARPS * 32) k_moe_down(qcu_moe_experts_args a)
         }
     }
     if (a.sh_gate) { /* the shared expert's product, gated, added last: qvlm_op_add_gated */
-        const float *hs = a.h + a.T * a.k * a.I + r * a.Is;
+        const void *w = (const char *)a.sh_down + (size_t)(i * a.Is) * wtraits<DDT>::esize;
         float part;
-        if (VEC) part = lane_dot_pre<DDT, SH_PRE>(shpre, shw, hs, a.Is, a.round_bf16, lane);
-        else lane_dots<DDT, VEC, 1>(&shw, hs, a.Is, a.round_bf16, 0, lane, &part);
+        lane_dots<DDT, VEC, 1>(&w, a.h + a.T * a.k * a.I + r * a.Is, a.Is, a.round_bf16, 0, lane, &part);
         const float sh = warp_sum(part);
         if (lane == 0) a.out[r * a.H + i] = acc + sigmoid_gate(sh, a.sh_logit[r]);
         return;
@@ -363,10 +303,9 @@ static moe_kernel pick_dt(int dt, bool gate_up, bool vec) {
 extern "C" int qcu_moe_experts(void *st, const void *ap) {
     const qcu_moe_experts_args *a = (const qcu_moe_experts_args *)ap;
     if (a->T < 1 || a->T > QCU_GEMV_MAX_ROWS || a->k < 1 || a->k > MAX_K || a->H < 1 || a->I < 1) return 1;
-    if ((a->sh_gate && a->Is < 1) || a->E < 1) return 1;
+    if (a->sh_gate && a->Is < 1) return 1;
     const int64_t units = a->T * a->k * a->I + (a->sh_gate ? a->T * a->Is : 0);
-    const size_t tab = a->E <= TAB_MAX ? (size_t)a->E * sizeof(void *) : 0; /* table_early */
-    QVLM_LAUNCH(pick_dt(a->wdt, true, a->vec), qcu_blocks(units, WARPS), WARPS * 32, 2 * tab, st, *a);
-    QVLM_LAUNCH(pick_dt(a->ddt, false, a->vec), qcu_blocks(a->T * a->H, WARPS), WARPS * 32, tab, st, *a);
+    QVLM_LAUNCH(pick_dt(a->wdt, true, a->vec), qcu_blocks(units, WARPS), WARPS * 32, 0, st, *a);
+    QVLM_LAUNCH(pick_dt(a->ddt, false, a->vec), qcu_blocks(a->T * a->H, WARPS), WARPS * 32, 0, st, *a);
     QCU_DONE();
 }
