@@ -155,14 +155,17 @@ typedef void (*gemv_kernel)(qcu_gemv_args, int64_t, int);
 
 static int g_n_sm = 132;
 /* Measurement knobs (tests/unit/cuda_ops_test.c, QVLM_CUDA_PERF): QVLM_CUDA_GEMV_ROWS = 2 or 4
- * rows per warp instead of the size rule, QVLM_CUDA_GEMV_SPLITK = 0 to never split k. Read at
+ * rows per warp instead of the size rule, QVLM_CUDA_GEMV_SPLITK = 0 to never split k,
+ * QVLM_CUDA_GEMV_SMWARPS = the warps per SM that splitting k aims at (16). Read at
  * initialisation and by qcu_gemv_knobs, not at every launch. */
-static int g_rows_forced = 0, g_split_k = 1;
+static int g_rows_forced = 0, g_split_k = 1, g_sm_warps = 16;
 
 extern "C" void qcu_gemv_knobs(void) {
     const char *r = getenv("QVLM_CUDA_GEMV_ROWS"), *k = getenv("QVLM_CUDA_GEMV_SPLITK");
+    const char *w = getenv("QVLM_CUDA_GEMV_SMWARPS");
     g_rows_forced = r && *r ? atoi(r) : 0;
     g_split_k = k && *k ? atoi(k) : 1;
+    g_sm_warps = w && atoi(w) > 0 ? atoi(w) : 16;
 }
 
 template <int WDT, bool VEC, int NW>
@@ -217,7 +220,7 @@ extern "C" int qcu_gemv(void *st, const void *ap) {
      * one 16-byte chunk per lane. */
     const int64_t chunks = vec ? a->k / (16 / esize) : a->k;
     int KS = 1;
-    while (g_split_k && KS < WARPS && units * KS < (int64_t)g_n_sm * 16 && chunks >= (int64_t)32 * KS * 2) KS *= 2;
+    while (g_split_k && KS < WARPS && units * KS < (int64_t)g_n_sm * g_sm_warps && chunks >= (int64_t)32 * KS * 2) KS *= 2;
     QVLM_LAUNCH(k, qcu_blocks(units * KS, WARPS), WARPS * 32, 0, st, *a, units, KS);
     QCU_DONE();
 }
