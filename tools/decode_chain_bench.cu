@@ -4,10 +4,11 @@
 // kernel per op whose weights stream through a shared-memory ring fed by bulk copies, the first
 // stages issued before the wait on the kernel before; (d) one persistent kernel whose producer
 // warp streams every op's weights through such a ring in step order, across the grid barriers
-// its consumer warps wait on. Two chains: 200 ops of no work (what a boundary costs), and the 96
+// its consumer warps wait on; (e) one persistent kernel whose every warp streams its own rows
+// through a private ring, across the barriers. Two chains: 200 ops of no work (what a boundary costs), and the 96
 // weight products of a qwen3.5-0.8b decode step (bf16, the real shapes; with argument 1 also its
 // 508 MB lm_head), against the bound of their bytes over the measured copy bandwidth. (c) and (d)
-// are checked bit for bit against (a).
+// are checked bit for bit against (a), (e) against a float64 sum.
 // Not part of the build (docs/cuda.md gives the numbers):
 //   nvcc -O3 -arch=sm_90 -std=c++17 -o decode_chain_bench tools/decode_chain_bench.cu
 //   ./decode_chain_bench 0; ./decode_chain_bench 1
@@ -358,6 +359,95 @@ __global__ void __launch_bounds__(288, 1) k_ring(const Ops *ops, unsigned *ctr, 
         }
     }
 }
+
+// (e) persistent, every warp streaming its own rows through a private ring of bulk copies, in
+// step order across the products: after consuming a stage a warp refills the slot with its next
+// stage, which near a product's end is the next product's, so the next rows are in shared memory
+// before the grid barrier releases. x is staged in shared memory once per product and block.
+#define WR_MAXNS 4
+__global__ void __launch_bounds__(256, 1) k_warp_ring(const Ops *ops, unsigned *ctr, int NS, int SB) {
+    extern __shared__ __align__(128) unsigned char sm[];
+    unsigned long long *bars = (unsigned long long *)sm; // [8][WR_MAXNS]
+    float *xs = (float *)(sm + 512);                     // 4096 floats
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n = ops->n, nb = gridDim.x;
+    const long NWT = (long)nb * WARPS, gw = (long)blockIdx.x * WARPS + warp;
+    unsigned char *ring = sm + 512 + 16384 + (size_t)warp * NS * SB;
+    unsigned long long *wb = bars + warp * WR_MAXNS;
+    if (lane == 0) {
+        for (int i = 0; i < NS; i++)
+            mbar_init(smem_u32(&wb[i]));
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncwarp();
+    // the producer's cursor: product po, stage ps of this warp's rows in it
+    int po = 0;
+    long ps = 0, gp = 0;
+    auto produce = [&]() { // lane 0 only: issue the next stage of the stream, if any
+        while (po < n) {
+            const Op &a = ops->op[po];
+            const long rowb = (long)a.k * 2, rpw = (a.m + NWT - 1) / NWT, SR = SB / rowb;
+            const long r0 = gw * rpw, r1 = r0 + rpw < a.m ? r0 + rpw : a.m;
+            const long rs = r0 + ps * SR;
+            if (rs >= r1) {
+                po++, ps = 0;
+                continue;
+            }
+            const long nr = r1 - rs < SR ? r1 - rs : SR;
+            const int slot = (int)(gp % NS);
+            bulk_load(smem_u32(ring + (size_t)slot * SB), (const char *)a.w + rs * rowb, (unsigned)(nr * rowb),
+                      smem_u32(&wb[slot]));
+            ps++, gp++;
+            return;
+        }
+    };
+    if (lane == 0)
+        for (int i = 0; i < NS; i++)
+            produce();
+    long gc = 0;
+    for (int i = 0; i < n; i++) {
+        const Op a = ops->op[i];
+        const long rowb = (long)a.k * 2, rpw = (a.m + NWT - 1) / NWT, SR = SB / rowb;
+        const long r0 = gw * rpw, r1 = r0 + rpw < a.m ? r0 + rpw : a.m;
+        const int nch = a.k / 8;
+        if (i > 0) {
+            if (threadIdx.x == 0)
+                while (ld_acq(ctr) < (unsigned)i * nb) {
+                }
+            __syncthreads();
+        }
+        for (int e = threadIdx.x; e < a.k / 4; e += 256)
+            ((float4 *)xs)[e] = __ldcg((const float4 *)a.x + e);
+        __syncthreads();
+        for (long rs = r0; rs < r1; rs += SR, gc++) {
+            const int slot = (int)(gc % NS), nr = (int)(r1 - rs < SR ? r1 - rs : SR);
+            mbar_wait(smem_u32(&wb[slot]), (unsigned)((gc / NS) & 1));
+            const uint4 *buf = (const uint4 *)(ring + (size_t)slot * SB);
+            for (int r = 0; r < nr; r++) {
+                float acc = 0;
+                for (int c = lane; c < nch; c += 32) {
+                    const float4 *xp = (const float4 *)xs + c * 2;
+                    const float4 x0 = xp[0], x1 = xp[1];
+                    const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+                    float w[8];
+                    unpack(buf[(long)r * nch + c], w);
+                    for (int e = 0; e < 8; e++)
+                        acc += w[e] * xv[e];
+                }
+                acc = warp_sum(acc);
+                if (lane == 0)
+                    a.y[rs + r] = acc;
+            }
+            __syncwarp();
+            if (lane == 0)
+                produce();
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            __threadfence();
+            red_rel(ctr, 1);
+        }
+    }
+}
 // tiny chain
 __global__ void k_tiny(float *b, int i) {
     pdl_wait();
@@ -413,6 +503,7 @@ int main(int argc, char **argv) {
     cudaDeviceProp p;
     CK(cudaGetDeviceProperties(&p, dev));
     const int nsm = p.multiProcessorCount;
+    setvbuf(stdout, NULL, _IOLBF, 0);
     printf("%s, %d SMs\n", p.name, nsm);
     cudaStream_t s;
     CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
@@ -699,6 +790,61 @@ int main(int argc, char **argv) {
             diff += memcmp(&out[0][i], &out[1][i], 4) != 0;
         printf("ring vs kernels, final output: %d of %zu differ (e.g. %g %g)\n", diff, out[0].size(), out[0][0],
                out[1][0]);
+    // --- (e) persistent, a ring per warp
+    {
+        Ops h = {};
+        h.n = (int)shapes.size();
+        size_t off = 0;
+        for (int i = 0; i < h.n; i++) {
+            Op &o = h.op[i];
+            o.m = shapes[i].m;
+            o.k = shapes[i].k;
+            o.w = W + off;
+            off += (size_t)o.m * o.k;
+            o.x = act + (i & 1) * 300000;
+            o.y = act + ((i + 1) & 1) * 300000;
+            o.units = (o.m + 1) / 2;
+            o.KS = 1;
+        }
+        Ops *d;
+        CK(cudaMalloc(&d, sizeof(Ops)));
+        CK(cudaMemcpy(d, &h, sizeof(Ops), cudaMemcpyHostToDevice));
+        CK(cudaFuncSetAttribute(k_warp_ring, cudaFuncAttributeMaxDynamicSharedMemorySize, 220 * 1024));
+        int rc[][2] = {{3, 8192}, {2, 8192}, {1, 8192}}; // a stage holds a whole row (7 KB at most)
+        for (auto &c : rc) {
+            const size_t smem = 512 + 16384 + (size_t)WARPS * c[0] * c[1];
+            cudaGraph_t gr;
+            cudaGraphExec_t ge;
+            CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+            CK(cudaMemsetAsync(ctr, 0, 4, s));
+            k_warp_ring<<<nsm, 256, smem, s>>>(d, ctr, c[0], c[1]);
+            CK(cudaStreamEndCapture(s, &gr));
+            CK(cudaGraphInstantiate(&ge, gr, 0));
+            float t = time_graph(ge, s, 20);
+            printf("GEMV chain: persistent, a ring per warp %d x %d KB: %.1f us\n", c[0], c[1] / 1024, t);
+        }
+        // one product against a float64 sum on the host
+        CK(cudaMemcpy(act, hx.data(), 300000 * 4, cudaMemcpyHostToDevice));
+        CK(cudaMemset(ctr, 0, 4));
+        Ops h1 = h;
+        h1.n = 1;
+        CK(cudaMemcpy(d, &h1, sizeof(Ops), cudaMemcpyHostToDevice));
+        k_warp_ring<<<nsm, 256, 512 + 16384 + WARPS * 3 * 8192>>>(d, ctr, 3, 8192);
+        CK(cudaDeviceSynchronize());
+        const int m = h.op[0].m, k = h.op[0].k;
+        std::vector<float> y(m);
+        CK(cudaMemcpy(y.data(), h.op[0].y, m * 4, cudaMemcpyDeviceToHost));
+        double worst = 0;
+        for (int r = 0; r < m; r++) {
+            double ref = 0, mag = 0;
+            for (int j = 0; j < k; j++) {
+                const double p = (double)__bfloat162float(hw[(size_t)r * k + j]) * hx[j];
+                ref += p, mag += fabs(p);
+            }
+            worst = fmax(worst, fabs(y[r] - ref) / (mag + 1e-30));
+        }
+        printf("ring per warp, first product: worst |y - exact| / sum|terms| = %.2e (%d rows)\n", worst, m);
+    }
     }
     CK(cudaDeviceSynchronize());
     return 0;
