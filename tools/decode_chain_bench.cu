@@ -1,12 +1,12 @@
-// decode_chain_bench.cu - what a chain of dependent decode ops costs on the GPU, four ways:
+// decode_chain_bench.cu - what a chain of dependent decode ops costs on the GPU, five ways:
 // (a) one kernel per op in a CUDA graph with programmatic dependent launch (PDL), as qvlm's
 // decode steps run; (b) one persistent kernel with a grid barrier between the ops; (c) one
 // kernel per op whose weights stream through a shared-memory ring fed by bulk copies, the first
 // stages issued before the wait on the kernel before; (d) one persistent kernel whose producer
 // warp streams every op's weights through such a ring in step order, across the grid barriers
 // its consumer warps wait on; (e) one persistent kernel whose every warp streams its own rows
-// through a private ring, across the barriers. Two chains: 200 ops of no work (what a boundary costs), and the 96
-// weight products of a qwen3.5-0.8b decode step (bf16, the real shapes; with argument 1 also its
+// through a private ring, across the barriers. Two chains: 200 ops of no work (what a boundary
+// costs), and the 96 weight products of a qwen3.5-0.8b decode step (bf16, the real shapes; with argument 1 also its
 // 508 MB lm_head), against the bound of their bytes over the measured copy bandwidth. (c) and (d)
 // are checked bit for bit against (a), (e) against a float64 sum.
 // Not part of the build (docs/cuda.md gives the numbers):
