@@ -6,9 +6,9 @@
 // warp streams every op's weights through such a ring in step order, across the grid barriers
 // its consumer warps wait on; (e) one persistent kernel whose every warp streams its own rows
 // through a private ring, across the barriers. Two chains: 200 ops of no work (what a boundary
-// costs), and the 96 weight products of a qwen3.5-0.8b decode step (bf16, the real shapes; with argument 1 also its
-// 508 MB lm_head), against the bound of their bytes over the measured copy bandwidth. (c) and (d)
-// are checked bit for bit against (a), (e) against a float64 sum.
+// costs), and the 96 weight products of a qwen3.5-0.8b decode step (bf16, the real shapes; with
+// argument 1 also its 508 MB lm_head), against the bound of their bytes over the measured copy
+// bandwidth. (c) and (d) are checked bit for bit against (a), (e) against a float64 sum.
 // Not part of the build (docs/cuda.md gives the numbers):
 //   nvcc -O3 -arch=sm_90 -std=c++17 -o decode_chain_bench tools/decode_chain_bench.cu
 //   ./decode_chain_bench 0; ./decode_chain_bench 1
