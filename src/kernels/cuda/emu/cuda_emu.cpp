@@ -153,13 +153,18 @@ static void run_grid(dim3 g, dim3 bd, size_t smem, const std::function<void()> &
     b->body = &body;
     b->smem = (void *)(((uintptr_t)smem_buf->data() + 15) & ~(uintptr_t)15);
     cur_block = b;
-    for (unsigned z = 0; z < g.z; z++)
-        for (unsigned y = 0; y < g.y; y++)
-            for (unsigned x = 0; x < g.x; x++) {
-                b->bid = {x, y, z};
-                std::memset(smem_buf->data(), 0xff, smem_buf->size());
-                run_block(*b);
-            }
+    /* QVLM_EMU_BLOCK_ORDER=reverse runs the blocks last to first. A kernel whose blocks read
+     * what other blocks of the same launch write (a race on a GPU, where the blocks run
+     * together) gives other results in one order or the other. */
+    const char *ord = getenv("QVLM_EMU_BLOCK_ORDER");
+    const bool rev = ord && strcmp(ord, "reverse") == 0;
+    const unsigned long nblk = (unsigned long)g.x * g.y * g.z;
+    for (unsigned long i = 0; i < nblk; i++) {
+        const unsigned long j = rev ? nblk - 1 - i : i;
+        b->bid = {(unsigned)(j % g.x), (unsigned)(j / g.x % g.y), (unsigned)(j / ((unsigned long)g.x * g.y))};
+        std::memset(smem_buf->data(), 0xff, smem_buf->size());
+        run_block(*b);
+    }
     delete b;
     grid_dim = sg, block_dim = sb, cur_block = sblk, cur = scur;
 }
