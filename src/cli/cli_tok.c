@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli_util.h"
 #include "core/fileio.h"
 
 qvlm_tokenizer *cli_tok_open(const char *cmd, const char *model_dir, const char *tokenizer_path) {
@@ -89,4 +90,32 @@ bool cli_buf_flush(const char *cmd, cli_buf *b, FILE *f) {
     free(b->p);
     *b = (cli_buf){0};
     return ok;
+}
+
+int cli_tok_filter(int argc, char **argv, const char *cmd, const char *usage, cli_tok_transform fn) {
+    const char *model = NULL, *path = NULL;
+    bool jsonl = false, bad = false;
+    for (int i = 1; i < argc && !bad; i++) {
+        if (cli_opt(argc, argv, &i, "--model", &model, &bad) || cli_opt(argc, argv, &i, "--tokenizer", &path, &bad))
+            continue;
+        if (strcmp(argv[i], "--jsonl") == 0) jsonl = true;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return fputs(usage, stdout), 0;
+        else return fprintf(stderr, "qvlm %s: unknown option '%s'\n%s", cmd, argv[i], usage), 2;
+    }
+    if (bad) return 2;
+    if (!model && !path) return fputs(usage, stderr), 2;
+    qvlm_tokenizer *tok = cli_tok_open(cmd, model, path);
+    if (!tok) return 1;
+    char *in;
+    size_t n;
+    cli_buf out = {0};
+    bool ok = cli_read_all(cmd, stdin, &in, &n);
+    if (ok) {
+        ok = fn(tok, in, n, jsonl, &out);
+        free(in);
+    }
+    if (ok) ok = cli_buf_flush(cmd, &out, stdout);
+    else free(out.p);
+    qvlm_tokenizer_destroy(tok);
+    return ok ? 0 : 1;
 }

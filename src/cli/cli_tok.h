@@ -31,4 +31,13 @@ void cli_buf_ids(cli_buf *b, const int32_t *ids, size_t n);
 /* Write b to f and free it; false (printed) when writing failed or memory ran out. */
 bool cli_buf_flush(const char *cmd, cli_buf *b, FILE *f);
 
+/* A filter command's transform: all of stdin (in, n bytes, NUL-terminated, writable) into out;
+ * false when it failed (printed). */
+typedef bool (*cli_tok_transform)(const qvlm_tokenizer *tok, char *in, size_t n, bool jsonl, cli_buf *out);
+
+/* main() of `qvlm CMD --model DIR [--tokenizer FILE] [--jsonl]`: parses the options, opens the
+ * tokenizer, runs fn over stdin and writes its output only if it succeeded. Exit status: 0, 1
+ * (failed), 2 (bad usage). */
+int cli_tok_filter(int argc, char **argv, const char *cmd, const char *usage, cli_tok_transform fn);
+
 #endif /* QVLM_CLI_CLI_TOK_H */

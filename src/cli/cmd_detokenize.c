@@ -85,37 +85,13 @@ static bool detokenize_lines(const qvlm_tokenizer *tok, const char *in, size_t n
     return true;
 }
 
-int qvlm_cmd_detokenize(int argc, char **argv) {
-    const char *model = NULL, *path = NULL;
-    bool jsonl = false, bad = false;
-    for (int i = 1; i < argc && !bad; i++) {
-        if (cli_opt(argc, argv, &i, "--model", &model, &bad) || cli_opt(argc, argv, &i, "--tokenizer", &path, &bad))
-            continue;
-        if (strcmp(argv[i], "--jsonl") == 0) jsonl = true;
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return fputs(USAGE, stdout), 0;
-        else return fprintf(stderr, "qvlm detokenize: unknown option '%s'\n%s", argv[i], USAGE), 2;
-    }
-    if (bad) return 2;
-    if (!model && !path) return fputs(USAGE, stderr), 2;
-    qvlm_tokenizer *tok = cli_tok_open("detokenize", model, path);
-    if (!tok) return 1;
-    char *in;
-    size_t n;
-    cli_buf out = {0};
-    bool ok = cli_read_all("detokenize", stdin, &in, &n);
-    if (ok) {
-        if (jsonl) {
-            ok = detokenize_lines(tok, in, n, &out);
-        } else {
-            json_error_t je;
-            json_t *arr = json_loadb(in, n, 0, &je);
-            ok = decode_into(tok, arr, false, &out, "");
-            json_decref(arr);
-        }
-        free(in);
-    }
-    if (ok) ok = cli_buf_flush("detokenize", &out, stdout);
-    else free(out.p);
-    qvlm_tokenizer_destroy(tok);
-    return ok ? 0 : 1;
+static bool detokenize(const qvlm_tokenizer *tok, char *in, size_t n, bool jsonl, cli_buf *out) {
+    if (jsonl) return detokenize_lines(tok, in, n, out);
+    json_error_t je;
+    json_t *arr = json_loadb(in, n, 0, &je);
+    bool ok = decode_into(tok, arr, false, out, "");
+    json_decref(arr);
+    return ok;
 }
+
+int qvlm_cmd_detokenize(int argc, char **argv) { return cli_tok_filter(argc, argv, "detokenize", USAGE, detokenize); }

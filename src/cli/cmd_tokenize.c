@@ -55,30 +55,8 @@ static bool tokenize_lines(const qvlm_tokenizer *tok, char *in, size_t n, cli_bu
     return true;
 }
 
-int qvlm_cmd_tokenize(int argc, char **argv) {
-    const char *model = NULL, *path = NULL;
-    bool jsonl = false, bad = false;
-    for (int i = 1; i < argc && !bad; i++) {
-        if (cli_opt(argc, argv, &i, "--model", &model, &bad) || cli_opt(argc, argv, &i, "--tokenizer", &path, &bad))
-            continue;
-        if (strcmp(argv[i], "--jsonl") == 0) jsonl = true;
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return fputs(USAGE, stdout), 0;
-        else return fprintf(stderr, "qvlm tokenize: unknown option '%s'\n%s", argv[i], USAGE), 2;
-    }
-    if (bad) return 2;
-    if (!model && !path) return fputs(USAGE, stderr), 2;
-    qvlm_tokenizer *tok = cli_tok_open("tokenize", model, path);
-    if (!tok) return 1;
-    char *in;
-    size_t n;
-    cli_buf out = {0};
-    bool ok = cli_read_all("tokenize", stdin, &in, &n);
-    if (ok) {
-        ok = jsonl ? tokenize_lines(tok, in, n, &out) : encode_into(tok, in, n, &out, "");
-        free(in);
-    }
-    if (ok) ok = cli_buf_flush("tokenize", &out, stdout);
-    else free(out.p);
-    qvlm_tokenizer_destroy(tok);
-    return ok ? 0 : 1;
+static bool tokenize(const qvlm_tokenizer *tok, char *in, size_t n, bool jsonl, cli_buf *out) {
+    return jsonl ? tokenize_lines(tok, in, n, out) : encode_into(tok, in, n, out, "");
 }
+
+int qvlm_cmd_tokenize(int argc, char **argv) { return cli_tok_filter(argc, argv, "tokenize", USAGE, tokenize); }
