@@ -65,6 +65,22 @@ __device__ __forceinline__ void unpack(uint4 v, float *w) {
         w[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
     }
 }
+// This lane's part of a row's dot product with x: chunks c0, c0 + step, ... of the row (16-byte
+// bf16 chunks), each one's 8 products added in order. (c), (d) and (e) share it, so their sums
+// are (a)'s where their lanes take (a)'s chunks.
+__device__ __forceinline__ float row_dot(const uint4 *row, const float *x, int c0, int nch, int step) {
+    float acc = 0;
+    for (int c = c0; c < nch; c += step) {
+        const float4 *xp = (const float4 *)x + c * 2;
+        const float4 x0 = xp[0], x1 = xp[1];
+        const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+        float w[8];
+        unpack(row[c], w);
+        for (int e = 0; e < 8; e++)
+            acc += w[e] * xv[e];
+    }
+    return acc;
+}
 // mode 0: kernel (pdl wait); mode 1: persistent (barrier wait on ctr >= target)
 template <int MODE>
 __device__ __forceinline__ void gemv_vblock(const Op &a, long vb, float (*red)[2], unsigned *ctr, unsigned target,
@@ -225,18 +241,7 @@ __global__ void __launch_bounds__(256, 1) k_gemv_bulk(Op a, BulkCfg cf) {
         float *rd = red + (s & 1) * 64 * 8;
         for (int it = warp; it < nr * KS; it += WARPS) {
             const int r = it / KS, ks = it % KS;
-            const uint4 *row = buf + (long)r * nch;
-            float acc = 0;
-            for (int c = ks * 32 + lane; c < nch; c += 32 * KS) {
-                const float4 *xp = (const float4 *)a.x + c * 2;
-                float4 x0 = xp[0], x1 = xp[1];
-                float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-                float w[8];
-                unpack(row[c], w);
-                for (int e = 0; e < 8; e++)
-                    acc += w[e] * xv[e];
-            }
-            acc = warp_sum(acc);
+            const float acc = warp_sum(row_dot(buf + (long)r * nch, a.x, ks * 32 + lane, nch, 32 * KS));
             if (lane == 0)
                 rd[r * 8 + ks] = acc;
         }
@@ -265,6 +270,20 @@ __device__ __forceinline__ void mbar_arrive(unsigned bar) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
 }
 __device__ __forceinline__ void cons_sync() { asm volatile("bar.sync 1, 256;" ::: "memory"); }
+// Before product i of a persistent kernel's consumers (threads 0-255): every block has finished
+// product i - 1 (the grid barrier), then x goes into shared memory once per block (L2 loads:
+// other blocks wrote it in this kernel).
+__device__ __forceinline__ void await_product(int i, int nb, unsigned *ctr, const Op &a, float *xs) {
+    if (i > 0) {
+        if (threadIdx.x == 0)
+            while (ld_acq(ctr) < (unsigned)i * nb) {
+            }
+        cons_sync();
+    }
+    for (int e = threadIdx.x; e < a.k / 4; e += 256)
+        ((float4 *)xs)[e] = __ldcg((const float4 *)a.x + e);
+    cons_sync();
+}
 struct RingCfg {
     int stages, stage_bytes;
 };
@@ -310,16 +329,7 @@ __global__ void __launch_bounds__(288, 1) k_ring(const Ops *ops, unsigned *ctr, 
         const long rowb = (long)a.k * 2, rpb = (a.m + nb - 1) / nb;
         const int SR = (int)(cf.stage_bytes / rowb), KS = a.KS, nch = a.k / 8;
         const long r0 = (long)blockIdx.x * rpb, r1 = r0 + rpb < a.m ? r0 + rpb : a.m;
-        if (i > 0) {
-            if (threadIdx.x == 0)
-                while (ld_acq(ctr) < (unsigned)i * nb) {
-                }
-            cons_sync();
-        }
-        // x into shared memory once per product (L2 loads: other blocks wrote it in this kernel)
-        for (int e = threadIdx.x; e < a.k / 4; e += 256)
-            ((float4 *)xs)[e] = __ldcg((const float4 *)a.x + e);
-        cons_sync();
+        await_product(i, nb, ctr, a, xs);
         for (long rs = r0; rs < r1; rs += SR, g++) {
             const int slot = (int)(g % NS), nr = (int)(r1 - rs < SR ? r1 - rs : SR);
             mbar_wait(smem_u32(&full[slot]), (unsigned)((g / NS) & 1));
@@ -327,18 +337,7 @@ __global__ void __launch_bounds__(288, 1) k_ring(const Ops *ops, unsigned *ctr, 
             float *rd = red + (g & 1) * 64 * 8;
             for (int it = warp; it < nr * KS; it += WARPS) {
                 const int r = it / KS, ks = it % KS;
-                const uint4 *row = buf + (long)r * nch;
-                float acc = 0;
-                for (int c = ks * 32 + lane; c < nch; c += 32 * KS) {
-                    const float4 *xp = (const float4 *)xs + c * 2;
-                    float4 x0 = xp[0], x1 = xp[1];
-                    float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-                    float w[8];
-                    unpack(row[c], w);
-                    for (int e = 0; e < 8; e++)
-                        acc += w[e] * xv[e];
-                }
-                acc = warp_sum(acc);
+                const float acc = warp_sum(row_dot(buf + (long)r * nch, xs, ks * 32 + lane, nch, 32 * KS));
                 if (lane == 0)
                     rd[r * 8 + ks] = acc;
             }
@@ -409,31 +408,13 @@ __global__ void __launch_bounds__(256, 1) k_warp_ring(const Ops *ops, unsigned *
         const long rowb = (long)a.k * 2, rpw = (a.m + NWT - 1) / NWT, SR = SB / rowb;
         const long r0 = gw * rpw, r1 = r0 + rpw < a.m ? r0 + rpw : a.m;
         const int nch = a.k / 8;
-        if (i > 0) {
-            if (threadIdx.x == 0)
-                while (ld_acq(ctr) < (unsigned)i * nb) {
-                }
-            __syncthreads();
-        }
-        for (int e = threadIdx.x; e < a.k / 4; e += 256)
-            ((float4 *)xs)[e] = __ldcg((const float4 *)a.x + e);
-        __syncthreads();
+        await_product(i, nb, ctr, a, xs);
         for (long rs = r0; rs < r1; rs += SR, gc++) {
             const int slot = (int)(gc % NS), nr = (int)(r1 - rs < SR ? r1 - rs : SR);
             mbar_wait(smem_u32(&wb[slot]), (unsigned)((gc / NS) & 1));
             const uint4 *buf = (const uint4 *)(ring + (size_t)slot * SB);
             for (int r = 0; r < nr; r++) {
-                float acc = 0;
-                for (int c = lane; c < nch; c += 32) {
-                    const float4 *xp = (const float4 *)xs + c * 2;
-                    const float4 x0 = xp[0], x1 = xp[1];
-                    const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-                    float w[8];
-                    unpack(buf[(long)r * nch + c], w);
-                    for (int e = 0; e < 8; e++)
-                        acc += w[e] * xv[e];
-                }
-                acc = warp_sum(acc);
+                const float acc = warp_sum(row_dot(buf + (long)r * nch, xs, lane, nch, 32));
                 if (lane == 0)
                     a.y[rs + r] = acc;
             }
@@ -470,10 +451,11 @@ __global__ void k_tiny_persist(float *b, int n, unsigned *ctr) {
 
 /* A launch with programmatic dependent launch allowed, as qvlm's kernels are launched. */
 template <typename... KA, typename... A>
-static void launch_pdl(void (*k)(KA...), dim3 g, dim3 b, cudaStream_t s, A... args) {
+static void launch_pdl(void (*k)(KA...), dim3 g, dim3 b, size_t smem, cudaStream_t s, A... args) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = g;
     cfg.blockDim = b;
+    cfg.dynamicSmemBytes = smem;
     cfg.stream = s;
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -498,6 +480,34 @@ static float time_graph(cudaGraphExec_t ge, cudaStream_t s, int reps) {
     return ms * 1000.f / reps;
 }
 
+// The split over k of gemv.cu for a product of `units` pairs of rows.
+static int split_k(long units, int k, int nsm) {
+    int KS = 1;
+    while (KS < WARPS && units * KS < (long)nsm * 16 && k / 8 >= 64L * KS)
+        KS *= 2;
+    return KS;
+}
+// The chain's products over the weights W, each reading the activation the one before wrote.
+struct Sh {
+    int m, k;
+};
+static Ops chain(const std::vector<Sh> &shapes, const __nv_bfloat16 *W, float *act, int nsm) {
+    Ops h = {};
+    h.n = (int)shapes.size();
+    size_t off = 0;
+    for (int i = 0; i < h.n; i++) {
+        Op &o = h.op[i];
+        o.m = shapes[i].m;
+        o.k = shapes[i].k;
+        o.w = W + off;
+        off += (size_t)o.m * o.k;
+        o.x = act + (i & 1) * 300000;
+        o.y = act + ((i + 1) & 1) * 300000;
+        o.units = (o.m + 1) / 2;
+        o.KS = split_k(o.units, o.k, nsm);
+    }
+    return h;
+}
 int main(int argc, char **argv) {
     int dev = 0;
     cudaDeviceProp p;
@@ -526,7 +536,7 @@ int main(int argc, char **argv) {
         cudaGraphExec_t ge;
         CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
         for (int i = 0; i < N; i++)
-            launch_pdl(k_tiny, g, dim3(256), s, tb, i);
+            launch_pdl(k_tiny, g, dim3(256), 0, s, tb, i);
         CK(cudaStreamEndCapture(s, &gr));
         CK(cudaGraphInstantiate(&ge, gr, 0));
         float t1 = time_graph(ge, s, 50);
@@ -540,9 +550,6 @@ int main(int argc, char **argv) {
                t1, t1 / N, t2, t2 / N);
     }
     // --- 0.8B GEMV chain
-    struct Sh {
-        int m, k;
-    };
     std::vector<Sh> shapes;
     for (int l = 0; l < 24; l++) {
         shapes.push_back({8224, 1024});
@@ -594,24 +601,7 @@ int main(int argc, char **argv) {
             printf("persistent %d blocks/SM: only %d fit, skipped\n", bps, occ);
             continue;
         }
-        Ops h = {};
-        h.n = (int)shapes.size();
-        size_t off = 0;
-        for (int i = 0; i < h.n; i++) {
-            Op &o = h.op[i];
-            o.m = shapes[i].m;
-            o.k = shapes[i].k;
-            o.w = W + off;
-            off += (size_t)o.m * o.k;
-            o.x = act + (i & 1) * 300000;
-            o.y = act + ((i + 1) & 1) * 300000;
-            o.units = (o.m + 1) / 2;
-            int KS = 1;
-            const long chunks = o.k / 8;
-            while (KS < WARPS && o.units * KS < (long)nsm * 16 && chunks >= 64L * KS)
-                KS *= 2;
-            o.KS = KS;
-        }
+        Ops h = chain(shapes, W, act, nsm);
         Ops *d;
         CK(cudaMalloc(&d, sizeof(Ops)));
         CK(cudaMemcpy(d, &h, sizeof(Ops), cudaMemcpyHostToDevice));
@@ -621,7 +611,7 @@ int main(int argc, char **argv) {
         if (bps == 2) {
             CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
             for (int i = 0; i < h.n; i++)
-                launch_pdl(k_gemv, dim3((unsigned)((h.op[i].units * h.op[i].KS + WARPS - 1) / WARPS)), dim3(256), s,
+                launch_pdl(k_gemv, dim3((unsigned)((h.op[i].units * h.op[i].KS + WARPS - 1) / WARPS)), dim3(256), 0, s,
                            h.op[i]);
             CK(cudaStreamEndCapture(s, &gr));
             CK(cudaGraphInstantiate(&ge, gr, 0));
@@ -648,36 +638,14 @@ int main(int argc, char **argv) {
             cudaGraph_t gr;
             cudaGraphExec_t ge;
             CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-            size_t off = 0;
-            for (size_t i = 0; i < shapes.size(); i++) {
-                Op o = {};
-                o.m = shapes[i].m;
-                o.k = shapes[i].k;
-                o.w = W + off;
-                off += (size_t)o.m * o.k;
-                o.x = act + (i & 1) * 300000;
-                o.y = act + ((i + 1) & 1) * 300000;
-                o.units = (o.m + 1) / 2;
-                int KS = 1;
-                const long chunks = o.k / 8;
-                while (KS < WARPS && o.units * KS < (long)nsm * 16 && chunks >= 64L * KS)
-                    KS *= 2;
-                o.KS = KS;
+            const Ops h = chain(shapes, W, act, nsm);
+            for (int i = 0; i < h.n; i++) {
+                const Op &o = h.op[i];
                 long nb = (long)nsm * bps;
                 long rpb = (o.m + nb - 1) / nb;
                 nb = (o.m + rpb - 1) / rpb;
                 BulkCfg cf = {stages, sb, (int)rpb, c[3]};
-                cudaLaunchConfig_t lc = {};
-                lc.gridDim = dim3((unsigned)nb);
-                lc.blockDim = dim3(256);
-                lc.dynamicSmemBytes = smem;
-                lc.stream = s;
-                cudaLaunchAttribute at[1];
-                at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-                at[0].val.programmaticStreamSerializationAllowed = 1;
-                lc.attrs = at;
-                lc.numAttrs = 1;
-                CK(cudaLaunchKernelEx(&lc, k_gemv_bulk, o, cf));
+                launch_pdl(k_gemv_bulk, dim3((unsigned)nb), dim3(256), smem, s, o, cf);
             }
             CK(cudaStreamEndCapture(s, &gr));
             CK(cudaGraphInstantiate(&ge, gr, 0));
@@ -703,9 +671,7 @@ int main(int argc, char **argv) {
         CK(cudaMalloc(&dy2, m * 4));
         CK(cudaMemcpy(dw, hw.data(), hw.size() * 2, cudaMemcpyHostToDevice));
         CK(cudaMemcpy(dx, hx.data(), k * 4, cudaMemcpyHostToDevice));
-        Op o = {dw, dx, dy1, m, k, 1, (m + 1) / 2};
-        while (o.KS < WARPS && o.units * o.KS < (long)nsm * 16 && k / 8 >= 64L * o.KS)
-            o.KS *= 2;
+        Op o = {dw, dx, dy1, m, k, split_k((m + 1) / 2, k, nsm), (m + 1) / 2};
         k_gemv<<<(unsigned)((o.units * o.KS + WARPS - 1) / WARPS), 256>>>(o);
         Op o2 = o;
         o2.y = dy2;
@@ -724,23 +690,7 @@ int main(int argc, char **argv) {
 
     // --- (d) persistent kernel with a producer-fed ring
     {
-        Ops h = {};
-        h.n = (int)shapes.size();
-        size_t off = 0;
-        for (int i = 0; i < h.n; i++) {
-            Op &o = h.op[i];
-            o.m = shapes[i].m;
-            o.k = shapes[i].k;
-            o.w = W + off;
-            off += (size_t)o.m * o.k;
-            o.x = act + (i & 1) * 300000;
-            o.y = act + ((i + 1) & 1) * 300000;
-            o.units = (o.m + 1) / 2;
-            int KS = 1;
-            while (KS < WARPS && o.units * KS < (long)nsm * 16 && o.k / 8 >= 64L * KS)
-                KS *= 2;
-            o.KS = KS;
-        }
+        Ops h = chain(shapes, W, act, nsm);
         Ops *d;
         CK(cudaMalloc(&d, sizeof(Ops)));
         CK(cudaMemcpy(d, &h, sizeof(Ops), cudaMemcpyHostToDevice));
@@ -792,20 +742,9 @@ int main(int argc, char **argv) {
                out[1][0]);
     // --- (e) persistent, a ring per warp
     {
-        Ops h = {};
-        h.n = (int)shapes.size();
-        size_t off = 0;
-        for (int i = 0; i < h.n; i++) {
-            Op &o = h.op[i];
-            o.m = shapes[i].m;
-            o.k = shapes[i].k;
-            o.w = W + off;
-            off += (size_t)o.m * o.k;
-            o.x = act + (i & 1) * 300000;
-            o.y = act + ((i + 1) & 1) * 300000;
-            o.units = (o.m + 1) / 2;
-            o.KS = 1;
-        }
+        Ops h = chain(shapes, W, act, nsm);
+        for (int i = 0; i < h.n; i++)
+            h.op[i].KS = 1; // (e): a warp per row
         Ops *d;
         CK(cudaMalloc(&d, sizeof(Ops)));
         CK(cudaMemcpy(d, &h, sizeof(Ops), cudaMemcpyHostToDevice));

@@ -250,7 +250,7 @@ void qvlm_gated_delta_conv_norm_default(qvlm_stream *s, float *y, float *core, c
                                         const float *a, const float *b, int64_t ldab, const qvlm_tensor *A_log,
                                         const qvlm_tensor *dt_bias, float *S, const qvlm_gdn_dims *d, int64_t T,
                                         bool chunked) {
-    const int64_t C = 2 * d->n_k_heads * d->k_dim + d->n_v_heads * d->v_dim;
+    const int64_t C = qvlm_gdn_qkv_dim(d);
     qvlm_op_conv1d_silu(s, conv->y, conv->x, conv->ldx, conv->state, conv->w, T, C, conv->K);
     qvlm_op_gated_delta_norm(s, y, core, z, norm_w, eps, conv->y, C, a, b, ldab, A_log, dt_bias, S, d, T, chunked);
 }

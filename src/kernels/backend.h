@@ -204,6 +204,10 @@ void qvlm_op_conv1d_silu(qvlm_stream *s, float *y, const float *x, int64_t ldx, 
 typedef struct qvlm_gdn_dims {
     int64_t n_k_heads, n_v_heads, k_dim, v_dim;
 } qvlm_gdn_dims;
+/* Channels of the qkv projection (and of the conv): q and k of every key head, v of every value head. */
+static inline int64_t qvlm_gdn_qkv_dim(const qvlm_gdn_dims *d) {
+    return 2 * d->n_k_heads * d->k_dim + d->n_v_heads * d->v_dim;
+}
 void qvlm_op_gated_delta(qvlm_stream *s, float *out, const float *qkv, int64_t ldqkv, const float *a,
                          const float *b, int64_t ldab, const qvlm_tensor *A_log, const qvlm_tensor *dt_bias,
                          float *S, const qvlm_gdn_dims *d, int64_t T, bool chunked);

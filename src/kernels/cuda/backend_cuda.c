@@ -1163,7 +1163,7 @@ static void cu_gated_delta_conv_norm(qvlm_stream *st, float *y, float *core, con
                                      const qvlm_tensor *A_log, const qvlm_tensor *dt_bias, float *S,
                                      const qvlm_gdn_dims *d, int64_t T, bool chunked) {
     cuda_stream *s = cs_of(st);
-    const int64_t C = 2 * d->n_k_heads * d->k_dim + d->n_v_heads * d->v_dim;
+    const int64_t C = qvlm_gdn_qkv_dim(d);
     if (T != 1 || chunked || !s->be->gdn_fused || !s->sync ||
         !qcu_gdn_decode_fits(d->n_k_heads, d->n_v_heads, d->k_dim, d->v_dim, conv->K) ||
         overlap(y, d->n_v_heads * d->v_dim, conv->x, C)) {

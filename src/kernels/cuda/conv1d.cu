@@ -27,7 +27,7 @@ __global__ void k_conv1d_silu(float *y, const float *x, float *state, const void
             if (k < K - 1) acc += wk[k] * win[k];
             else if (k == K - 1) acc += wk[k] * xv;
         }
-        y[t * C + c] = acc / (1.0f + expf(-acc));
+        y[t * C + c] = silu_f(acc);
 #pragma unroll
         for (int k = 0; k + 1 < MAX_K; k++)
             if (k + 1 < K - 1) win[k] = win[k + 1];

@@ -129,7 +129,7 @@ __global__ void __launch_bounds__(1024, 1)
                 const float inv = 1.0f / sqrtf(tot / (float)dv + norm_eps);
                 for (int64_t cc = threadIdx.x; cc < dv; cc += blockDim.x) {
                     const float g = z[h * dv + cc];
-                    y_norm[h * dv + cc] = ((__ldcg(&out[h * dv + cc]) * inv) * wload(nw, nwdt, cc)) * (g / (1.0f + expf(-g)));
+                    y_norm[h * dv + cc] = ((__ldcg(&out[h * dv + cc]) * inv) * wload(nw, nwdt, cc)) * silu_f(g);
                 }
                 if (threadIdx.x == 0) count[h] = 0; /* ready for the next call */
             }
@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(1024, 1)
             if (ry == 0 && cvalid) {
                 const int64_t e = (t * Hv + h) * dv + c;
                 const float g = z[e];
-                y_norm[e] = ((o * inv) * wload(nw, nwdt, c)) * (g / (1.0f + expf(-g)));
+                y_norm[e] = ((o * inv) * wload(nw, nwdt, c)) * silu_f(g);
             }
         }
         __syncthreads(); /* q, k, red are rewritten by the next token */
@@ -206,7 +206,7 @@ struct conv_ch {
 #pragma unroll
         for (int k = 0; k < DEC_K - 1; k++) acc += wk[k] * win[k];
         acc += wk[DEC_K - 1] * xv;
-        *out = acc / (1.0f + expf(-acc));
+        *out = silu_f(acc);
         xn = xv;
         if (!(defer && shared)) store(a, C);
     }
@@ -333,8 +333,8 @@ __global__ void __launch_bounds__(512, 1) k_gdn_decode(qcu_gdn_decode_args a) {
     float tot = 0.0f;
     for (int p = 0; p < n_parts; p++) tot += misc[4 + p];
     const float inv = 1.0f / sqrtf(tot / (float)dv + a.norm_eps);
-    a.y[h * dv + ca] = ((o0 * inv) * nwa) * (za / (1.0f + expf(-za)));
-    a.y[h * dv + ca + 1] = ((o1 * inv) * nwb) * (zb / (1.0f + expf(-zb)));
+    a.y[h * dv + ca] = ((o0 * inv) * nwa) * silu_f(za);
+    a.y[h * dv + ca + 1] = ((o1 * inv) * nwb) * silu_f(zb);
 }
 
 typedef void (*dec_kernel)(qcu_gdn_decode_args);

@@ -38,7 +38,7 @@ __global__ void k_rms(float *y, int64_t ldy, float *x, int64_t ldx, const float 
         float v = (xr[c] * inv) * (off + wload(w, wdt, c));
         if (z) {
             float g = z[r * dim + c];
-            v = v * (g / (1.0f + expf(-g)));
+            v = v * silu_f(g);
         }
         y[r * ldy + c] = v;
     }
